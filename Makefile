@@ -1,0 +1,43 @@
+# jobq: PGXS build for PostgreSQL 15+
+EXTENSION  = jobq
+EXTVERSION = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" jobq.control)
+
+MODULE_big = jobq
+OBJS = src/jobq.o src/guc.o src/shmem.o src/launcher.o src/worker.o \
+       src/claim.o src/execute.o src/api.o
+
+# Install and upgrade scripts: every jobq--*.sql at the top level.
+DATA = $(wildcard jobq--*.sql)
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
+            -Wno-missing-field-initializers
+ifeq ($(WERROR),1)
+PG_CFLAGS += -Werror
+endif
+
+# pg_regress: API outputs, against a temporary instance that preloads jobq.
+REGRESS = setup enqueue_errors execute security retention upgrade
+REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
+               --temp-instance=$(CURDIR)/tmp_regress
+NO_INSTALLCHECK_OPTS =
+
+# isolation tester: interleavings of enqueue and claim.
+ISOLATION = enqueue_visibility
+ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
+                 --temp-config=$(srcdir)/test/isolation.conf \
+                 --temp-instance=$(CURDIR)/tmp_isolation
+
+# TAP: processes, crashes, restarts, reloads, failover.
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+EXTRA_CLEAN = tmp_regress tmp_isolation output_iso results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+.PHONY: print-version
+print-version:
+	@echo $(EXTVERSION)

@@ -1,0 +1,277 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.c
+ *		SQL-callable functions of jobq written in C.
+ *
+ * jobq.enqueue() validates its arguments, records the calling role
+ * (current_user) as the job's owner and inserts the job.  Users have no
+ * privileges on jobq's tables: the insert runs with the identity of the
+ * tables' owner, switched with SetUserIdAndSecContext as SECURITY DEFINER
+ * functions do, and switched back before returning (an error restores it
+ * through transaction abort).  Nothing is written before every argument
+ * has been checked.  The insert joins the caller's transaction, so a job
+ * enqueued by a transaction that rolls back never exists; at commit, idle
+ * workers are woken (shmem.c).
+ *
+ * IDENTIFICATION
+ *		src/api.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "jobq.h"
+
+PG_FUNCTION_INFO_V1(jobq_enqueue);
+
+static SPIPlanPtr insert_plan = NULL;
+
+static const char *insert_sql =
+"INSERT INTO jobq.job (queue, priority, run_at, max_attempts, timeout, owner, command)"
+" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+
+/*
+ * Owner of jobq's tables: the identity under which the API writes them.
+ */
+static Oid
+jobq_tables_owner(void)
+{
+	Oid			nsp = get_namespace_oid("jobq", false);
+	Oid			relid = get_relname_relid("job", nsp);
+	HeapTuple	tup;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"jobq.job\" does not exist"),
+				 errhint("Reinstall the extension with DROP EXTENSION jobq and CREATE EXTENSION jobq.")));
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * A job runs as its owner, who must be able to log in.
+ */
+static void
+check_role_can_own_jobs(Oid roleid)
+{
+	HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(roleid));
+	bool		canlogin;
+	NameData	rolname;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for role %u", roleid);
+	canlogin = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
+	rolname = ((Form_pg_authid) GETSTRUCT(tup))->rolname;
+	ReleaseSysCache(tup);
+
+	if (!canlogin)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("role \"%s\" cannot own jobs because it is not permitted to log in",
+						NameStr(rolname)),
+				 errdetail("A job runs as the role that enqueued it (current_user)."),
+				 errhint("Enqueue the job as a role with the LOGIN attribute.")));
+}
+
+static bool
+is_blank(const char *s)
+{
+	for (; *s; s++)
+		if (!isspace((unsigned char) *s))
+			return false;
+	return true;
+}
+
+/*
+ * Length of an interval in milliseconds, months counted as 30 days.
+ */
+static int64
+interval_ms(Interval *iv)
+{
+	int128		usecs = iv->time;
+
+	usecs += (int128) iv->day * USECS_PER_DAY;
+	usecs += (int128) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
+	if (usecs / 1000 > PG_INT64_MAX || usecs / 1000 < PG_INT64_MIN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERVAL_FIELD_OVERFLOW),
+				 errmsg("timeout is out of range")));
+	return (int64) (usecs / 1000);
+}
+
+/*
+ * jobq.enqueue(command, queue, priority, run_at, max_attempts, timeout)
+ *		returns the new job's id.
+ */
+Datum
+jobq_enqueue(PG_FUNCTION_ARGS)
+{
+	char	   *command;
+	text	   *queue;
+	int32		priority;
+	TimestampTz run_at;
+	int32		max_attempts;
+	Datum		timeout = (Datum) 0;
+	bool		timeout_null = true;
+	Oid			owner = GetUserId();
+	Oid			save_userid;
+	int			save_sec_context;
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		id;
+	bool		isnull;
+
+	JobqCheckPreloaded();
+
+	/* command */
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job command must not be null")));
+	command = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (is_blank(command))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job command must not be empty")));
+
+	/* queue */
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("queue name must not be null"),
+				 errhint("Omit the queue argument to use queue \"default\".")));
+	queue = PG_GETARG_TEXT_PP(1);
+	if (VARSIZE_ANY_EXHDR(queue) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("queue name must not be empty")));
+	if (VARSIZE_ANY_EXHDR(queue) > JOBQ_MAX_QUEUE_NAME)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("queue name \"%s\" is too long", text_to_cstring(queue)),
+				 errdetail("Queue names are at most %d bytes long.",
+						   JOBQ_MAX_QUEUE_NAME)));
+
+	/* priority */
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("priority must not be null"),
+				 errhint("Omit the priority argument to use priority 0.")));
+	priority = PG_GETARG_INT32(2);
+	if (priority < JOBQ_MIN_PRIORITY || priority > JOBQ_MAX_PRIORITY)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("priority %d is out of range", priority),
+				 errdetail("Priorities range from %d to %d; higher runs first.",
+						   JOBQ_MIN_PRIORITY, JOBQ_MAX_PRIORITY)));
+
+	/* run_at */
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("run_at must not be null"),
+				 errhint("Omit the run_at argument to run the job as soon as possible.")));
+	run_at = PG_GETARG_TIMESTAMPTZ(3);
+	if (TIMESTAMP_NOT_FINITE(run_at))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("run_at must be a finite timestamp")));
+
+	/* max_attempts */
+	max_attempts = PG_ARGISNULL(4) ? jobq_default_max_attempts : PG_GETARG_INT32(4);
+	if (max_attempts < 1 || max_attempts > JOBQ_MAX_ATTEMPTS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_attempts must be between 1 and %d, not %d",
+						JOBQ_MAX_ATTEMPTS, max_attempts)));
+
+	/* timeout: NULL means jobq.default_timeout; zero means no limit */
+	if (!PG_ARGISNULL(5))
+	{
+		Interval   *iv = PG_GETARG_INTERVAL_P(5);
+		int64		ms = interval_ms(iv);
+
+		if (ms < 0 || iv->time < 0 || iv->day < 0 || iv->month < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("timeout must not be negative"),
+					 errhint("Use a timeout of 0 for no time limit.")));
+		if (ms > 0)
+		{
+			timeout = IntervalPGetDatum(iv);
+			timeout_null = false;
+		}
+	}
+	else if (jobq_default_timeout > 0)
+	{
+		Interval   *iv = palloc0(sizeof(Interval));
+
+		iv->time = (int64) jobq_default_timeout * 1000;
+		timeout = IntervalPGetDatum(iv);
+		timeout_null = false;
+	}
+
+	check_role_can_own_jobs(owner);
+
+	values[0] = PointerGetDatum(queue);
+	values[1] = Int16GetDatum((int16) priority);
+	values[2] = TimestampTzGetDatum(run_at);
+	values[3] = Int32GetDatum(max_attempts);
+	values[4] = timeout;
+	nulls[4] = timeout_null ? 'n' : ' ';
+	values[5] = ObjectIdGetDatum(owner);
+	values[6] = CStringGetTextDatum(command);
+
+	/* Write as the tables' owner; see the file header. */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(jobq_tables_owner(),
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (insert_plan == NULL)
+	{
+		Oid			argtypes[7] = {TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID,
+		INTERVALOID, REGROLEOID, TEXTOID};
+		SPIPlanPtr	plan = SPI_prepare(insert_sql, 7, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		insert_plan = plan;
+	}
+	if (SPI_execute_plan(insert_plan, values, nulls, false, 1) !=
+		SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "could not insert job");
+	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	SPI_finish();
+
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	JobqNoteEnqueue(run_at);
+
+	PG_RETURN_DATUM(id);
+}

@@ -1,0 +1,388 @@
+/*-------------------------------------------------------------------------
+ *
+ * execute.c
+ *		Run one job as its owner, inside a subtransaction.
+ *
+ * Identity: the worker is connected as the bootstrap superuser; for the
+ * job it switches with SetUserIdAndSecContext(owner,
+ * SECURITY_LOCAL_USERID_CHANGE), the mechanism behind SECURITY DEFINER.
+ * current_user is the owner, and SET ROLE, RESET ROLE and SET SESSION
+ * AUTHORIZATION fail inside the job.  The owner must still exist and be
+ * allowed to log in, and the owner's ALTER ROLE ... SET settings (search
+ * path included) are applied for the job.
+ *
+ * Isolation between jobs: GUC changes are undone with AtEOXact_GUC at the
+ * job's own nesting level; cursors, prepared statements, session advisory
+ * locks, temporary tables and sequence caches are discarded after every
+ * job (JobqResetSessionState).
+ *
+ * Errors: the job runs in a subtransaction of the execution transaction.
+ * An error rolls the subtransaction back (and with it the job's effects,
+ * its identity switch and its GUC changes) and is recorded as the job's
+ * outcome; it never reaches the worker's own error handling.  The
+ * statement timeout is armed by hand: in a background worker nothing arms
+ * it for SPI.
+ *
+ * Memory: the job runs in job_context, reset by the caller after each job;
+ * the outcome (result, error text) is copied into the caller's context.
+ *
+ * IDENTIFICATION
+ *		src/execute.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_db_role_setting.h"
+#include "commands/prepare.h"
+#include "commands/sequence.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/lock.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/portal.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timeout.h"
+#include "utils/timestamp.h"
+
+#include "jobq.h"
+
+/*
+ * Role settings (ALTER ROLE ... SET) of the owners met in the current
+ * execution transaction.  Looked up once per owner and transaction.
+ */
+#define ROLE_SETTINGS_CACHE 8
+
+typedef struct RoleSettings
+{
+	Oid			owner;
+	ArrayType  *all_databases;	/* ALTER ROLE r SET */
+	ArrayType  *this_database;	/* ALTER ROLE r IN DATABASE d SET */
+} RoleSettings;
+
+static RoleSettings role_settings[ROLE_SETTINGS_CACHE];
+static int	n_role_settings = 0;
+
+/*
+ * Forget cached role settings; called at the start of every execution
+ * transaction (the cached arrays live in its memory context).
+ */
+void
+JobqForgetRoleSettings(void)
+{
+	n_role_settings = 0;
+}
+
+static ArrayType *
+fetch_role_setting(Relation rel, Oid dbid, Oid roleid)
+{
+	ScanKeyData keys[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	ArrayType  *result = NULL;
+
+	ScanKeyInit(&keys[0], Anum_pg_db_role_setting_setdatabase,
+				BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(dbid));
+	ScanKeyInit(&keys[1], Anum_pg_db_role_setting_setrole,
+				BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(roleid));
+	scan = systable_beginscan(rel, DbRoleSettingDatidRolidIndexId, true,
+							  NULL, 2, keys);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_db_role_setting_setconfig,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			result = DatumGetArrayTypePCopy(d);
+	}
+	systable_endscan(scan);
+	return result;
+}
+
+/*
+ * Apply the owner's ALTER ROLE ... SET settings at the current GUC nesting
+ * level, so that AtEOXact_GUC undoes them.  The per-database settings are
+ * applied last and win, as at login.
+ */
+static void
+apply_role_settings(Oid owner, MemoryContext cache_context)
+{
+	RoleSettings *rs = NULL;
+	int			i;
+
+	for (i = 0; i < n_role_settings; i++)
+		if (role_settings[i].owner == owner)
+			rs = &role_settings[i];
+
+	if (rs == NULL)
+	{
+		static RoleSettings scratch;
+		MemoryContext oldcxt = MemoryContextSwitchTo(cache_context);
+		Relation	rel = table_open(DbRoleSettingRelationId, AccessShareLock);
+
+		rs = (n_role_settings < ROLE_SETTINGS_CACHE) ?
+			&role_settings[n_role_settings++] : &scratch;
+		rs->owner = owner;
+		rs->all_databases = fetch_role_setting(rel, InvalidOid, owner);
+		rs->this_database = fetch_role_setting(rel, MyDatabaseId, owner);
+		table_close(rel, AccessShareLock);
+		MemoryContextSwitchTo(oldcxt);
+	}
+
+	if (rs->all_databases)
+		ProcessGUCArray(rs->all_databases, PGC_SUSET, PGC_S_SESSION,
+						GUC_ACTION_SAVE);
+	if (rs->this_database)
+		ProcessGUCArray(rs->this_database, PGC_SUSET, PGC_S_SESSION,
+						GUC_ACTION_SAVE);
+}
+
+/*
+ * The owner must exist and be allowed to log in.  Sets *permanent before
+ * it raises, because retrying would not help.
+ */
+static void
+check_owner(Oid owner, volatile bool *permanent)
+{
+	HeapTuple	tup;
+	bool		canlogin;
+	NameData	rolname;
+
+	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(owner));
+	if (!HeapTupleIsValid(tup))
+	{
+		*permanent = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role with OID %u does not exist", owner),
+				 errdetail("The role that enqueued the job has been dropped.")));
+	}
+	canlogin = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
+	rolname = ((Form_pg_authid) GETSTRUCT(tup))->rolname;
+	ReleaseSysCache(tup);
+
+	if (!canlogin)
+	{
+		*permanent = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("role \"%s\" is not permitted to log in",
+						NameStr(rolname)),
+				 errdetail("A job runs as the role that enqueued it, and that role must have the LOGIN attribute.")));
+	}
+}
+
+/*
+ * The first row of the job's last statement as jsonb (a row_to_json of
+ * it), allocated in CurrentMemoryContext.
+ */
+static Datum
+first_row_as_jsonb(HeapTuple tuple, TupleDesc tupdesc)
+{
+	TupleDesc	desc = CreateTupleDescCopy(tupdesc);
+	Datum		record;
+	Datum		json;
+
+	BlessTupleDesc(desc);
+	record = heap_copy_tuple_as_datum(tuple, desc);
+	json = DirectFunctionCall1(row_to_json, record);
+	return DirectFunctionCall1(jsonb_in,
+							   CStringGetDatum(TextDatumGetCString(json)));
+}
+
+/*
+ * Delay before the next attempt: jobq.retry_delay doubled per attempt
+ * made, capped, with +/-25% jitter so that failures do not retry in step.
+ */
+static TimestampTz
+next_attempt_time(int attempts)
+{
+	double		delay = (double) jobq_retry_delay;
+	int			i;
+
+	for (i = 1; i < attempts && delay < JOBQ_MAX_RETRY_DELAY_MS; i++)
+		delay *= 2;
+	delay = Min(delay, (double) JOBQ_MAX_RETRY_DELAY_MS);
+	delay *= 0.75 + 0.5 * pg_prng_double(&pg_global_prng_state);
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) delay);
+}
+
+/*
+ * Run one job and fill in its outcome.  Must be called inside an
+ * execution transaction; CurrentMemoryContext receives the outcome.
+ */
+void
+JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
+{
+	MemoryContext outercxt = CurrentMemoryContext;
+	ResourceOwner outerowner = CurrentResourceOwner;
+	volatile bool permanent = false;
+
+	memset(out, 0, sizeof(*out));
+	out->started_at = GetCurrentTimestamp();
+	pgstat_report_activity(STATE_RUNNING, job->command);
+	debug_query_string = job->command;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(job_context);
+
+	PG_TRY();
+	{
+		Oid			save_userid;
+		int			save_sec_context;
+		int			save_nestlevel;
+		int			rc;
+		Datum		result = (Datum) 0;
+
+		check_owner(job->owner, &permanent);
+
+		GetUserIdAndSecContext(&save_userid, &save_sec_context);
+		SetUserIdAndSecContext(job->owner,
+							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+		save_nestlevel = NewGUCNestLevel();
+		apply_role_settings(job->owner, outercxt);
+
+		/*
+		 * From here on the job may be cancelled (timeout, SIGTERM).  A cancel
+		 * that arrived while we were between jobs is stale: drop it.
+		 */
+		QueryCancelPending = false;
+		if (job->timeout_ms > 0)
+			enable_timeout_after(STATEMENT_TIMEOUT,
+								 (int) Min(job->timeout_ms, (int64) INT_MAX));
+		jobq_in_job = true;
+		if (jobq_shutdown_requested)
+		{
+			QueryCancelPending = true;
+			InterruptPending = true;
+		}
+		RESUME_CANCEL_INTERRUPTS();
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		rc = SPI_execute(job->command, false, 0);
+		PopActiveSnapshot();
+		if (rc == SPI_ERROR_TRANSACTION)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
+					 errmsg("transaction control statements are not allowed in a job")));
+		else if (rc < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not run job: %s", SPI_result_code_string(rc))));
+
+		HOLD_CANCEL_INTERRUPTS();
+		jobq_in_job = false;
+		if (job->timeout_ms > 0)
+			disable_timeout(STATEMENT_TIMEOUT, false);
+
+		if (SPI_tuptable != NULL && SPI_processed > 0)
+		{
+			MemoryContext spicxt = MemoryContextSwitchTo(outercxt);
+
+			result = first_row_as_jsonb(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc);
+			MemoryContextSwitchTo(spicxt);
+		}
+		SPI_finish();
+
+		/* undo the job's SET commands and the owner's role settings */
+		AtEOXact_GUC(false, save_nestlevel);
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(outercxt);
+		CurrentResourceOwner = outerowner;
+
+		out->kind = JOBQ_SUCCEEDED;
+		out->result = result;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		jobq_in_job = false;
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		/* the job may have died with cancel interrupts resumed */
+		QueryCancelHoldoffCount = 1;
+
+		MemoryContextSwitchTo(outercxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+
+		/* rolls back the effects, the identity switch and the GUCs */
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(outercxt);
+		CurrentResourceOwner = outerowner;
+
+		if (jobq_shutdown_requested &&
+			edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		{
+			/* interrupted by shutdown: not the job's fault */
+			out->kind = JOBQ_RELEASE;
+		}
+		else
+		{
+			out->error = edata->message ? edata->message : pstrdup("unknown error");
+			strlcpy(out->sqlstate, unpack_sql_state(edata->sqlerrcode),
+					sizeof(out->sqlstate));
+			if (permanent || job->attempts >= job->max_attempts)
+				out->kind = JOBQ_FAILED;
+			else
+			{
+				out->kind = JOBQ_RETRY;
+				out->next_run_at = next_attempt_time(job->attempts);
+			}
+		}
+	}
+	PG_END_TRY();
+
+	debug_query_string = NULL;
+	out->finished_at = GetCurrentTimestamp();
+	JobqResetSessionState();
+}
+
+/*
+ * Discard what a job may leave in the session: open cursors, prepared
+ * statements, session-level advisory locks, temporary tables and cached
+ * sequence values.  GUCs are undone by the caller.  Transaction-level
+ * advisory locks stay until the execution transaction ends, as the job
+ * asked.
+ */
+void
+JobqResetSessionState(void)
+{
+	Oid			temp_namespace;
+	Oid			temp_toast_namespace;
+
+	PortalHashTableDeleteAll();
+	DropAllPreparedStatements();
+	LockReleaseSession(USER_LOCKMETHOD);
+	GetTempNamespaceState(&temp_namespace, &temp_toast_namespace);
+	if (OidIsValid(temp_namespace))
+		ResetTempTableNamespace();
+	ResetSequenceCaches();
+}

@@ -1,0 +1,128 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *		Configuration parameters of jobq.
+ *
+ * Out-of-range numbers are rejected by the GUC machinery itself; the check
+ * hooks below reject what a range cannot express.  Nothing is clamped.
+ *
+ * IDENTIFICATION
+ *		src/guc.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "utils/guc.h"
+
+#include "jobq.h"
+
+char	   *jobq_database = NULL;
+int			jobq_workers = 2;
+int			jobq_poll_interval = 5000;
+int			jobq_batch_size = 32;
+int			jobq_default_max_attempts = 5;
+int			jobq_default_timeout = 0;
+int			jobq_retention = 7 * 24 * 3600;
+int			jobq_retry_delay = 1000;
+
+/*
+ * jobq.database must name a database: not empty, and short enough to be a
+ * database name.
+ */
+static bool
+check_jobq_database(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+	{
+		GUC_check_errdetail("jobq.database must name a database.");
+		return false;
+	}
+	if (strlen(*newval) >= NAMEDATALEN)
+	{
+		GUC_check_errdetail("Database names are at most %d bytes long.",
+							NAMEDATALEN - 1);
+		return false;
+	}
+	return true;
+}
+
+void
+JobqDefineGucs(void)
+{
+	DefineCustomStringVariable("jobq.database",
+							   "Database in which jobq workers run jobs.",
+							   NULL,
+							   &jobq_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   check_jobq_database, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.workers",
+							"Number of jobq worker processes.",
+							"0 stops job execution.",
+							&jobq_workers,
+							2, 0, JOBQ_MAX_WORKERS,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.poll_interval",
+							"Longest time an idle worker sleeps before it looks for due jobs.",
+							"A safety net: committed enqueues wake workers at once.",
+							&jobq_poll_interval,
+							5000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.batch_size",
+							"Largest number of jobs a worker claims in one transaction.",
+							NULL,
+							&jobq_batch_size,
+							32, 1, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.default_max_attempts",
+							"Attempts a job gets when enqueue does not say.",
+							NULL,
+							&jobq_default_max_attempts,
+							5, 1, JOBQ_MAX_ATTEMPTS,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.default_timeout",
+							"Time limit of a job when enqueue does not say.",
+							"0 means no limit.",
+							&jobq_default_timeout,
+							0, 0, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.retention",
+							"How long finished jobs stay visible.",
+							"0 deletes a job as soon as it finishes.",
+							&jobq_retention,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.retry_delay",
+							"Delay before the first retry of a failed job; it doubles with each attempt.",
+							NULL,
+							&jobq_retry_delay,
+							1000, 0, JOBQ_MAX_RETRY_DELAY_MS,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("jobq");
+}

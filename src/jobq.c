@@ -1,0 +1,62 @@
+/*-------------------------------------------------------------------------
+ *
+ * jobq.c
+ *		Module entry point: GUCs, shared memory and the launcher.
+ *
+ * jobq only works when it is loaded through shared_preload_libraries: the
+ * launcher has to be registered by the postmaster and the shared segment
+ * sized before it is created.  Loaded any other way (CREATE EXTENSION, or a
+ * call into the library from a server that does not preload it), the
+ * module refuses with an error that says how to fix the configuration.
+ *
+ * IDENTIFICATION
+ *		src/jobq.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+
+#include "jobq.h"
+
+PG_MODULE_MAGIC;
+
+/* True in every process of a server that preloads jobq. */
+bool		jobq_preloaded = false;
+
+void		_PG_init(void);
+
+/*
+ * Raise the error that explains that jobq must be preloaded.
+ */
+void
+JobqCheckPreloaded(void)
+{
+	if (!jobq_preloaded)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("jobq must be loaded via \"shared_preload_libraries\""),
+				 errhint("Add jobq to \"shared_preload_libraries\" in postgresql.conf and restart the server.")));
+}
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+	{
+		/*
+		 * Loaded late, e.g. by CREATE EXTENSION in a server that does not
+		 * preload us.  Refuse now; functions that run later in the same
+		 * session check jobq_preloaded themselves.
+		 */
+		JobqCheckPreloaded();
+		return;
+	}
+
+	jobq_preloaded = true;
+	JobqDefineGucs();
+	JobqShmemInstallHooks();
+	JobqRegisterLauncher();
+}

@@ -1,0 +1,158 @@
+/*-------------------------------------------------------------------------
+ *
+ * jobq.h
+ *		Declarations shared by the jobq source files.
+ *
+ * jobq runs one static background worker, the launcher, and a pool of
+ * dynamic workers that it starts.  They meet in a small shared-memory
+ * segment (JobqShared) that holds one slot per worker: who is alive, who
+ * is busy, and the latch to set to wake a worker up.
+ *
+ * IDENTIFICATION
+ *		src/jobq.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef JOBQ_H
+#define JOBQ_H
+
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "datatype/timestamp.h"
+#include "storage/spin.h"
+
+/* Upper bound of jobq.workers; the shared segment has this many slots. */
+#define JOBQ_MAX_WORKERS		64
+
+/* Documented range of a job's priority (higher runs first). */
+#define JOBQ_MIN_PRIORITY		(-1000)
+#define JOBQ_MAX_PRIORITY		1000
+
+/* Upper bound of max_attempts. */
+#define JOBQ_MAX_ATTEMPTS		1000
+
+/* Queue names are identifiers: at most NAMEDATALEN - 1 bytes. */
+#define JOBQ_MAX_QUEUE_NAME		(NAMEDATALEN - 1)
+
+/*
+ * An execution transaction commits after this many jobs, staying below the
+ * 64 subtransaction XIDs that PGPROC caches, or after this many
+ * milliseconds, so one slow job never holds finished ones uncommitted.
+ */
+#define JOBQ_CHUNK_MAX_JOBS		63
+#define JOBQ_CHUNK_BUDGET_MS	10
+
+/* Longest retry delay, whatever the attempt number. */
+#define JOBQ_MAX_RETRY_DELAY_MS	(3600 * 1000)
+
+/* One worker slot in shared memory; protected by JobqShared->mutex. */
+typedef struct JobqWorkerSlot
+{
+	pid_t		pid;			/* 0 while the slot is free */
+	int			pgprocno;		/* for the worker's latch */
+	TimestampTz started_at;		/* when the worker took the slot */
+	uint32		generation;		/* launcher generation that started it */
+	bool		busy;			/* executing jobs (will claim again) */
+	bool		stop_requested; /* pool shrank: finish and exit */
+} JobqWorkerSlot;
+
+typedef struct JobqSharedState
+{
+	slock_t		mutex;
+	pid_t		launcher_pid;
+	int			launcher_pgprocno;
+	uint32		launcher_generation;
+	bool		recovery_requested; /* a worker died: look for its jobs */
+	TimestampTz next_due;		/* earliest wake-up idle workers know of */
+	TimestampTz next_prune;		/* when retention pruning is next due */
+	int			next_wake;		/* round-robin start for wake-ups */
+	JobqWorkerSlot workers[JOBQ_MAX_WORKERS];
+} JobqSharedState;
+
+extern JobqSharedState *JobqShared;
+
+/* guc.c */
+extern char *jobq_database;
+extern int	jobq_workers;
+extern int	jobq_poll_interval;
+extern int	jobq_batch_size;
+extern int	jobq_default_max_attempts;
+extern int	jobq_default_timeout;
+extern int	jobq_retention;
+extern int	jobq_retry_delay;
+extern void JobqDefineGucs(void);
+
+/* jobq.c */
+extern bool jobq_preloaded;
+extern void JobqCheckPreloaded(void);
+
+/* shmem.c */
+extern void JobqShmemInstallHooks(void);
+extern void JobqWakeWorkers(int n);
+extern void JobqWakeAllWorkers(void);
+extern void JobqWakeLauncher(void);
+extern void JobqNoteEnqueue(TimestampTz run_at);
+extern bool JobqPidIsLiveWorker(pid_t pid, TimestampTz claimed_at);
+extern TimestampTz JobqGetNextDue(void);
+extern void JobqSetNextDue(TimestampTz due);
+
+/* launcher.c */
+extern void JobqRegisterLauncher(void);
+extern PGDLLEXPORT void JobqLauncherMain(Datum main_arg);
+
+/* worker.c */
+extern PGDLLEXPORT void JobqWorkerMain(Datum main_arg);
+extern volatile sig_atomic_t jobq_in_job;
+extern volatile sig_atomic_t jobq_shutdown_requested;
+
+/* A claimed job, as the worker holds it between claim and outcome. */
+typedef struct JobqJob
+{
+	int64		id;
+	Oid			owner;
+	char	   *command;
+	int64		timeout_ms;		/* 0: no limit */
+	int32		attempts;		/* including this one */
+	int32		max_attempts;
+	int16		priority;
+	TimestampTz run_at;
+} JobqJob;
+
+/* What became of a claimed job. */
+typedef enum JobqOutcomeKind
+{
+	JOBQ_SUCCEEDED,
+	JOBQ_RETRY,					/* error with attempts left */
+	JOBQ_FAILED,				/* error, no attempts left, or permanent */
+	JOBQ_RELEASE				/* not run (shutdown): back to pending,
+								 * attempt not counted */
+} JobqOutcomeKind;
+
+typedef struct JobqOutcome
+{
+	JobqOutcomeKind kind;
+	Datum		result;			/* jsonb, or 0 for null */
+	char	   *error;			/* NULL if none */
+	char		sqlstate[6];	/* "" if none */
+	TimestampTz started_at;
+	TimestampTz finished_at;
+	TimestampTz next_run_at;	/* for JOBQ_RETRY */
+} JobqOutcome;
+
+/* claim.c: the SQL that moves jobs through their life */
+extern bool JobqExtensionPresent(void);
+extern int	JobqClaim(int limit, JobqJob **jobs, TimestampTz *next_due);
+extern void JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n);
+extern int	JobqRecoverOrphans(void);
+extern void JobqReleaseOwnJobs(void);
+extern int	JobqPruneHistory(void);
+
+/* execute.c */
+extern void JobqExecuteJob(JobqJob *job, JobqOutcome *outcome,
+						   MemoryContext job_context);
+extern void JobqResetSessionState(void);
+extern void JobqForgetRoleSettings(void);
+
+#endif							/* JOBQ_H */

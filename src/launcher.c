@@ -1,0 +1,388 @@
+/*-------------------------------------------------------------------------
+ *
+ * launcher.c
+ *		The jobq launcher: keeps the worker pool at jobq.workers.
+ *
+ * The launcher is a static background worker registered in _PG_init.  It
+ * starts only once the server accepts writes, so nothing of jobq runs on a
+ * hot standby; after promotion the postmaster starts it.  It connects to
+ * no database (it reads only the shared catalog pg_database), so it never
+ * stands in the way of DROP DATABASE; the workers it starts connect to
+ * jobq.database.
+ *
+ * Each loop it reconciles the pool with jobq.workers: a worker that has
+ * stopped, for whatever reason, is noted (its jobs are recovered by the
+ * other workers and by its replacement) and restarted; slots past
+ * jobq.workers are asked to stop after the job in hand.  It is woken by
+ * the postmaster when a worker starts or stops (bgw_notify_pid) and by
+ * SIGHUP.  A worker that keeps dying right after its start (for instance
+ * because jobq.database was dropped) is restarted with a growing delay.
+ *
+ * IDENTIFICATION
+ *		src/launcher.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_database.h"
+#include "utils/snapmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "jobq.h"
+
+/* A worker that dies within this time of its start counts as failing. */
+#define JOBQ_QUICK_DEATH_MS		10000
+#define JOBQ_MAX_RESTART_DELAY_MS 60000
+
+typedef struct LauncherSlot
+{
+	BackgroundWorkerHandle *handle;
+	TimestampTz last_start;
+	int			quick_deaths;	/* consecutive deaths soon after start */
+} LauncherSlot;
+
+static LauncherSlot pool[JOBQ_MAX_WORKERS];
+static uint32 my_generation;
+static bool database_missing_logged = false;
+static bool start_failure_logged = false;
+
+void
+JobqRegisterLauncher(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "jobq");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "JobqLauncherMain");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "jobq launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "jobq launcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * On exit, stop the workers this launcher started and give up the
+ * launcher's place in shared memory.
+ */
+static void
+launcher_detach(int code, Datum arg)
+{
+	int			i;
+
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+		if (pool[i].handle != NULL)
+			TerminateBackgroundWorker(pool[i].handle);
+
+	SpinLockAcquire(&JobqShared->mutex);
+	if (JobqShared->launcher_pid == MyProcPid)
+		JobqShared->launcher_pid = 0;
+	SpinLockRelease(&JobqShared->mutex);
+}
+
+/*
+ * Become the launcher: bump the generation so that workers started by a
+ * previous launcher (still queued, or running) step aside, and wait for
+ * the running ones to leave.  They get SIGTERM, which makes a worker hand
+ * its unfinished jobs back before it exits.
+ */
+static void
+launcher_take_over(void)
+{
+	pid_t		stale[JOBQ_MAX_WORKERS];
+	int			nstale = 0;
+	int			i;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	my_generation = ++JobqShared->launcher_generation;
+	JobqShared->launcher_pid = MyProcPid;
+	JobqShared->launcher_pgprocno = MyProc->pgprocno;
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+		if (JobqShared->workers[i].pid != 0)
+			stale[nstale++] = JobqShared->workers[i].pid;
+	SpinLockRelease(&JobqShared->mutex);
+
+	for (i = 0; i < nstale; i++)
+		kill(stale[i], SIGTERM);
+
+	while (nstale > 0)
+	{
+		int			left = 0;
+
+		SpinLockAcquire(&JobqShared->mutex);
+		for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+			if (JobqShared->workers[i].pid != 0)
+				left++;
+		SpinLockRelease(&JobqShared->mutex);
+		if (left == 0)
+			break;
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * Does jobq.database exist?  Logs once while it does not.
+ */
+static bool
+database_exists(void)
+{
+	bool		exists;
+
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	/*
+	 * A plain heap scan: without a database, the launcher can read shared
+	 * catalogs but cannot use their indexes (get_database_oid does).
+	 */
+	exists = false;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (strcmp(NameStr(db->datname), jobq_database) == 0)
+		{
+			exists = true;
+			break;
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+
+	if (!exists && !database_missing_logged)
+	{
+		ereport(LOG,
+				(errmsg("jobq is waiting for database \"%s\" to be created",
+						jobq_database),
+				 errdetail("Workers start when the database named by \"jobq.database\" exists.")));
+		database_missing_logged = true;
+	}
+	else if (exists)
+		database_missing_logged = false;
+
+	return exists;
+}
+
+/*
+ * Start a worker in slot i.  Returns false if the postmaster has no free
+ * background worker slot.
+ */
+static bool
+start_worker(int i)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "jobq");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "JobqWorkerMain");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "jobq worker %d", i + 1);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "jobq worker");
+	worker.bgw_main_arg = Int32GetDatum(i);
+	memcpy(worker.bgw_extra, &my_generation, sizeof(my_generation));
+	worker.bgw_notify_pid = MyProcPid;
+
+	/* a fresh start in this slot: forget an old stop request */
+	SpinLockAcquire(&JobqShared->mutex);
+	JobqShared->workers[i].stop_requested = false;
+	SpinLockRelease(&JobqShared->mutex);
+
+	pool[i].last_start = GetCurrentTimestamp();
+	if (!RegisterDynamicBackgroundWorker(&worker, &pool[i].handle))
+	{
+		pool[i].handle = NULL;
+		if (!start_failure_logged)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("could not start jobq worker %d", i + 1),
+					 errhint("Raise \"max_worker_processes\" or lower \"jobq.workers\".")));
+		start_failure_logged = true;
+		return false;
+	}
+	start_failure_logged = false;
+	return true;
+}
+
+/*
+ * Bring the pool in line with jobq.workers.  Returns how long the launcher
+ * may sleep before it must look again.
+ */
+static long
+reconcile_pool(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		sleep_ms = 60000;
+	bool		died = false;
+	bool		db_checked = false;
+	bool		db_ok = false;
+	int			i;
+
+	/* Collect workers that have stopped. */
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+	{
+		pid_t		pid;
+
+		if (pool[i].handle == NULL)
+			continue;
+		switch (GetBackgroundWorkerPid(pool[i].handle, &pid))
+		{
+			case BGWH_STOPPED:
+				pfree(pool[i].handle);
+				pool[i].handle = NULL;
+				died = true;
+				if (TimestampDifferenceExceeds(pool[i].last_start, now,
+											   JOBQ_QUICK_DEATH_MS))
+					pool[i].quick_deaths = 0;
+				else
+					pool[i].quick_deaths++;
+				break;
+			case BGWH_POSTMASTER_DIED:
+				proc_exit(1);
+				break;
+			default:
+				break;
+		}
+	}
+
+	if (died)
+	{
+		/* someone must look for the jobs the dead worker held */
+		SpinLockAcquire(&JobqShared->mutex);
+		JobqShared->recovery_requested = true;
+		SpinLockRelease(&JobqShared->mutex);
+		JobqWakeAllWorkers();
+	}
+
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+	{
+		if (i < jobq_workers && pool[i].handle == NULL)
+		{
+			if (pool[i].quick_deaths > 0)
+			{
+				long		delay = 1000L << Min(pool[i].quick_deaths - 1, 6);
+				TimestampTz when;
+
+				delay = Min(delay, JOBQ_MAX_RESTART_DELAY_MS);
+				when = TimestampTzPlusMilliseconds(pool[i].last_start, delay);
+				if (when > now)
+				{
+					long		secs;
+					int			usecs;
+
+					TimestampDifference(now, when, &secs, &usecs);
+					sleep_ms = Min(sleep_ms, secs * 1000 + usecs / 1000 + 1);
+					continue;
+				}
+			}
+			if (!db_checked)
+			{
+				db_ok = database_exists();
+				db_checked = true;
+			}
+			if (!db_ok)
+			{
+				sleep_ms = Min(sleep_ms, 1000);
+				break;
+			}
+			if (!start_worker(i))
+			{
+				sleep_ms = Min(sleep_ms, 5000);
+				break;
+			}
+		}
+		else if (i >= jobq_workers && pool[i].handle != NULL)
+		{
+			int			procno = -1;
+
+			SpinLockAcquire(&JobqShared->mutex);
+			if (!JobqShared->workers[i].stop_requested)
+			{
+				JobqShared->workers[i].stop_requested = true;
+				if (JobqShared->workers[i].pid != 0)
+					procno = JobqShared->workers[i].pgprocno;
+			}
+			SpinLockRelease(&JobqShared->mutex);
+			if (procno >= 0)
+				SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+		}
+	}
+
+	return sleep_ms;
+}
+
+void
+JobqLauncherMain(Datum main_arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	/* no database: only shared catalogs (pg_database) are read */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("jobq launcher");
+
+	before_shmem_exit(launcher_detach, (Datum) 0);
+	launcher_take_over();
+
+	ereport(LOG,
+			(errmsg("jobq launcher started"),
+			 errdetail("Workers run jobs in database \"%s\".", jobq_database)));
+
+	for (;;)
+	{
+		long		sleep_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			break;
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		pgstat_report_activity(STATE_RUNNING, "reconciling the worker pool");
+		sleep_ms = reconcile_pool();
+		pgstat_report_activity(STATE_IDLE, NULL);
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+
+	/* exit code 1: restarted by the postmaster unless it is shutting down */
+	proc_exit(1);
+}

@@ -1,0 +1,261 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *		jobq's shared state, and the wake-up of workers at commit.
+ *
+ * The segment holds the launcher's identity and one slot per worker.  A
+ * spinlock guards it: every critical section is a handful of loads and
+ * stores, and nothing in them can raise an error.  Latches are set after
+ * the spinlock is released.
+ *
+ * Wake-up: jobq.enqueue() notes the job in backend-local state and, the
+ * first time in a backend, registers a transaction callback.  When the
+ * enqueuing transaction commits, the callback sets the latches of as many
+ * idle workers as jobs became due (a worker marked busy claims again when
+ * its batch is done, so it needs no wake-up).  A job due in the future
+ * wakes one idle worker only if it is due before the earliest wake-up the
+ * idle workers already know of.  An aborted transaction wakes nobody.
+ *
+ * IDENTIFICATION
+ *		src/shmem.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+
+#include "jobq.h"
+
+JobqSharedState *JobqShared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Backend-local record of what the current transaction enqueued. */
+static bool xact_callback_registered = false;
+static int	pending_due_jobs = 0;
+static TimestampTz pending_min_future = DT_NOEND;
+
+static void
+jobq_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(JobqSharedState)));
+}
+
+static void
+jobq_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	JobqShared = ShmemInitStruct("jobq", sizeof(JobqSharedState), &found);
+	if (!found)
+	{
+		/* First start, or re-initialisation after a crash. */
+		memset(JobqShared, 0, sizeof(JobqSharedState));
+		SpinLockInit(&JobqShared->mutex);
+		JobqShared->next_due = DT_NOEND;
+		JobqShared->next_prune = 0;
+		/* a fresh segment: every job still marked running is orphaned */
+		JobqShared->recovery_requested = true;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+JobqShmemInstallHooks(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = jobq_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = jobq_shmem_startup;
+}
+
+/*
+ * Set the latches of up to n live workers that are not busy, starting
+ * where the previous wake-up stopped so that work spreads over the pool.
+ */
+void
+JobqWakeWorkers(int n)
+{
+	int			procnos[JOBQ_MAX_WORKERS];
+	int			nwake = 0;
+	int			i;
+
+	if (JobqShared == NULL || n <= 0)
+		return;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	for (i = 0; i < JOBQ_MAX_WORKERS && nwake < n; i++)
+	{
+		int			k = (JobqShared->next_wake + i) % JOBQ_MAX_WORKERS;
+		JobqWorkerSlot *slot = &JobqShared->workers[k];
+
+		if (slot->pid != 0 && !slot->busy)
+		{
+			procnos[nwake++] = slot->pgprocno;
+			JobqShared->next_wake = (k + 1) % JOBQ_MAX_WORKERS;
+		}
+	}
+	SpinLockRelease(&JobqShared->mutex);
+
+	for (i = 0; i < nwake; i++)
+		SetLatch(&ProcGlobal->allProcs[procnos[i]].procLatch);
+}
+
+/*
+ * Set the latch of every live worker, busy or not.
+ */
+void
+JobqWakeAllWorkers(void)
+{
+	int			procnos[JOBQ_MAX_WORKERS];
+	int			nwake = 0;
+	int			i;
+
+	if (JobqShared == NULL)
+		return;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+		if (JobqShared->workers[i].pid != 0)
+			procnos[nwake++] = JobqShared->workers[i].pgprocno;
+	SpinLockRelease(&JobqShared->mutex);
+
+	for (i = 0; i < nwake; i++)
+		SetLatch(&ProcGlobal->allProcs[procnos[i]].procLatch);
+}
+
+/*
+ * Set the launcher's latch, if the launcher is running.
+ */
+void
+JobqWakeLauncher(void)
+{
+	int			procno = -1;
+
+	if (JobqShared == NULL)
+		return;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	if (JobqShared->launcher_pid != 0)
+		procno = JobqShared->launcher_pgprocno;
+	SpinLockRelease(&JobqShared->mutex);
+
+	if (procno >= 0)
+		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
+/*
+ * Is pid a live jobq worker that could have claimed a job at claimed_at?
+ *
+ * A worker takes its slot before its first claim, so a live claimer's slot
+ * started no later than the claim.  A slot started after the claim belongs
+ * to a new process that happens to reuse a dead claimer's pid.
+ */
+bool
+JobqPidIsLiveWorker(pid_t pid, TimestampTz claimed_at)
+{
+	bool		live = false;
+	int			i;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+	{
+		JobqWorkerSlot *slot = &JobqShared->workers[i];
+
+		if (slot->pid == pid && slot->started_at <= claimed_at)
+		{
+			live = true;
+			break;
+		}
+	}
+	SpinLockRelease(&JobqShared->mutex);
+
+	return live;
+}
+
+TimestampTz
+JobqGetNextDue(void)
+{
+	TimestampTz due;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	due = JobqShared->next_due;
+	SpinLockRelease(&JobqShared->mutex);
+	return due;
+}
+
+void
+JobqSetNextDue(TimestampTz due)
+{
+	SpinLockAcquire(&JobqShared->mutex);
+	JobqShared->next_due = due;
+	SpinLockRelease(&JobqShared->mutex);
+}
+
+/*
+ * At commit, wake workers for what this transaction enqueued; forget it on
+ * abort or prepare.  A prepared transaction's jobs are found by the poll.
+ */
+static void
+jobq_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (pending_due_jobs > 0)
+				JobqWakeWorkers(pending_due_jobs);
+			else if (pending_min_future != DT_NOEND &&
+					 pending_min_future < JobqGetNextDue())
+			{
+				/* an idle worker must shorten its sleep */
+				JobqSetNextDue(pending_min_future);
+				JobqWakeWorkers(1);
+			}
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			break;
+		default:
+			return;
+	}
+	pending_due_jobs = 0;
+	pending_min_future = DT_NOEND;
+}
+
+/*
+ * Remember that the current transaction enqueued a job due at run_at.
+ */
+void
+JobqNoteEnqueue(TimestampTz run_at)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(jobq_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+
+	if (run_at <= GetCurrentTimestamp())
+	{
+		if (pending_due_jobs < JOBQ_MAX_WORKERS)
+			pending_due_jobs++;
+	}
+	else if (run_at < pending_min_future)
+		pending_min_future = run_at;
+}

@@ -1,0 +1,403 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *		A jobq worker: claim due jobs, run them, record what happened.
+ *
+ * A worker is a dynamic background worker connected to jobq.database as
+ * the bootstrap superuser; each job runs with its owner's identity (see
+ * execute.c).  The loop:
+ *
+ *	1. reset the latch, then look for work, so that a wake-up that arrives
+ *	   while we look is not lost;
+ *	2. claim a batch in one short transaction (claim.c): the attempt is
+ *	   counted and committed before anything runs;
+ *	3. run the batch in execution transactions of at most
+ *	   JOBQ_CHUNK_MAX_JOBS jobs or JOBQ_CHUNK_BUDGET_MS milliseconds, one
+ *	   subtransaction per job; the jobs' outcomes are written in the same
+ *	   transaction as their effects;
+ *	4. with nothing due, sleep on the latch until the earliest future
+ *	   run_at or jobq.poll_interval, whichever comes first.
+ *
+ * Batches adapt: a worker claims one job at first and doubles its claim up
+ * to jobq.batch_size while jobs finish quickly; one slow job resets it to
+ * one, so slow jobs spread over the pool instead of queueing behind each
+ * other in one worker.
+ *
+ * Signals: SIGTERM (fast shutdown, pg_terminate_backend, DROP DATABASE
+ * ... FORCE) cancels the job in hand; its subtransaction rolls back and
+ * the job goes back to pending with its attempt not counted, together with
+ * the claimed jobs not yet started; then the worker exits.  Cancel
+ * interrupts are held everywhere except inside a job, so a cancel request
+ * or a statement timeout never interrupts our own bookkeeping.
+ *
+ * An error outside a job (a bug, or the extension dropped under us) is
+ * caught by the sigsetjmp block below: the transaction is aborted and the
+ * jobs still marked running under our pid are handed back before the loop
+ * goes on.
+ *
+ * IDENTIFICATION
+ *		src/worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timeout.h"
+#include "utils/timestamp.h"
+
+#include "jobq.h"
+
+/* A job is "fast" when it takes less than this; fast jobs grow batches. */
+#define JOBQ_FAST_JOB_US		2000
+
+volatile sig_atomic_t jobq_in_job = false;
+volatile sig_atomic_t jobq_shutdown_requested = false;
+
+static int	my_slot = -1;
+static MemoryContext BatchContext = NULL;
+static MemoryContext ChunkContext = NULL;
+static MemoryContext JobContext = NULL;
+
+/*
+ * SIGTERM: stop after the job in hand, and cancel that job.
+ */
+static void
+jobq_worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	jobq_shutdown_requested = true;
+	if (jobq_in_job)
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
+	SetLatch(MyLatch);
+
+	errno = save_errno;
+}
+
+/*
+ * Give the slot back on exit.  Registered before the database connection
+ * exists, so it runs after the transaction has been aborted: once a slot
+ * is free, the process that held it can no longer commit anything.
+ */
+static void
+worker_detach(int code, Datum arg)
+{
+	int			slot = DatumGetInt32(arg);
+
+	SpinLockAcquire(&JobqShared->mutex);
+	if (JobqShared->workers[slot].pid == MyProcPid)
+	{
+		JobqShared->workers[slot].pid = 0;
+		JobqShared->workers[slot].busy = false;
+	}
+	SpinLockRelease(&JobqShared->mutex);
+}
+
+static void
+set_busy(bool busy)
+{
+	SpinLockAcquire(&JobqShared->mutex);
+	JobqShared->workers[my_slot].busy = busy;
+	SpinLockRelease(&JobqShared->mutex);
+}
+
+static bool
+stop_requested(void)
+{
+	bool		stop;
+
+	if (jobq_shutdown_requested)
+		return true;
+	SpinLockAcquire(&JobqShared->mutex);
+	stop = JobqShared->workers[my_slot].stop_requested;
+	SpinLockRelease(&JobqShared->mutex);
+	return stop;
+}
+
+/*
+ * Take and clear the shared "recover orphaned jobs" request.
+ */
+static bool
+take_recovery_request(void)
+{
+	bool		requested;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	requested = JobqShared->recovery_requested;
+	JobqShared->recovery_requested = false;
+	SpinLockRelease(&JobqShared->mutex);
+	return requested;
+}
+
+/*
+ * Is retention pruning due?  If so, this worker takes it.
+ */
+static bool
+take_prune_turn(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		mine = false;
+	long		interval_ms;
+
+	interval_ms = Min(10000L, Max(100L, (long) jobq_retention * 250L));
+
+	SpinLockAcquire(&JobqShared->mutex);
+	if (JobqShared->next_prune <= now)
+	{
+		JobqShared->next_prune = TimestampTzPlusMilliseconds(now, interval_ms);
+		mine = true;
+	}
+	SpinLockRelease(&JobqShared->mutex);
+	return mine;
+}
+
+static void
+prune_again_soon(void)
+{
+	SpinLockAcquire(&JobqShared->mutex);
+	JobqShared->next_prune = 0;
+	SpinLockRelease(&JobqShared->mutex);
+}
+
+/*
+ * Run a claimed batch.  Returns the number of microseconds it took.
+ */
+static int64
+run_batch(JobqJob *jobs, int njobs)
+{
+	TimestampTz batch_start = GetCurrentTimestamp();
+	JobqOutcome *outcomes;
+	int			next = 0;
+
+	outcomes = MemoryContextAllocZero(BatchContext,
+									  sizeof(JobqOutcome) * njobs);
+
+	while (next < njobs)
+	{
+		MemoryContext oldcxt = CurrentMemoryContext;
+		TimestampTz chunk_start;
+		int			first = next;
+
+		/*
+		 * The execution transaction.  Outcomes and cached role settings live
+		 * in ChunkContext, reset after the commit; each job's own work lives
+		 * in JobContext, reset after the job.
+		 */
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		MemoryContextSwitchTo(ChunkContext);
+		JobqForgetRoleSettings();
+		chunk_start = GetCurrentTimestamp();
+
+		while (next < njobs)
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (stop_requested())
+			{
+				/* hand back what has not started; attempts not counted */
+				for (; next < njobs; next++)
+					outcomes[next].kind = JOBQ_RELEASE;
+				break;
+			}
+
+			JobqExecuteJob(&jobs[next], &outcomes[next], JobContext);
+			MemoryContextReset(JobContext);
+			next++;
+
+			if (next - first >= JOBQ_CHUNK_MAX_JOBS ||
+				TimestampDifferenceExceeds(chunk_start, GetCurrentTimestamp(),
+										   JOBQ_CHUNK_BUDGET_MS))
+				break;
+		}
+
+		pgstat_report_activity(STATE_RUNNING, "jobq: recording job outcomes");
+		JobqRecordOutcomes(&jobs[first], &outcomes[first], next - first);
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(ChunkContext);
+	}
+
+	{
+		long		secs;
+		int			usecs;
+
+		TimestampDifference(batch_start, GetCurrentTimestamp(), &secs, &usecs);
+		return (int64) secs * 1000000 + usecs;
+	}
+}
+
+void
+JobqWorkerMain(Datum main_arg)
+{
+	sigjmp_buf	local_sigjmp_buf;
+	uint32		generation;
+	volatile bool release_needed = false;
+	volatile int claim_limit = 1;
+	char		appname[NAMEDATALEN];
+
+	my_slot = DatumGetInt32(main_arg);
+	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(generation));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, jobq_worker_sigterm);
+	BackgroundWorkerUnblockSignals();
+
+	/*
+	 * Take the slot before anything else: the slot says "this pid may hold
+	 * running jobs", so it must exist before the first claim.
+	 */
+	SpinLockAcquire(&JobqShared->mutex);
+	if (JobqShared->launcher_generation != generation ||
+		JobqShared->workers[my_slot].pid != 0)
+	{
+		/* started for a launcher that is gone */
+		SpinLockRelease(&JobqShared->mutex);
+		proc_exit(0);
+	}
+	JobqShared->workers[my_slot].pid = MyProcPid;
+	JobqShared->workers[my_slot].pgprocno = MyProc->pgprocno;
+	JobqShared->workers[my_slot].started_at = GetCurrentTimestamp();
+	JobqShared->workers[my_slot].generation = generation;
+	JobqShared->workers[my_slot].busy = false;
+	SpinLockRelease(&JobqShared->mutex);
+	before_shmem_exit(worker_detach, Int32GetDatum(my_slot));
+
+	BackgroundWorkerInitializeConnection(jobq_database, NULL, 0);
+
+	snprintf(appname, sizeof(appname), "jobq worker %d", my_slot + 1);
+	SetConfigOption("application_name", appname, PGC_USERSET, PGC_S_SESSION);
+
+	BatchContext = AllocSetContextCreate(TopMemoryContext, "jobq batch",
+										 ALLOCSET_DEFAULT_SIZES);
+	ChunkContext = AllocSetContextCreate(TopMemoryContext, "jobq chunk",
+										 ALLOCSET_DEFAULT_SIZES);
+	JobContext = AllocSetContextCreate(TopMemoryContext, "jobq job",
+									   ALLOCSET_DEFAULT_SIZES);
+
+	/* cancel requests and timeouts only ever interrupt a job */
+	HOLD_CANCEL_INTERRUPTS();
+
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		/* An error outside any job: clean up like postgres.c does. */
+		error_context_stack = NULL;
+		HOLD_INTERRUPTS();
+		jobq_in_job = false;
+		disable_all_timeouts(false);
+		QueryCancelPending = false;
+		QueryCancelHoldoffCount = 1;
+		debug_query_string = NULL;
+
+		EmitErrorReport();
+		AbortOutOfAnyTransaction();
+		MemoryContextSwitchTo(TopMemoryContext);
+		FlushErrorState();
+		MemoryContextReset(BatchContext);
+		MemoryContextReset(ChunkContext);
+		MemoryContextReset(JobContext);
+		set_busy(false);
+		pgstat_report_activity(STATE_IDLE, NULL);
+		RESUME_INTERRUPTS();
+
+		/* jobs we claimed are still marked running under our pid */
+		release_needed = true;
+		claim_limit = 1;
+
+		/* do not spin if the error repeats */
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+	}
+	PG_exception_stack = &local_sigjmp_buf;
+
+	/* whoever starts first after a death or a restart looks for orphans */
+	SpinLockAcquire(&JobqShared->mutex);
+	JobqShared->recovery_requested = true;
+	SpinLockRelease(&JobqShared->mutex);
+
+	for (;;)
+	{
+		JobqJob    *jobs = NULL;
+		TimestampTz next_due = DT_NOEND;
+		int			njobs;
+		long		sleep_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (stop_requested())
+			break;
+
+		ResetLatch(MyLatch);
+		MemoryContextReset(BatchContext);
+		MemoryContextSwitchTo(BatchContext);
+
+		if (release_needed)
+		{
+			JobqReleaseOwnJobs();
+			release_needed = false;
+		}
+		if (take_recovery_request())
+			JobqRecoverOrphans();
+		if (take_prune_turn() && JobqPruneHistory() > 0)
+			prune_again_soon();
+
+		njobs = JobqClaim(Min(claim_limit, jobq_batch_size), &jobs, &next_due);
+		if (njobs > 0)
+		{
+			int64		elapsed_us;
+
+			set_busy(true);
+			elapsed_us = run_batch(jobs, njobs);
+			set_busy(false);
+
+			/* fast jobs: claim more next time; a slow one: claim one */
+			if (elapsed_us / njobs < JOBQ_FAST_JOB_US)
+				claim_limit = Min(claim_limit * 2, jobq_batch_size);
+			else
+				claim_limit = 1;
+			pgstat_report_activity(STATE_IDLE, NULL);
+			continue;
+		}
+
+		/* Nothing due (or no extension yet): sleep. */
+		claim_limit = 1;
+		sleep_ms = jobq_poll_interval;
+		if (njobs == 0 && next_due != DT_NOEND)
+		{
+			long		secs;
+			int			usecs;
+
+			JobqSetNextDue(next_due);
+			TimestampDifference(GetCurrentTimestamp(), next_due, &secs, &usecs);
+			sleep_ms = Min(sleep_ms, secs * 1000 + (usecs + 999) / 1000);
+			sleep_ms = Max(sleep_ms, 1);
+		}
+		else if (njobs == 0)
+			JobqSetNextDue(DT_NOEND);
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms, PG_WAIT_EXTENSION);
+	}
+
+	proc_exit(0);
+}
