@@ -9,8 +9,8 @@
  * the spinlock is released.
  *
  * Wake-up: jobq.enqueue() notes the job in backend-local state and, the
- * first time in a backend, registers a transaction callback.  When the
- * enqueuing transaction commits, the callback sets the latches of as many
+ * first time in a backend, registers a callback.  When the enqueuing
+ * transaction has committed, the callback sets the latches of as many
  * idle workers as jobs became due (a worker marked busy claims again when
  * its batch is done, so it needs no wake-up).  A job due in the future
  * wakes one idle worker only if it is due before the earliest wake-up the
@@ -30,6 +30,7 @@
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "jobq.h"
@@ -40,7 +41,7 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* Backend-local record of what the current transaction enqueued. */
-static bool xact_callback_registered = false;
+static bool release_callback_registered = false;
 static int	pending_due_jobs = 0;
 static TimestampTz pending_min_future = DT_NOEND;
 
@@ -208,32 +209,35 @@ JobqSetNextDue(TimestampTz due)
 }
 
 /*
- * At commit, wake workers for what this transaction enqueued; forget it on
- * abort or prepare.  A prepared transaction's jobs are found by the poll.
+ * Wake workers for what the transaction enqueued, once it has committed.
+ *
+ * This is a resource-release callback rather than a transaction callback
+ * on purpose: XACT_EVENT_COMMIT fires before the committing backend has
+ * sent its catalog invalidations, so a worker woken there could run the
+ * job with stale caches (say, a role that the same transaction just made
+ * NOLOGIN).  The AFTER_LOCKS phase of the top-level release comes after
+ * the invalidations and after the locks are gone.  It also runs at
+ * PREPARE TRANSACTION: that wake-up finds nothing yet, and COMMIT PREPARED
+ * is covered by the poll.  An abort wakes nobody.
  */
 static void
-jobq_xact_callback(XactEvent event, void *arg)
+jobq_release_callback(ResourceReleasePhase phase, bool isCommit,
+					  bool isTopLevel, void *arg)
 {
-	switch (event)
+	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel)
+		return;
+
+	if (isCommit)
 	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (pending_due_jobs > 0)
-				JobqWakeWorkers(pending_due_jobs);
-			else if (pending_min_future != DT_NOEND &&
-					 pending_min_future < JobqGetNextDue())
-			{
-				/* an idle worker must shorten its sleep */
-				JobqSetNextDue(pending_min_future);
-				JobqWakeWorkers(1);
-			}
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			break;
-		default:
-			return;
+		if (pending_due_jobs > 0)
+			JobqWakeWorkers(pending_due_jobs);
+		else if (pending_min_future != DT_NOEND &&
+				 pending_min_future < JobqGetNextDue())
+		{
+			/* an idle worker must shorten its sleep */
+			JobqSetNextDue(pending_min_future);
+			JobqWakeWorkers(1);
+		}
 	}
 	pending_due_jobs = 0;
 	pending_min_future = DT_NOEND;
@@ -245,10 +249,10 @@ jobq_xact_callback(XactEvent event, void *arg)
 void
 JobqNoteEnqueue(TimestampTz run_at)
 {
-	if (!xact_callback_registered)
+	if (!release_callback_registered)
 	{
-		RegisterXactCallback(jobq_xact_callback, NULL);
-		xact_callback_registered = true;
+		RegisterResourceReleaseCallback(jobq_release_callback, NULL);
+		release_callback_registered = true;
 	}
 
 	if (run_at <= GetCurrentTimestamp())

@@ -1,0 +1,55 @@
+--
+-- enqueue_errors: every bad argument is rejected with an error and
+-- enqueues nothing
+--
+SELECT jobq.enqueue(NULL);
+SELECT jobq.enqueue('');
+SELECT jobq.enqueue(E'  \n\t');
+SELECT jobq.enqueue('SELECT 1', max_attempts => 0);
+SELECT jobq.enqueue('SELECT 1', max_attempts => -1);
+SELECT jobq.enqueue('SELECT 1', max_attempts => 1001);
+SELECT jobq.enqueue('SELECT 1', timeout => '-1 second');
+SELECT jobq.enqueue('SELECT 1', timeout => '1 day -1 second');
+SELECT jobq.enqueue('SELECT 1', priority => 1001);
+SELECT jobq.enqueue('SELECT 1', priority => -1001);
+SELECT jobq.enqueue('SELECT 1', priority => NULL);
+SELECT jobq.enqueue('SELECT 1', queue => '');
+SELECT jobq.enqueue('SELECT 1', queue => repeat('q', 64));
+SELECT jobq.enqueue('SELECT 1', queue => NULL);
+SELECT jobq.enqueue('SELECT 1', run_at => NULL);
+SELECT jobq.enqueue('SELECT 1', run_at => 'infinity');
+SELECT jobq.enqueue('SELECT 1', run_at => '-infinity');
+
+-- nothing was enqueued
+SELECT count(*) FROM jobq.jobs;
+
+-- the boundaries themselves are accepted
+BEGIN;
+SELECT jobq.enqueue('SELECT 1', priority => 1000, max_attempts => 1000,
+                    queue => repeat('q', 63), timeout => '0') > 0 AS ok;
+SELECT jobq.enqueue('SELECT 1', priority => -1000, max_attempts => 1) > 0 AS ok;
+SELECT queue = repeat('q', 63) AS long_queue, priority, max_attempts
+  FROM jobq.jobs ORDER BY id;
+ROLLBACK;
+
+-- defaults come from the settings, taken at enqueue time
+BEGIN;
+SET LOCAL jobq.default_max_attempts = 7;
+SET LOCAL jobq.default_timeout = '1min';
+SELECT jobq.enqueue('SELECT 1') > 0 AS ok;
+SELECT queue, priority, max_attempts, state, attempts FROM jobq.jobs;
+SELECT timeout FROM jobq.job;
+ROLLBACK;
+
+-- settings reject bad values instead of clamping them
+SET jobq.default_max_attempts = 0;
+SET jobq.default_max_attempts = 1001;
+SET jobq.default_timeout = -1;
+SET jobq.workers = 3;
+SET jobq.database = 'other';
+SET jobq.no_such_setting = 1;
+SHOW jobq.default_max_attempts;
+
+-- status of a job that does not exist
+SELECT jobq.status(-1);
+SELECT jobq.status(NULL) IS NULL AS null_status;

@@ -1,0 +1,24 @@
+--
+-- retention: finished jobs stay visible for jobq.retention, then go
+--
+ALTER SYSTEM SET jobq.retention = 0;
+SELECT pg_reload_conf();
+SELECT jobq.enqueue('SELECT 1') AS job \gset
+SELECT wait_gone(:job) AS deleted_on_finish;
+
+ALTER SYSTEM SET jobq.retention = '1s';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.2);
+SELECT jobq.enqueue('SELECT 1') AS job \gset
+SELECT wait_job(:job);
+-- still visible right after it finished ...
+SELECT count(*) AS visible FROM jobq.jobs WHERE id = :job;
+-- ... and pruned once older than the retention
+SELECT wait_gone(:job) AS pruned;
+-- unfinished jobs are never pruned
+SELECT jobq.enqueue('SELECT 1', run_at => now() + interval '1 hour') AS later \gset
+SELECT pg_sleep(1.5);
+SELECT state FROM jobq.status(:later);
+
+ALTER SYSTEM RESET jobq.retention;
+SELECT pg_reload_conf();

@@ -1,0 +1,106 @@
+--
+-- security: a job runs with exactly its owner's privileges, and users see
+-- and touch only their own jobs, only through the API
+--
+CREATE ROLE regress_jobq_alice LOGIN;
+CREATE ROLE regress_jobq_bob LOGIN;
+CREATE ROLE regress_jobq_group NOLOGIN;
+GRANT USAGE ON SCHEMA jobq TO regress_jobq_alice, regress_jobq_bob, regress_jobq_group;
+CREATE TABLE sec_secret (x integer);
+CREATE SCHEMA sec_alice AUTHORIZATION regress_jobq_alice;
+ALTER ROLE regress_jobq_alice SET search_path = sec_alice, public;
+
+-- without USAGE on schema jobq, nothing works
+CREATE ROLE regress_jobq_outsider LOGIN;
+SET ROLE regress_jobq_outsider;
+SELECT jobq.enqueue('SELECT 1');
+RESET ROLE;
+
+-- a job runs as the role that enqueued it
+SET ROLE regress_jobq_alice;
+SELECT jobq.enqueue($$SELECT current_user AS cu, current_setting('search_path') AS sp$$) AS job \gset
+RESET ROLE;
+SELECT wait_job(:job);
+SELECT (jobq.status(:job)).result, (jobq.status(:job)).owner;
+
+-- with the owner's privileges, not the worker's
+SET ROLE regress_jobq_alice;
+SELECT jobq.enqueue('INSERT INTO public.sec_secret VALUES (1)', max_attempts => 1) AS job \gset
+RESET ROLE;
+SELECT wait_job(:job);
+SELECT (jobq.status(:job)).last_error, (jobq.status(:job)).last_sqlstate;
+SELECT count(*) FROM sec_secret;
+
+-- and cannot switch identity
+SET ROLE regress_jobq_alice;
+SELECT jobq.enqueue('SET ROLE regress_jobq_bob', max_attempts => 1) AS j1,
+       jobq.enqueue('RESET ROLE', max_attempts => 1) AS j2,
+       jobq.enqueue('SET SESSION AUTHORIZATION regress_jobq_bob', max_attempts => 1) AS j3,
+       jobq.enqueue('SET LOCAL ROLE regress_jobq_bob', max_attempts => 1) AS j4 \gset
+RESET ROLE;
+SELECT count(wait_job(id)) FROM jobq.jobs WHERE id IN (:j1, :j2, :j3, :j4);
+SELECT command, state, last_error, last_sqlstate
+  FROM jobq.jobs WHERE id IN (:j1, :j2, :j3, :j4) ORDER BY id;
+
+-- the owner's own objects resolve through the owner's search_path
+SET ROLE regress_jobq_alice;
+CREATE TABLE sec_alice.notes (t text);
+SELECT jobq.enqueue($$INSERT INTO notes VALUES ('from a job')$$) AS job \gset
+RESET ROLE;
+SELECT wait_job(:job);
+SELECT * FROM sec_alice.notes;
+
+-- a role sees only its own jobs
+SET ROLE regress_jobq_bob;
+SELECT count(*) AS alice_jobs_seen_by_bob FROM jobq.jobs WHERE owner = 'regress_jobq_alice'::regrole;
+SELECT jobq.status(:job);
+SELECT jobq.enqueue('SELECT 1') AS bob_job \gset
+SELECT count(*) AS own_jobs FROM jobq.jobs;
+RESET ROLE;
+SET ROLE regress_jobq_alice;
+SELECT count(*) AS bob_jobs_seen_by_alice FROM jobq.jobs WHERE id = :bob_job;
+RESET ROLE;
+-- superusers see all
+SELECT count(DISTINCT owner) >= 3 AS superuser_sees_all FROM jobq.jobs;
+
+-- nobody writes the tables directly
+SET ROLE regress_jobq_alice;
+INSERT INTO jobq.job (queue, max_attempts, owner, command)
+    VALUES ('default', 1, 'regress_jobq_alice', 'SELECT 1');
+UPDATE jobq.job SET priority = 1000;
+DELETE FROM jobq.job_history;
+TRUNCATE jobq.job;
+SELECT nextval('jobq.job_id_seq');
+RESET ROLE;
+
+-- a role that cannot log in cannot own jobs
+SET ROLE regress_jobq_group;
+SELECT jobq.enqueue('SELECT 1');
+RESET ROLE;
+
+-- an owner that lost LOGIN before the job ran: the job fails, no retry
+BEGIN;
+SET LOCAL ROLE regress_jobq_alice;
+SELECT jobq.enqueue('SELECT 1', max_attempts => 5) AS job \gset
+RESET ROLE;
+ALTER ROLE regress_jobq_alice NOLOGIN;
+COMMIT;
+SELECT wait_job(:job);
+SELECT (jobq.status(:job)).attempts, (jobq.status(:job)).last_error,
+       (jobq.status(:job)).last_sqlstate;
+ALTER ROLE regress_jobq_alice LOGIN;
+
+-- an owner dropped before the job ran: the job fails, no retry
+CREATE ROLE regress_jobq_carol LOGIN;
+GRANT USAGE ON SCHEMA jobq TO regress_jobq_carol;
+BEGIN;
+SET LOCAL ROLE regress_jobq_carol;
+SELECT jobq.enqueue('SELECT 1', max_attempts => 5) AS job \gset
+RESET ROLE;
+REVOKE USAGE ON SCHEMA jobq FROM regress_jobq_carol;
+DROP ROLE regress_jobq_carol;
+COMMIT;
+SELECT wait_job(:job);
+SELECT (jobq.status(:job)).attempts,
+       (jobq.status(:job)).last_error ~ '^role with OID \d+ does not exist$' AS dropped_role_error,
+       (jobq.status(:job)).last_sqlstate;

@@ -1,0 +1,64 @@
+--
+-- setup: install jobq and the helpers the other tests use
+--
+CREATE EXTENSION jobq;
+
+SELECT extname, extversion = (SELECT default_version FROM pg_available_extensions
+                              WHERE name = 'jobq') AS default_version
+  FROM pg_extension WHERE extname = 'jobq';
+
+-- wait (bounded) until a job is finished; returns its final state
+CREATE FUNCTION wait_job(job bigint, max_wait interval DEFAULT '60s')
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    st text;
+    deadline timestamptz := clock_timestamp() + max_wait;
+BEGIN
+    LOOP
+        SELECT state INTO st FROM jobq.jobs WHERE id = job;
+        IF st IN ('succeeded', 'failed', 'cancelled')
+           OR clock_timestamp() > deadline THEN
+            RETURN st;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END
+$$;
+
+-- wait (bounded) until a job has left jobq.jobs; returns whether it did
+CREATE FUNCTION wait_gone(job bigint, max_wait interval DEFAULT '60s')
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + max_wait;
+BEGIN
+    WHILE EXISTS (SELECT 1 FROM jobq.jobs WHERE id = job) LOOP
+        IF clock_timestamp() > deadline THEN
+            RETURN false;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+    RETURN true;
+END
+$$;
+
+-- wait (bounded) until the pool has n workers (after ALTER SYSTEM + reload)
+CREATE FUNCTION wait_workers(n integer, max_wait interval DEFAULT '60s')
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + max_wait;
+    live integer;
+BEGIN
+    LOOP
+        PERFORM pg_stat_clear_snapshot();
+        SELECT count(*) INTO live FROM pg_stat_activity
+         WHERE backend_type = 'jobq worker';
+        IF live = n OR clock_timestamp() > deadline THEN
+            RETURN live;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END
+$$;
+
+-- the pool starts once this database exists
+SELECT wait_workers(2);

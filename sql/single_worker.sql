@@ -1,0 +1,87 @@
+--
+-- single_worker: with one worker, jobs run in priority order, FIFO within
+-- a priority, and nothing one job leaves in the session reaches the next
+--
+ALTER SYSTEM SET jobq.workers = 0;
+SELECT pg_reload_conf();
+SELECT wait_workers(0);
+
+-- with no workers, nothing runs
+CREATE TABLE run_order (label text, seq bigserial);
+SELECT count(*) AS enqueued FROM (
+    SELECT jobq.enqueue(format('INSERT INTO run_order (label) VALUES (%L)', label),
+                        priority => prio)
+      FROM (VALUES ('low-1', -5), ('normal-1', 0), ('high-1', 10), ('normal-2', 0),
+                   ('low-2', -5), ('high-2', 10), ('normal-3', 0)) AS v(label, prio)
+     ORDER BY label DESC) AS enqueued;
+SELECT pg_sleep(0.5);
+SELECT count(*) AS pending FROM jobq.jobs WHERE state = 'pending' AND command LIKE '%run_order%';
+
+ALTER SYSTEM SET jobq.workers = 1;
+SELECT pg_reload_conf();
+SELECT wait_workers(1);
+SELECT bool_and(wait_job(id) = 'succeeded') AS all_ran
+  FROM jobq.jobs WHERE command LIKE '%run_order%';
+-- enqueued in label order descending, run by priority then FIFO
+SELECT label FROM run_order ORDER BY seq;
+
+-- a job that leaves things behind in its session ...
+SELECT jobq.enqueue($$
+    SET work_mem = '77MB';
+    SET search_path = pg_catalog;
+    CREATE TEMP TABLE leftover (x integer);
+    PREPARE leftover_stmt AS SELECT 1;
+    DECLARE leftover_cursor CURSOR WITH HOLD FOR SELECT 1;
+    SELECT pg_advisory_lock(4242);
+    SELECT nextval('public.run_order_seq_seq');
+    SELECT current_setting('work_mem') AS work_mem,
+           to_regclass('pg_temp.leftover') IS NOT NULL AS temp_table,
+           (SELECT count(*) FROM pg_prepared_statements) AS prepared,
+           (SELECT count(*) FROM pg_cursors) AS cursors,
+           (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                                            AND pid = pg_backend_pid()) AS advisory_locks
+$$) AS job \gset
+SELECT wait_job(:job);
+SELECT (jobq.status(:job)).result;
+
+-- ... and the next job on the same (only) worker sees none of it
+SELECT jobq.enqueue($$
+    SELECT current_setting('work_mem') AS work_mem,
+           current_setting('search_path') AS search_path,
+           to_regclass('pg_temp.leftover') IS NOT NULL AS temp_table,
+           (SELECT count(*) FROM pg_prepared_statements) AS prepared,
+           (SELECT count(*) FROM pg_cursors) AS cursors,
+           (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                                            AND pid = pg_backend_pid()) AS advisory_locks
+$$) AS job2 \gset
+SELECT wait_job(:job2);
+SELECT (jobq.status(:job2)).result;
+SELECT (jobq.status(:job)).worker_pid = (jobq.status(:job2)).worker_pid AS same_worker;
+-- currval of a sequence used by the previous job is gone too
+SELECT jobq.enqueue($$SELECT currval('public.run_order_seq_seq')$$, max_attempts => 1) AS job3 \gset
+SELECT wait_job(:job3);
+SELECT (jobq.status(:job3)).last_sqlstate;
+
+-- a worker whose job is cancelled by pg_cancel_backend keeps running
+SELECT jobq.enqueue('SELECT pg_sleep(60)', max_attempts => 1) AS job \gset
+DO $$
+BEGIN
+    WHILE NOT EXISTS (SELECT 1 FROM pg_stat_activity
+                       WHERE backend_type = 'jobq worker'
+                         AND query = 'SELECT pg_sleep(60)') LOOP
+        PERFORM pg_sleep(0.01);
+        PERFORM pg_stat_clear_snapshot();
+    END LOOP;
+END
+$$;
+SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+ WHERE backend_type = 'jobq worker' AND query = 'SELECT pg_sleep(60)';
+SELECT wait_job(:job);
+SELECT (jobq.status(:job)).last_error;
+SELECT jobq.enqueue('SELECT 1 AS alive') AS job \gset
+SELECT wait_job(:job);
+SELECT (jobq.status(:job)).result;
+
+ALTER SYSTEM RESET jobq.workers;
+SELECT pg_reload_conf();
+SELECT wait_workers(2);

@@ -1,0 +1,213 @@
+-- pgTAP: jobq's schema objects, as the extension installs them.
+--
+-- Schema jobq and its membership of the extension, the tables with their
+-- columns, keys and the claim index, the types, the view, row-level
+-- security being on, and the registration of the tables for pg_dump.
+BEGIN;
+SELECT plan(88);
+
+SET LOCAL search_path = public;
+
+/*
+ * Schema and extension
+ */
+SELECT has_extension('jobq', 'extension jobq is installed');
+SELECT has_schema('jobq', 'schema jobq exists');
+SELECT ok(
+    EXISTS (SELECT 1
+              FROM pg_depend d
+              JOIN pg_extension e ON e.oid = d.refobjid
+             WHERE d.classid = 'pg_namespace'::regclass
+               AND d.objid = (SELECT oid FROM pg_namespace WHERE nspname = 'jobq')
+               AND d.refclassid = 'pg_extension'::regclass
+               AND e.extname = 'jobq'
+               AND d.deptype = 'e'),
+    'schema jobq is a member of extension jobq (DROP EXTENSION jobq drops it)');
+SELECT ok(
+    NOT (SELECT extrelocatable FROM pg_extension WHERE extname = 'jobq'),
+    'extension jobq is not relocatable');
+
+/*
+ * jobq.job: unfinished jobs
+ */
+SELECT has_table('jobq', 'job', 'table jobq.job exists');
+SELECT columns_are('jobq', 'job', ARRAY[
+    'id', 'queue', 'state', 'priority', 'run_at', 'attempts', 'max_attempts',
+    'timeout', 'owner', 'command', 'created_at', 'started_at', 'worker_pid',
+    'last_error', 'last_sqlstate'],
+    'jobq.job has exactly the documented columns');
+SELECT col_type_is('jobq', 'job', c, t, format('jobq.job.%s is %s', c, t))
+  FROM (VALUES ('id', 'bigint'),
+               ('queue', 'text'),
+               ('state', 'jobq.job_state'),
+               ('priority', 'smallint'),
+               ('run_at', 'timestamp with time zone'),
+               ('attempts', 'integer'),
+               ('max_attempts', 'integer'),
+               ('timeout', 'interval'),
+               ('owner', 'regrole'),
+               ('command', 'text'),
+               ('created_at', 'timestamp with time zone'),
+               ('started_at', 'timestamp with time zone'),
+               ('worker_pid', 'integer'),
+               ('last_error', 'text'),
+               ('last_sqlstate', 'text')) AS v(c, t);
+SELECT col_not_null('jobq', 'job', c, format('jobq.job.%s is NOT NULL', c))
+  FROM unnest(ARRAY['id', 'queue', 'state', 'priority', 'run_at', 'attempts',
+                    'max_attempts', 'owner', 'command', 'created_at']) AS c;
+SELECT has_pk('jobq', 'job', 'jobq.job has a primary key');
+SELECT col_is_pk('jobq', 'job', 'id', 'the primary key of jobq.job is id');
+
+-- the claim: due pending jobs by priority (highest first), run_at, id
+SELECT has_index('jobq', 'job', 'job_claim_idx', ARRAY['priority', 'run_at', 'id'],
+                 'jobq.job has the claim index on (priority, run_at, id)');
+SELECT is(
+    pg_get_indexdef(to_regclass('jobq.job_claim_idx')),
+    'CREATE INDEX job_claim_idx ON jobq.job USING btree (priority DESC, run_at, id) WHERE (state = ''pending''::jobq.job_state)',
+    'the claim index orders by priority DESC, run_at, id and covers pending jobs only');
+
+/*
+ * jobq.job_history: finished jobs
+ */
+SELECT has_table('jobq', 'job_history', 'table jobq.job_history exists');
+SELECT columns_are('jobq', 'job_history', ARRAY[
+    'id', 'queue', 'state', 'priority', 'run_at', 'attempts', 'max_attempts',
+    'timeout', 'owner', 'command', 'created_at', 'started_at', 'finished_at',
+    'result', 'last_error', 'last_sqlstate', 'worker_pid'],
+    'jobq.job_history has exactly the documented columns');
+SELECT col_type_is('jobq', 'job_history', c, t, format('jobq.job_history.%s is %s', c, t))
+  FROM (VALUES ('id', 'bigint'),
+               ('queue', 'text'),
+               ('state', 'jobq.job_state'),
+               ('priority', 'smallint'),
+               ('run_at', 'timestamp with time zone'),
+               ('attempts', 'integer'),
+               ('max_attempts', 'integer'),
+               ('timeout', 'interval'),
+               ('owner', 'regrole'),
+               ('command', 'text'),
+               ('created_at', 'timestamp with time zone'),
+               ('started_at', 'timestamp with time zone'),
+               ('finished_at', 'timestamp with time zone'),
+               ('result', 'jsonb'),
+               ('last_error', 'text'),
+               ('last_sqlstate', 'text'),
+               ('worker_pid', 'integer')) AS v(c, t);
+SELECT has_pk('jobq', 'job_history', 'jobq.job_history has a primary key');
+SELECT col_is_pk('jobq', 'job_history', 'id', 'the primary key of jobq.job_history is id');
+
+-- both tables draw ids from one sequence, owned by jobq.job.id
+SELECT has_sequence('jobq', 'job_id_seq', 'sequence jobq.job_id_seq exists');
+SELECT is(
+    pg_get_serial_sequence('jobq.job', 'id'),
+    'jobq.job_id_seq',
+    'jobq.job_id_seq is owned by jobq.job.id');
+
+/*
+ * Row-level security is on for both tables
+ */
+SELECT ok(
+    (SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass('jobq.job')),
+    'row-level security is enabled on jobq.job');
+SELECT ok(
+    (SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass('jobq.job_history')),
+    'row-level security is enabled on jobq.job_history');
+
+/*
+ * Types
+ */
+SELECT has_enum('jobq', 'job_state', 'enum jobq.job_state exists');
+SELECT enum_has_labels('jobq', 'job_state',
+    ARRAY['pending', 'running', 'succeeded', 'failed', 'cancelled'],
+    'jobq.job_state has the labels pending, running, succeeded, failed, cancelled, in that order');
+
+SELECT has_composite('jobq', 'job_status', 'composite type jobq.job_status exists');
+SELECT results_eq(
+    $$SELECT attname::text COLLATE "default", format_type(atttypid, atttypmod)
+        FROM pg_attribute
+       WHERE attrelid = (SELECT typrelid FROM pg_type WHERE oid = to_regtype('jobq.job_status'))
+         AND attnum > 0 AND NOT attisdropped
+       ORDER BY attnum$$,
+    $$VALUES ('id', 'bigint'),
+             ('queue', 'text'),
+             ('state', 'jobq.job_state'),
+             ('priority', 'smallint'),
+             ('attempts', 'integer'),
+             ('max_attempts', 'integer'),
+             ('run_at', 'timestamp with time zone'),
+             ('created_at', 'timestamp with time zone'),
+             ('started_at', 'timestamp with time zone'),
+             ('finished_at', 'timestamp with time zone'),
+             ('result', 'jsonb'),
+             ('last_error', 'text'),
+             ('last_sqlstate', 'text'),
+             ('worker_pid', 'integer'),
+             ('owner', 'regrole'),
+             ('command', 'text')$$,
+    'jobq.job_status has the documented attributes, types and order');
+
+/*
+ * View jobq.jobs
+ */
+SELECT has_view('jobq', 'jobs', 'view jobq.jobs exists');
+SELECT columns_are('jobq', 'jobs', ARRAY[
+    'id', 'queue', 'state', 'priority', 'attempts', 'max_attempts', 'run_at',
+    'created_at', 'started_at', 'finished_at', 'result', 'last_error',
+    'last_sqlstate', 'worker_pid', 'owner', 'command'],
+    'jobq.jobs has exactly the documented columns');
+SELECT col_type_is('jobq', 'jobs', c, t, format('jobq.jobs.%s is %s', c, t))
+  FROM (VALUES ('id', 'bigint'),
+               ('queue', 'text'),
+               ('state', 'jobq.job_state'),
+               ('priority', 'smallint'),
+               ('attempts', 'integer'),
+               ('max_attempts', 'integer'),
+               ('run_at', 'timestamp with time zone'),
+               ('created_at', 'timestamp with time zone'),
+               ('started_at', 'timestamp with time zone'),
+               ('finished_at', 'timestamp with time zone'),
+               ('result', 'jsonb'),
+               ('last_error', 'text'),
+               ('last_sqlstate', 'text'),
+               ('worker_pid', 'integer'),
+               ('owner', 'regrole'),
+               ('command', 'text')) AS v(c, t);
+-- jobq.status() reads a row of jobq.jobs into a jobq.job_status
+SELECT results_eq(
+    $$SELECT attname::text, atttypid FROM pg_attribute
+       WHERE attrelid = to_regclass('jobq.jobs') AND attnum > 0 AND NOT attisdropped
+       ORDER BY attnum$$,
+    $$SELECT attname::text, atttypid FROM pg_attribute
+       WHERE attrelid = (SELECT typrelid FROM pg_type WHERE oid = to_regtype('jobq.job_status'))
+         AND attnum > 0 AND NOT attisdropped
+       ORDER BY attnum$$,
+    'the columns of jobq.jobs match the attributes of jobq.job_status, in order');
+SELECT ok(
+    coalesce((SELECT reloptions @> ARRAY['security_invoker=true']
+                FROM pg_class WHERE oid = to_regclass('jobq.jobs')), false),
+    'jobq.jobs is security_invoker, so row-level security applies to its readers');
+
+/*
+ * pg_dump keeps queued and finished jobs and the id sequence
+ */
+SELECT ok(
+    coalesce((SELECT extconfig @> ARRAY[to_regclass('jobq.job')::oid]
+                FROM pg_extension WHERE extname = 'jobq'), false),
+    'jobq.job is registered with pg_extension_config_dump');
+SELECT ok(
+    coalesce((SELECT extconfig @> ARRAY[to_regclass('jobq.job_history')::oid]
+                FROM pg_extension WHERE extname = 'jobq'), false),
+    'jobq.job_history is registered with pg_extension_config_dump');
+SELECT ok(
+    coalesce((SELECT extconfig @> ARRAY[to_regclass('jobq.job_id_seq')::oid]
+                FROM pg_extension WHERE extname = 'jobq'), false),
+    'jobq.job_id_seq is registered with pg_extension_config_dump');
+SELECT is(
+    (SELECT array_agg(c ORDER BY c)
+       FROM pg_extension e, unnest(e.extcondition) AS c
+      WHERE e.extname = 'jobq'),
+    ARRAY['', '', '']::text[],
+    'pg_dump dumps every row of the registered tables (no filter condition)');
+
+SELECT * FROM finish();
+ROLLBACK;
