@@ -2,6 +2,13 @@
 
 \echo Use "CREATE EXTENSION jobq" to load this file. \quit
 
+-- The control file names pg_catalog as the extension's schema so that
+-- schema jobq is created here, as a member of the extension: DROP
+-- EXTENSION removes it and pg_dump does not dump it on its own.
+CREATE SCHEMA jobq;
+COMMENT ON SCHEMA jobq IS 'jobq: durable job queue; grant USAGE to the roles that may use it';
+REVOKE ALL ON SCHEMA jobq FROM PUBLIC;
+
 /*
  * Types
  */
@@ -83,10 +90,14 @@ ALTER TABLE jobq.job ENABLE ROW LEVEL SECURITY;
 ALTER TABLE jobq.job_history ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY job_owner_read ON jobq.job FOR SELECT
-    USING (owner OPERATOR(pg_catalog.=) pg_catalog.to_regrole(current_user::pg_catalog.text)
+    USING (owner::pg_catalog.oid OPERATOR(pg_catalog.=)
+               (SELECT r.oid FROM pg_catalog.pg_roles r
+                 WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
            OR pg_catalog.pg_has_role('pg_monitor', 'USAGE'));
 CREATE POLICY job_history_owner_read ON jobq.job_history FOR SELECT
-    USING (owner OPERATOR(pg_catalog.=) pg_catalog.to_regrole(current_user::pg_catalog.text)
+    USING (owner::pg_catalog.oid OPERATOR(pg_catalog.=)
+               (SELECT r.oid FROM pg_catalog.pg_roles r
+                 WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
            OR pg_catalog.pg_has_role('pg_monitor', 'USAGE'));
 
 /*

@@ -33,6 +33,7 @@ $node->append_conf('postgresql.conf',
 jobq.workers = 2
 jobq.retry_delay = '20ms'
 jobq.poll_interval = '1s'
+restart_after_crash = on
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION jobq');
