@@ -394,6 +394,7 @@ JobqWorkerMain(Datum main_arg)
 		else if (njobs == 0)
 			JobqSetNextDue(DT_NOEND);
 
+		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 sleep_ms, PG_WAIT_EXTENSION);

@@ -52,13 +52,13 @@ ok( $node->poll_query_until(
 $node->stop('immediate');
 $node->start;
 
-# The load was really interrupted: some jobs finished before the restart,
-# some after it.
 ok( $node->poll_query_until(
 		'postgres',
 		"SELECT count(*) = $njobs FROM jobq.jobs WHERE state = 'succeeded'"),
 	'every job succeeded after the restart');
 
+# The load was really interrupted: some jobs finished before the restart,
+# some after it.
 is( $node->safe_psql(
 		'postgres', q{
 		SELECT count(*) FILTER (WHERE finished_at < pg_postmaster_start_time()) > 0,
