@@ -1,0 +1,93 @@
+# Copyright: jobq authors
+#
+# 004_fast_shutdown.pl: a fast shutdown interrupts a running job instead of
+# waiting for it, rolls its effects back and hands it back uncounted.
+#
+# A job inserts into "done" and then sleeps 60 s (unless a flag is set).
+# While it sleeps, $node->stop('fast') must complete; it would not before
+# the sleep ends if the worker ignored SIGTERM (pg_ctl is given 45 s, less
+# than the sleep).  The node then restarts with jobq.workers = 0 so that the
+# job's state can be read before anything runs it again: it must be
+# pending, with the interrupted attempt not counted (attempts = 0) and no
+# error recorded, and "done" must be empty.  Then the flag is set, the
+# workers are started (reload), and the job runs again, quickly, and
+# succeeds with attempts = 1; "done" holds its effect exactly once.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('main');
+$node->init;
+$node->append_conf('postgresql.conf',
+	qq{shared_preload_libraries = 'jobq'
+jobq.workers = 2
+jobq.retry_delay = '20ms'
+jobq.poll_interval = '1s'
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION jobq');
+$node->safe_psql('postgres',
+	'CREATE TABLE done (job_id bigint); CREATE TABLE flag (k text)');
+
+my $id = $node->safe_psql(
+	'postgres', q{
+	SELECT jobq.enqueue($job$INSERT INTO done VALUES (1); SELECT pg_sleep(CASE WHEN EXISTS (SELECT FROM flag) THEN 0 ELSE 60 END)$job$,
+	                    max_attempts => 3)});
+
+# The job is running and its worker is inside pg_sleep, after the INSERT.
+ok( $node->poll_query_until(
+		'postgres', qq{
+		SELECT count(*) = 1
+		  FROM jobq.job j JOIN pg_stat_activity a ON a.pid = j.worker_pid
+		 WHERE j.id = $id AND j.state = 'running' AND j.attempts = 1
+		   AND a.backend_type = 'jobq worker' AND a.wait_event = 'PgSleep'}),
+	'job is running, sleeping after its insert');
+
+# Nothing runs the job after the next start until the test says so.
+$node->append_conf('postgresql.conf', "jobq.workers = 0\n");
+
+my $stopped;
+{
+	local $ENV{PGCTLTIMEOUT} = 45;
+	$stopped = $node->stop('fast', fail_ok => 1);
+}
+ok($stopped, 'fast shutdown completes while a job sleeps');
+unless ($stopped)
+{
+	# the postmaster is still waiting for the worker: put an end to it
+	$node->stop('immediate', fail_ok => 1);
+}
+
+$node->start;
+is( $node->safe_psql(
+		'postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq worker'"),
+	'0',
+	'no jobq worker with jobq.workers = 0');
+
+is( $node->safe_psql(
+		'postgres',
+		"SELECT state, attempts, last_error IS NULL, worker_pid IS NULL FROM jobq.status($id)"
+	),
+	'pending|0|t|t',
+	'interrupted job is pending again, attempt not counted, no error recorded');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM done'),
+	'0', 'effect of the interrupted job rolled back');
+
+# Let the job run again, quickly this time.
+$node->safe_psql('postgres', 'INSERT INTO flag VALUES (1)');
+$node->append_conf('postgresql.conf', "jobq.workers = 2\n");
+$node->reload;
+
+ok( $node->poll_query_until(
+		'postgres', "SELECT state = 'succeeded' FROM jobq.status($id)"),
+	'job ran again after the restart and succeeded');
+is($node->safe_psql('postgres', "SELECT attempts, last_error IS NULL FROM jobq.status($id)"),
+	'1|t', 'only the completed attempt is counted');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM done'),
+	'1', 'effect of the job is in done exactly once');
+
+$node->stop;
+done_testing();
