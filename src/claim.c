@@ -37,6 +37,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "storage/lmgr.h"
 #include "utils/timestamp.h"
 
 #include "jobq.h"
@@ -137,12 +139,15 @@ static const char *recover_sql =
 "         timeout, owner, command, created_at, started_at, pg_catalog.now(),"
 "         NULL, $3, NULL, worker_pid"
 "    FROM done WHERE $4"
+"), back AS ("
+"  UPDATE jobq.job j"
+"     SET state = 'pending', worker_pid = NULL, last_error = $3, last_sqlstate = NULL"
+"    FROM o"
+"   WHERE j.id = o.id AND j.worker_pid = o.pid AND j.state = 'running'"
+"     AND j.attempts < j.max_attempts"
+"  RETURNING 1"
 ")"
-"UPDATE jobq.job j"
-"   SET state = 'pending', worker_pid = NULL, last_error = $3, last_sqlstate = NULL"
-"  FROM o"
-" WHERE j.id = o.id AND j.worker_pid = o.pid AND j.state = 'running'"
-"   AND j.attempts < j.max_attempts";
+"SELECT (SELECT pg_catalog.count(*) FROM done) + (SELECT pg_catalog.count(*) FROM back)";
 
 static const char *prune_sql =
 "WITH victims AS ("
@@ -166,6 +171,33 @@ JobqExtensionPresent(void)
 
 	return OidIsValid(nsp) && OidIsValid(get_relname_relid("job", nsp)) &&
 		OidIsValid(get_relname_relid("job_history", nsp));
+}
+
+/*
+ * Lock jobq's tables for an execution transaction, so that DROP EXTENSION
+ * waits for the jobs in flight to commit with their outcomes instead of
+ * pulling the tables from under them.  Returns false if the extension is
+ * gone (possibly dropped while we waited for the lock).
+ */
+bool
+JobqLockTables(void)
+{
+	Oid			nsp = get_namespace_oid("jobq", true);
+	Oid			job;
+	Oid			history;
+
+	if (!OidIsValid(nsp))
+		return false;
+	job = get_relname_relid("job", nsp);
+	history = get_relname_relid("job_history", nsp);
+	if (!OidIsValid(job) || !OidIsValid(history))
+		return false;
+
+	LockRelationOid(job, RowExclusiveLock);
+	LockRelationOid(history, RowExclusiveLock);
+
+	return SearchSysCacheExists1(RELOID, ObjectIdGetDatum(job)) &&
+		SearchSysCacheExists1(RELOID, ObjectIdGetDatum(history));
 }
 
 /*
@@ -482,15 +514,18 @@ recover_jobs(bool own)
 		Oid			argtypes[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTOID, BOOLOID};
 		Datum		values[4];
 		bool	   *nonulls = palloc0(sizeof(bool) * n);
+		bool		isnull;
 
 		values[0] = datum_array(ids, nonulls, n, INT8OID);
 		values[1] = datum_array(pids, nonulls, n, INT4OID);
 		values[2] = CStringGetTextDatum(orphan_error);
 		values[3] = BoolGetDatum(jobq_retention > 0);
 		if (SPI_execute_plan(keep_plan(&recover_plan, recover_sql, 4, argtypes),
-							 values, NULL, false, 0) != SPI_OK_UPDATE)
+							 values, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "jobq could not recover orphaned jobs");
-		if (!own)
+		n = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 1, &isnull));
+		if (!own && n > 0)
 			ereport(LOG,
 					(errmsg("jobq recovered %d job(s) left running by exited workers", n)));
 	}

@@ -44,6 +44,12 @@
 #define JOBQ_CHUNK_MAX_JOBS		63
 #define JOBQ_CHUNK_BUDGET_MS	10
 
+/*
+ * After a job that took this long, a worker hands the rest of its batch
+ * back, so that idle workers can take those jobs instead of waiting.
+ */
+#define JOBQ_SLOW_JOB_MS		20
+
 /* Longest retry delay, whatever the attempt number. */
 #define JOBQ_MAX_RETRY_DELAY_MS	(3600 * 1000)
 
@@ -143,6 +149,7 @@ typedef struct JobqOutcome
 
 /* claim.c: the SQL that moves jobs through their life */
 extern bool JobqExtensionPresent(void);
+extern bool JobqLockTables(void);
 extern int	JobqClaim(int limit, JobqJob **jobs, TimestampTz *next_due);
 extern void JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n);
 extern int	JobqRecoverOrphans(void);

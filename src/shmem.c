@@ -94,15 +94,17 @@ JobqWakeWorkers(int n)
 {
 	int			procnos[JOBQ_MAX_WORKERS];
 	int			nwake = 0;
+	int			start;
 	int			i;
 
 	if (JobqShared == NULL || n <= 0)
 		return;
 
 	SpinLockAcquire(&JobqShared->mutex);
+	start = JobqShared->next_wake;
 	for (i = 0; i < JOBQ_MAX_WORKERS && nwake < n; i++)
 	{
-		int			k = (JobqShared->next_wake + i) % JOBQ_MAX_WORKERS;
+		int			k = (start + i) % JOBQ_MAX_WORKERS;
 		JobqWorkerSlot *slot = &JobqShared->workers[k];
 
 		if (slot->pid != 0 && !slot->busy)

@@ -20,8 +20,11 @@
  *
  * Batches adapt: a worker claims one job at first and doubles its claim up
  * to jobq.batch_size while jobs finish quickly; one slow job resets it to
- * one, so slow jobs spread over the pool instead of queueing behind each
- * other in one worker.
+ * one, and after a job slower than JOBQ_SLOW_JOB_MS the worker hands the
+ * unstarted rest of its batch back (attempts not counted) and wakes idle
+ * workers for it, so slow jobs spread over the pool instead of queueing
+ * behind each other in one worker.  DROP EXTENSION waits for an execution
+ * transaction: it locks jobq's tables first.
  *
  * Signals: SIGTERM (fast shutdown, pg_terminate_backend, DROP DATABASE
  * ... FORCE) cancels the job in hand; its subtransaction rolls back and
@@ -184,6 +187,7 @@ run_batch(JobqJob *jobs, int njobs)
 	TimestampTz batch_start = GetCurrentTimestamp();
 	JobqOutcome *outcomes;
 	int			next = 0;
+	int			handed_back = 0;
 
 	outcomes = MemoryContextAllocZero(BatchContext,
 									  sizeof(JobqOutcome) * njobs);
@@ -203,6 +207,15 @@ run_batch(JobqJob *jobs, int njobs)
 		StartTransactionCommand();
 		MemoryContextSwitchTo(ChunkContext);
 		JobqForgetRoleSettings();
+
+		/* the extension was dropped since the claim: the jobs are gone */
+		if (!JobqLockTables())
+		{
+			CommitTransactionCommand();
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextReset(ChunkContext);
+			break;
+		}
 		chunk_start = GetCurrentTimestamp();
 
 		while (next < njobs)
@@ -220,6 +233,21 @@ run_batch(JobqJob *jobs, int njobs)
 			MemoryContextReset(JobContext);
 			next++;
 
+			/*
+			 * A slow job: hand back the rest of the batch, attempts not
+			 * counted, and wake idle workers for it once this commits.
+			 */
+			if (next < njobs &&
+				TimestampDifferenceExceeds(outcomes[next - 1].started_at,
+										   outcomes[next - 1].finished_at,
+										   JOBQ_SLOW_JOB_MS))
+			{
+				handed_back = njobs - next;
+				for (; next < njobs; next++)
+					outcomes[next].kind = JOBQ_RELEASE;
+				break;
+			}
+
 			if (next - first >= JOBQ_CHUNK_MAX_JOBS ||
 				TimestampDifferenceExceeds(chunk_start, GetCurrentTimestamp(),
 										   JOBQ_CHUNK_BUDGET_MS))
@@ -232,6 +260,9 @@ run_batch(JobqJob *jobs, int njobs)
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextReset(ChunkContext);
 	}
+
+	if (handed_back > 0)
+		JobqWakeWorkers(handed_back);
 
 	{
 		long		secs;

@@ -63,19 +63,20 @@ ok( $node->poll_query_until(
 	'idle workers show state idle');
 
 # A running job: its worker shows active with the job's SQL.
-my $sleep_sql = 'SELECT pg_sleep(4)';
+my $sleep_sql = 'SELECT pg_sleep(5)';
 my $id = $node->safe_psql('postgres', "SELECT jobq.enqueue('$sleep_sql')");
 ok( $node->poll_query_until(
-		'postgres', "SELECT (jobq.status($id)).state = 'running'"),
-	'sleep job is running');
-my $pid = $node->safe_psql('postgres',
-	"SELECT (jobq.status($id)).worker_pid");
-is( $node->safe_psql(
 		'postgres',
-		"SELECT backend_type || '|' || state || '|' || query
-		   FROM pg_stat_activity WHERE pid = $pid"),
-	"jobq worker|active|$sleep_sql",
-	'running worker shows backend_type, state active and the job SQL');
+		"SELECT count(*) FROM pg_stat_activity
+		  WHERE backend_type = 'jobq worker' AND state = 'active'
+		    AND query = '$sleep_sql'",
+		'1'),
+	'running worker shows backend_type jobq worker, state active and the job SQL');
+my $pid = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity
+	  WHERE backend_type = 'jobq worker' AND query = '$sleep_sql'");
+is($node->safe_psql('postgres', "SELECT (jobq.status($id)).worker_pid"),
+	$pid, 'that worker is the one running the job');
 like(
 	$node->safe_psql(
 		'postgres',

@@ -128,6 +128,8 @@ $node->poll_query_until('postgres',
 	ok( $node->poll_query_until(
 			'postgres', qq{
 		SELECT count(*) = 2 AND count(*) FILTER (WHERE pid = $pid) = 0
+		       AND string_agg(application_name, ',' ORDER BY application_name)
+		           = 'jobq worker 1,jobq worker 2'
 		  FROM pg_stat_activity WHERE backend_type = 'jobq worker'}),
 		'terminated worker replaced, pool back at jobq.workers');
 	my @after = worker_pids();

@@ -1,0 +1,145 @@
+# 008_transactional_wakeup.pl
+#
+# Proves that enqueueing is transactional and that workers are woken at
+# the right moment:
+#   - a job enqueued in a transaction that rolls back never runs (no side
+#     effect, not in jobq.jobs), even after a later committed job has run
+#     and several poll intervals have passed;
+#   - a job enqueued in a transaction that is still open does not run (not
+#     even after several poll intervals), and runs after COMMIT;
+#   - a job with run_at => now() + 3 seconds does not start before its
+#     run_at (started_at >= run_at, and the time its effect records is
+#     >= run_at) and does start: with jobq.poll_interval raised to 10min
+#     for that part, only the wake-up at the earliest run_at can start it;
+#   - with max_prepared_transactions = 5, a job enqueued in a transaction
+#     that is PREPAREd does not run while prepared, and runs after
+#     COMMIT PREPARED (found by the poll safety net).
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('main');
+$node->init;
+$node->append_conf('postgresql.conf', qq{shared_preload_libraries = 'jobq'
+jobq.workers = 2
+jobq.retry_delay = '20ms'
+jobq.poll_interval = '1s'
+max_prepared_transactions = 5
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION jobq');
+$node->safe_psql('postgres', 'CREATE TABLE t (v int)');
+$node->safe_psql('postgres', 'CREATE TABLE ts (v int, at timestamptz)');
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT count(*) FROM pg_stat_activity
+		  WHERE backend_type = 'jobq worker' AND state = 'idle'",
+		'2'),
+	'2 idle workers');
+
+sub t_count
+{
+	my ($v) = @_;
+	return $node->safe_psql('postgres', "SELECT count(*) FROM t WHERE v = $v");
+}
+
+# ---------------------------------------------------------------------
+# Rolled back: never runs
+# ---------------------------------------------------------------------
+my $rid = $node->safe_psql('postgres',
+	"BEGIN; SELECT jobq.enqueue('INSERT INTO t VALUES (1)'); ROLLBACK;");
+like($rid, qr/^\d+$/, 'enqueue in a rolled back transaction returned an id');
+
+# A committed job afterwards: once it has run, the workers have looked at
+# the queue; let a few more poll intervals pass too.
+my $sid = $node->safe_psql('postgres',
+	"SELECT jobq.enqueue('INSERT INTO t VALUES (2)')");
+ok( $node->poll_query_until(
+		'postgres', "SELECT (jobq.status($sid)).state = 'succeeded'"),
+	'a committed job enqueued after the rollback runs');
+$node->safe_psql('postgres', 'SELECT pg_sleep(3)');
+is(t_count(1), '0', 'rolled back job has no side effect');
+is($node->safe_psql('postgres', "SELECT count(*) FROM jobq.jobs WHERE id = $rid"),
+	'0', 'rolled back job does not exist in jobq.jobs');
+is( $node->safe_psql(
+		'postgres',
+		"SELECT count(*) FROM jobq.jobs WHERE command = 'INSERT INTO t VALUES (1)'"
+	),
+	'0',
+	'no trace of the rolled back job');
+
+# ---------------------------------------------------------------------
+# Open transaction: runs only after COMMIT
+# ---------------------------------------------------------------------
+my $session = $node->background_psql('postgres');
+$session->query_safe('BEGIN');
+my $oid = $session->query_safe(
+	"SELECT jobq.enqueue('INSERT INTO t VALUES (3)')");
+like($oid, qr/^\d+$/, 'enqueue in an open transaction returned an id');
+
+# Several poll intervals with the transaction open.
+$node->safe_psql('postgres', 'SELECT pg_sleep(3.5)');
+is(t_count(3), '0', 'job of an open transaction has not run');
+is($node->safe_psql('postgres', "SELECT count(*) FROM jobq.jobs WHERE id = $oid"),
+	'0', 'job of an open transaction is invisible to others');
+
+$session->query_safe('COMMIT');
+ok( $node->poll_query_until(
+		'postgres', "SELECT (jobq.status($oid)).state = 'succeeded'"),
+	'job runs after COMMIT');
+is(t_count(3), '1', 'its effect is there, once');
+$session->quit;
+
+# ---------------------------------------------------------------------
+# Future run_at: not before, but at its time
+# ---------------------------------------------------------------------
+# Make the poll useless for this part: only the wake-up at the earliest
+# run_at can start the job within the test's timeout.
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET jobq.poll_interval = '10min'; SELECT pg_reload_conf()");
+# Let the workers (woken by the reload's SIGHUP) reread their settings.
+$node->safe_psql('postgres', 'SELECT pg_sleep(1.5)');
+
+my $fid = $node->safe_psql('postgres',
+	"SELECT jobq.enqueue('INSERT INTO ts VALUES (4, clock_timestamp())',
+	                     run_at => now() + interval '3 seconds')");
+ok( $node->poll_query_until(
+		'postgres', "SELECT (jobq.status($fid)).state = 'succeeded'"),
+	'job with a future run_at runs once due (poll_interval is 10min)');
+is( $node->safe_psql(
+		'postgres',
+		"SELECT s.started_at >= s.run_at FROM jobq.status($fid) s"),
+	't',
+	'job did not start before its run_at');
+is( $node->safe_psql(
+		'postgres',
+		"SELECT ts.at >= s.run_at FROM ts, jobq.status($fid) s WHERE ts.v = 4"),
+	't',
+	'job effect happened at or after run_at');
+is( $node->safe_psql(
+		'postgres',
+		"SELECT s.run_at >= s.created_at + interval '3 seconds' FROM jobq.status($fid) s"),
+	't',
+	'run_at was kept as requested');
+
+# ---------------------------------------------------------------------
+# PREPARE TRANSACTION / COMMIT PREPARED: found by the poll
+# ---------------------------------------------------------------------
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET jobq.poll_interval = '1s'; SELECT pg_reload_conf()");
+my $pid = $node->safe_psql('postgres',
+	"BEGIN; SELECT jobq.enqueue('INSERT INTO t VALUES (5)'); PREPARE TRANSACTION 'jobq_p1';"
+);
+like($pid, qr/^\d+$/, 'enqueue in a prepared transaction returned an id');
+$node->safe_psql('postgres', 'SELECT pg_sleep(2.5)');
+is(t_count(5), '0', 'job of a prepared transaction has not run');
+$node->safe_psql('postgres', "COMMIT PREPARED 'jobq_p1'");
+ok( $node->poll_query_until(
+		'postgres', "SELECT (jobq.status($pid)).state = 'succeeded'"),
+	'job runs after COMMIT PREPARED');
+is(t_count(5), '1', 'its effect is there, once');
+
+$node->stop;
+done_testing();
