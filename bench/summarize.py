@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Summarise one bench/run: jobq against the peer anchors of the same run.
+
+usage: summarize.py RESULTS_DIR
+
+RESULTS_DIR/jobq.tsv holds jobq's lines (sync, workload, variant, rep,
+metric, value, note); RESULTS_DIR/peers/*.tsv the anchors' lines (run id,
+sync, system, workload, variant, rep, metric, value, note).  Every figure is
+the median over repetitions with its range; a peer's figure is its best
+variant.
+"""
+import collections
+import glob
+import os
+import statistics
+import sys
+
+
+def load(outdir):
+    data = collections.defaultdict(list)   # (system, workload, variant, metric) -> values
+    with open(os.path.join(outdir, "jobq.tsv")) as f:
+        for line in f:
+            sync, wl, var, rep, met, val = line.rstrip("\n").split("\t")[:6]
+            if sync == "on" and val:
+                data[("jobq", wl, var, met)].append(float(val))
+    for path in glob.glob(os.path.join(outdir, "peers", "*.tsv")):
+        with open(path) as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 8:
+                    continue
+                _, sync, system, wl, var, rep, met, val = parts[:8]
+                if sync == "on" and val:
+                    try:
+                        data[(system, wl, var, met)].append(float(val))
+                    except ValueError:
+                        pass
+    return data
+
+
+def stat(values):
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt(s, digits=0):
+    if s is None:
+        return "–"
+    med, lo, hi = s
+    if digits:
+        return f"{med:,.{digits}f} [{lo:,.{digits}f}–{hi:,.{digits}f}]"
+    return f"{med:,.0f} [{lo:,.0f}–{hi:,.0f}]"
+
+
+def best(data, system, workload, metric, variants=None, lower=False):
+    """The best variant of a system for a workload: (label, stat)."""
+    found = []
+    for (sysname, wl, var, met), vals in data.items():
+        if sysname == system and wl == workload and met == metric:
+            if variants is None or var in variants:
+                found.append((var, stat(vals)))
+    if not found:
+        return None, None
+    key = (lambda x: x[1][0])
+    var, s = (min if lower else max)(found, key=key)
+    return var, s
+
+
+def main():
+    outdir = sys.argv[1]
+    data = load(outdir)
+    peers = ["naive", "graphile", "pgboss", "pgq"]
+    rows = []
+
+    def row(name, jobq, peer_specs, lower=False, digits=0, extra_ref=None):
+        jvar, js = jobq
+        cells, best_peer = [], None
+        for p in peers:
+            spec = peer_specs.get(p)
+            if spec is None:
+                cells.append("–")
+                continue
+            pvar, ps = best(data, p, *spec, lower=lower)
+            if ps is None:
+                cells.append("–")
+                continue
+            cells.append(f"{fmt(ps, digits)} ({pvar})")
+            if best_peer is None or (ps[0] < best_peer[0] if lower else ps[0] > best_peer[0]):
+                best_peer = ps
+        ratio = "–"
+        if js is not None and best_peer is not None and best_peer[0] > 0 and js[0] > 0:
+            r = (best_peer[0] / js[0]) if lower else (js[0] / best_peer[0])
+            ratio = f"{r:.2f}"
+        jcell = "–" if js is None else f"{fmt(js, digits)}" + (f" ({jvar})" if jvar else "")
+        rows.append((name, jcell, *cells, ratio))
+
+    # enqueue, one per transaction, 8 clients
+    j = best(data, "jobq", "enqueue_1per_tx_pgbench", "jobs_per_s", ["c8"])
+    row("enqueue 1/tx, 8 clients (jobs/s)", j,
+        {"naive": ("enqueue_1per_tx_pgbench", "jobs_per_s"),
+         "graphile": ("enqueue_1per_tx_pgbench", "jobs_per_s"),
+         "pgboss": ("enqueue_1per_tx_node", "jobs_per_s"),
+         "pgq": ("enqueue_1per_tx_pgbench", "jobs_per_s")})
+    ins = best(data, "jobq", "enqueue_1per_tx_pgbench", "jobs_per_s", ["plain_insert"])
+    if ins[1] is not None and j[1] is not None:
+        rows.append(("plain INSERT 1/tx, same run (rows/s)", fmt(ins[1]), "", "", "", "",
+                     f"{j[1][0] / ins[1][0]:.2f} (jobq ÷ INSERT)"))
+    # bulk enqueue
+    row("bulk enqueue (jobs/s)", best(data, "jobq", "bulk_enqueue", "jobs_per_s"),
+        {"graphile": ("bulk_enqueue", "jobs_per_s"),
+         "pgboss": ("bulk_enqueue", "jobs_per_s"),
+         "pgq": ("bulk_enqueue", "jobs_per_s")})
+    # drain
+    for (sysname, wl, var, met) in sorted(data):
+        if sysname == "jobq" and wl == "process":
+            row(f"drain 100k, {var} (jobs/s)", (None, stat(data[(sysname, wl, var, met)])),
+                {"naive": ("process_100per_tx", "jobs_per_s"),
+                 "graphile": ("process", "jobs_per_s"),
+                 "pgboss": ("process", "jobs_per_s"),
+                 "pgq": ("process", "jobs_per_s")})
+    # latency
+    for met in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
+        row(f"latency commit→start {met[:-3]} (ms)", best(data, "jobq", "latency", met, lower=True),
+            {"graphile": ("latency", met), "pgboss": ("latency", met), "pgq": ("latency", met)},
+            lower=True, digits=2)
+    # memory
+    for met in ("rss_before_kb", "rss_after_kb"):
+        v = best(data, "jobq", "memory", met)
+        if v[1] is not None:
+            rows.append((f"worker private memory, {met[4:-3]} (kB)", fmt(v[1]), "", "", "", "", ""))
+    # calibration
+    for when in ("start", "end"):
+        v = best(data, "jobq", "calib_select1_c8", "tps", [when])
+        if v[1] is not None:
+            rows.append((f"machine: pgbench SELECT 1, 8 clients, {when} (tps)", fmt(v[1]), "", "", "", "", ""))
+
+    head = ["workload", "jobq", "naive SKIP LOCKED", "graphile-worker", "pg-boss", "PgQ", "jobq ÷ best peer"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main()
