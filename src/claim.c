@@ -17,7 +17,10 @@
  * Transactions: JobqClaim, JobqRecoverOrphans, JobqReleaseOwnJobs and
  * JobqPruneHistory each run one transaction of their own;
  * JobqRecordOutcomes runs inside the caller's execution transaction, so
- * that outcomes commit together with the jobs' effects.
+ * that outcomes commit together with the jobs' effects, and so may
+ * JobqClaimInTransaction: a worker claims its next batch in the
+ * transaction that finishes the current one, one commit (one WAL flush)
+ * for both.
  *
  * IDENTIFICATION
  *		src/claim.c
@@ -235,56 +238,43 @@ compare_jobs(const void *a, const void *b)
 }
 
 /*
- * Claim up to limit due jobs for this worker, in one transaction.
- *
- * The claimed jobs are copied into CurrentMemoryContext (the caller's
- * batch context) and sorted by priority, run_at, id.  With nothing due,
- * *next_due is set to the earliest run_at of a pending job (DT_NOEND if
- * none).  Returns -1 if the extension is not installed.
+ * Claim up to limit due jobs for this worker, inside the current
+ * transaction.  The claimed jobs are copied into cxt and sorted by
+ * priority, run_at, id.  With nothing due and next_due not NULL, *next_due
+ * is set to the earliest run_at of a pending job (DT_NOEND if none).
  */
 int
-JobqClaim(int limit, JobqJob **jobs_out, TimestampTz *next_due)
+JobqClaimInTransaction(int limit, MemoryContext cxt, JobqJob **jobs_out,
+					   TimestampTz *next_due)
 {
-	MemoryContext callercxt = CurrentMemoryContext;
 	JobqJob    *jobs = NULL;
 	int			njobs = 0;
 	uint64		i;
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		values[2];
+	int			rc;
 
 	*jobs_out = NULL;
-	*next_due = DT_NOEND;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (!JobqExtensionPresent())
-	{
-		CommitTransactionCommand();
-		MemoryContextSwitchTo(callercxt);
-		return -1;
-	}
+	if (next_due)
+		*next_due = DT_NOEND;
 
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "jobq: claiming jobs");
 
-	{
-		Oid			argtypes[2] = {INT4OID, INT4OID};
-		Datum		values[2];
-		int			rc;
-
-		values[0] = Int32GetDatum(MyProcPid);
-		values[1] = Int32GetDatum(limit);
-		rc = SPI_execute_plan(keep_plan(&claim_plan, claim_sql, 2, argtypes),
-							  values, NULL, false, 0);
-		if (rc != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
-	}
+	values[0] = Int32GetDatum(MyProcPid);
+	values[1] = Int32GetDatum(limit);
+	rc = SPI_execute_plan(keep_plan(&claim_plan, claim_sql, 2, argtypes),
+						  values, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
 
 	if (SPI_processed > 0)
 	{
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 
 		njobs = (int) SPI_processed;
-		jobs = MemoryContextAlloc(callercxt, sizeof(JobqJob) * njobs);
+		jobs = MemoryContextAlloc(cxt, sizeof(JobqJob) * njobs);
 		for (i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
@@ -295,8 +285,7 @@ JobqClaim(int limit, JobqJob **jobs_out, TimestampTz *next_due)
 			job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 			job->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
 			d = SPI_getbinval(tup, desc, 3, &isnull);
-			job->command = MemoryContextStrdup(callercxt,
-											   TextDatumGetCString(d));
+			job->command = MemoryContextStrdup(cxt, TextDatumGetCString(d));
 			job->timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 			job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 			job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
@@ -305,11 +294,10 @@ JobqClaim(int limit, JobqJob **jobs_out, TimestampTz *next_due)
 		}
 		qsort(jobs, njobs, sizeof(JobqJob), compare_jobs);
 	}
-	else
+	else if (next_due)
 	{
 		bool		isnull;
 		Datum		d;
-		int			rc;
 
 		rc = SPI_execute_plan(keep_plan(&next_due_plan, next_due_sql, 0, NULL),
 							  NULL, NULL, true, 1);
@@ -322,12 +310,38 @@ JobqClaim(int limit, JobqJob **jobs_out, TimestampTz *next_due)
 			*next_due = DatumGetTimestampTz(d);
 	}
 
-	SPI_finish();
 	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(callercxt);
+	SPI_finish();
 
 	*jobs_out = jobs;
+	return njobs;
+}
+
+/*
+ * Claim up to limit due jobs in a transaction of their own, which commits
+ * the attempts before anything runs.  Jobs go to CurrentMemoryContext.
+ * Returns -1 if the extension is not installed.
+ */
+int
+JobqClaim(int limit, JobqJob **jobs_out, TimestampTz *next_due)
+{
+	MemoryContext callercxt = CurrentMemoryContext;
+	int			njobs;
+
+	*jobs_out = NULL;
+	*next_due = DT_NOEND;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (!JobqExtensionPresent())
+	{
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(callercxt);
+		return -1;
+	}
+	njobs = JobqClaimInTransaction(limit, callercxt, jobs_out, next_due);
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(callercxt);
 	return njobs;
 }
 

@@ -151,6 +151,8 @@ typedef struct JobqOutcome
 extern bool JobqExtensionPresent(void);
 extern bool JobqLockTables(void);
 extern int	JobqClaim(int limit, JobqJob **jobs, TimestampTz *next_due);
+extern int	JobqClaimInTransaction(int limit, MemoryContext cxt,
+								   JobqJob **jobs, TimestampTz *next_due);
 extern void JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n);
 extern int	JobqRecoverOrphans(void);
 extern void JobqReleaseOwnJobs(void);

@@ -70,7 +70,8 @@ volatile sig_atomic_t jobq_in_job = false;
 volatile sig_atomic_t jobq_shutdown_requested = false;
 
 static int	my_slot = -1;
-static MemoryContext BatchContext = NULL;
+/* two batch contexts: the batch running, and the one claimed after it */
+static MemoryContext BatchContext[2];
 static MemoryContext ChunkContext = NULL;
 static MemoryContext JobContext = NULL;
 
@@ -179,17 +180,28 @@ prune_again_soon(void)
 }
 
 /*
- * Run a claimed batch.  Returns the number of microseconds it took.
+ * Run a claimed batch, and adapt *claim_limit to how fast its jobs were:
+ * doubled (up to jobq.batch_size) while jobs take under JOBQ_FAST_JOB_US
+ * on average, back to one otherwise.
+ *
+ * If the batch ran to its end (no stop request, no slow job handed back),
+ * the transaction that records the last outcomes also claims the next
+ * batch, of up to *claim_limit jobs, into next_cxt: *next_jobs and
+ * *next_n.  Otherwise *next_n is -1.
  */
-static int64
-run_batch(JobqJob *jobs, int njobs)
+static void
+run_batch(JobqJob *jobs, int njobs, int *claim_limit, MemoryContext next_cxt,
+		  JobqJob **next_jobs, int *next_n)
 {
 	TimestampTz batch_start = GetCurrentTimestamp();
 	JobqOutcome *outcomes;
 	int			next = 0;
 	int			handed_back = 0;
+	bool		stopping = false;
 
-	outcomes = MemoryContextAllocZero(BatchContext,
+	*next_jobs = NULL;
+	*next_n = -1;
+	outcomes = MemoryContextAllocZero(CurrentMemoryContext,
 									  sizeof(JobqOutcome) * njobs);
 
 	while (next < njobs)
@@ -224,6 +236,7 @@ run_batch(JobqJob *jobs, int njobs)
 			if (stop_requested())
 			{
 				/* hand back what has not started; attempts not counted */
+				stopping = true;
 				for (; next < njobs; next++)
 					outcomes[next].kind = JOBQ_RELEASE;
 				break;
@@ -256,6 +269,20 @@ run_batch(JobqJob *jobs, int njobs)
 
 		pgstat_report_activity(STATE_RUNNING, "jobq: recording job outcomes");
 		JobqRecordOutcomes(&jobs[first], &outcomes[first], next - first);
+
+		/* the last chunk of a batch that ran to its end claims the next */
+		if (next == njobs && handed_back == 0 && !stopping && !stop_requested())
+		{
+			if (!TimestampDifferenceExceeds(batch_start, GetCurrentTimestamp(),
+											(int) ((int64) njobs * JOBQ_FAST_JOB_US / 1000)))
+				*claim_limit = Min(*claim_limit * 2, jobq_batch_size);
+			else
+				*claim_limit = 1;
+			*next_n = JobqClaimInTransaction(*claim_limit, next_cxt, next_jobs,
+											 NULL);
+		}
+		else
+			*claim_limit = 1;
 		CommitTransactionCommand();
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextReset(ChunkContext);
@@ -263,14 +290,6 @@ run_batch(JobqJob *jobs, int njobs)
 
 	if (handed_back > 0)
 		JobqWakeWorkers(handed_back);
-
-	{
-		long		secs;
-		int			usecs;
-
-		TimestampDifference(batch_start, GetCurrentTimestamp(), &secs, &usecs);
-		return (int64) secs * 1000000 + usecs;
-	}
 }
 
 void
@@ -280,6 +299,9 @@ JobqWorkerMain(Datum main_arg)
 	uint32		generation;
 	volatile bool release_needed = false;
 	volatile int claim_limit = 1;
+	JobqJob    *volatile jobs = NULL;
+	volatile int njobs = 0;
+	volatile int cur = 0;
 	char		appname[NAMEDATALEN];
 
 	my_slot = DatumGetInt32(main_arg);
@@ -314,8 +336,10 @@ JobqWorkerMain(Datum main_arg)
 	snprintf(appname, sizeof(appname), "jobq worker %d", my_slot + 1);
 	SetConfigOption("application_name", appname, PGC_USERSET, PGC_S_SESSION);
 
-	BatchContext = AllocSetContextCreate(TopMemoryContext, "jobq batch",
-										 ALLOCSET_DEFAULT_SIZES);
+	BatchContext[0] = AllocSetContextCreate(TopMemoryContext, "jobq batch",
+											ALLOCSET_DEFAULT_SIZES);
+	BatchContext[1] = AllocSetContextCreate(TopMemoryContext, "jobq batch",
+											ALLOCSET_DEFAULT_SIZES);
 	ChunkContext = AllocSetContextCreate(TopMemoryContext, "jobq chunk",
 										 ALLOCSET_DEFAULT_SIZES);
 	JobContext = AllocSetContextCreate(TopMemoryContext, "jobq job",
@@ -339,7 +363,8 @@ JobqWorkerMain(Datum main_arg)
 		AbortOutOfAnyTransaction();
 		MemoryContextSwitchTo(TopMemoryContext);
 		FlushErrorState();
-		MemoryContextReset(BatchContext);
+		MemoryContextReset(BatchContext[0]);
+		MemoryContextReset(BatchContext[1]);
 		MemoryContextReset(ChunkContext);
 		MemoryContextReset(JobContext);
 		set_busy(false);
@@ -349,6 +374,8 @@ JobqWorkerMain(Datum main_arg)
 		/* jobs we claimed are still marked running under our pid */
 		release_needed = true;
 		claim_limit = 1;
+		jobs = NULL;
+		njobs = 0;
 
 		/* do not spin if the error repeats */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -363,9 +390,7 @@ JobqWorkerMain(Datum main_arg)
 
 	for (;;)
 	{
-		JobqJob    *jobs = NULL;
 		TimestampTz next_due = DT_NOEND;
-		int			njobs;
 		long		sleep_ms;
 
 		CHECK_FOR_INTERRUPTS();
@@ -374,12 +399,11 @@ JobqWorkerMain(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (stop_requested())
+		/* a batch claimed ahead is handed back by run_batch first */
+		if (njobs <= 0 && stop_requested())
 			break;
 
 		ResetLatch(MyLatch);
-		MemoryContextReset(BatchContext);
-		MemoryContextSwitchTo(BatchContext);
 
 		if (release_needed)
 		{
@@ -391,20 +415,43 @@ JobqWorkerMain(Datum main_arg)
 		if (take_prune_turn() && JobqPruneHistory() > 0)
 			prune_again_soon();
 
-		njobs = JobqClaim(Min(claim_limit, jobq_batch_size), &jobs, &next_due);
+		if (njobs <= 0)
+		{
+			JobqJob    *claimed;
+
+			MemoryContextReset(BatchContext[cur]);
+			MemoryContextSwitchTo(BatchContext[cur]);
+			njobs = JobqClaim(claim_limit, &claimed, &next_due);
+			jobs = claimed;
+		}
 		if (njobs > 0)
 		{
-			int64		elapsed_us;
+			int			other = 1 - cur;
+			JobqJob    *next_jobs;
+			int			next_n;
+			int			limit = claim_limit;
+
+			/* the next batch, claimed at the end of this one, goes there */
+			MemoryContextReset(BatchContext[other]);
+			MemoryContextSwitchTo(BatchContext[cur]);
 
 			set_busy(true);
-			elapsed_us = run_batch(jobs, njobs);
+			run_batch(jobs, njobs, &limit, BatchContext[other],
+					  &next_jobs, &next_n);
 			set_busy(false);
+			claim_limit = limit;
 
-			/* fast jobs: claim more next time; a slow one: claim one */
-			if (elapsed_us / njobs < JOBQ_FAST_JOB_US)
-				claim_limit = Min(claim_limit * 2, jobq_batch_size);
+			if (next_n > 0)
+			{
+				jobs = next_jobs;
+				njobs = next_n;
+				cur = other;
+			}
 			else
-				claim_limit = 1;
+			{
+				jobs = NULL;
+				njobs = 0;
+			}
 			pgstat_report_activity(STATE_IDLE, NULL);
 			continue;
 		}

@@ -17,43 +17,29 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest;
 
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf('postgresql.conf', qq{shared_preload_libraries = 'jobq'
-jobq.workers = 2
-jobq.retry_delay = '20ms'
-jobq.poll_interval = '1s'
-max_worker_processes = 16
-});
-$node->start;
+my $node = new_jobq_node('main', conf => "max_worker_processes = 16\n");
 $node->safe_psql('postgres', 'CREATE EXTENSION jobq');
 $node->safe_psql('postgres', 'CREATE TABLE t (v int)');
-
-my $count_workers =
-  "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq worker'";
 
 sub set_workers
 {
 	my ($n) = @_;
-	$node->safe_psql('postgres',
-		"ALTER SYSTEM SET jobq.workers = $n; SELECT pg_reload_conf();");
+	alter_system_reload($node, "jobq.workers = $n");
 }
 
 sub wait_pool
 {
 	my ($n, $name) = @_;
-	ok($node->poll_query_until('postgres', $count_workers, $n), $name);
+	ok(wait_for_backends($node, 'jobq worker', $n), $name);
 }
 
 # Initial pool: jobq.workers = 2, and a launcher.
 wait_pool(2, 'pool starts with jobq.workers = 2 workers');
-is( $node->safe_psql(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq launcher'"
-	),
-	'1',
-	'one launcher');
+is(count_backends($node, 'jobq launcher'), '1', 'one launcher');
 
 # Idle workers show state 'idle'.
 ok( $node->poll_query_until(
@@ -65,12 +51,8 @@ ok( $node->poll_query_until(
 # A running job: its worker shows active with the job's SQL.
 my $sleep_sql = 'SELECT pg_sleep(5)';
 my $id = $node->safe_psql('postgres', "SELECT jobq.enqueue('$sleep_sql')");
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity
-		  WHERE backend_type = 'jobq worker' AND state = 'active'
-		    AND query = '$sleep_sql'",
-		'1'),
+ok( wait_for_backends(
+		$node, 'jobq worker', 1, "state = 'active' AND query = '$sleep_sql'"),
 	'running worker shows backend_type jobq worker, state active and the job SQL');
 my $pid = $node->safe_psql('postgres',
 	"SELECT pid FROM pg_stat_activity
@@ -89,9 +71,7 @@ ok( $node->poll_query_until(
 		   FROM pg_stat_activity
 		  WHERE backend_type = 'jobq worker' AND pid <> $pid"),
 	'the other worker shows state idle meanwhile');
-ok( $node->poll_query_until(
-		'postgres', "SELECT (jobq.status($id)).state = 'succeeded'"),
-	'sleep job succeeds');
+ok(wait_for_job($node, $id), 'sleep job succeeds');
 ok( $node->poll_query_until(
 		'postgres',
 		"SELECT state = 'idle' FROM pg_stat_activity WHERE pid = $pid"),
@@ -108,12 +88,8 @@ wait_pool(1, 'pool shrinks to 1');
 # 0 stops execution.
 set_workers(0);
 wait_pool(0, 'pool shrinks to 0');
-is( $node->safe_psql(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq launcher'"
-	),
-	'1',
-	'launcher still runs with jobq.workers = 0');
+is(count_backends($node, 'jobq launcher'),
+	'1', 'launcher still runs with jobq.workers = 0');
 
 my $id2 =
   $node->safe_psql('postgres', "SELECT jobq.enqueue('INSERT INTO t VALUES (1)')");
@@ -123,13 +99,12 @@ is($node->safe_psql('postgres', "SELECT (jobq.status($id2)).state"),
 	'pending', 'with jobq.workers = 0 an enqueued job stays pending');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM t'),
 	'0', 'with jobq.workers = 0 the job has no effect');
-is($node->safe_psql('postgres', $count_workers), '0', 'pool is still empty');
+is(count_backends($node, 'jobq worker'), '0', 'pool is still empty');
 
 # Back to 2: the pending job runs.
 set_workers(2);
 wait_pool(2, 'pool comes back to 2');
-ok( $node->poll_query_until(
-		'postgres', "SELECT (jobq.status($id2)).state = 'succeeded'"),
+ok(wait_for_job($node, $id2),
 	'pending job runs once workers are back');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM t'),
 	'1', 'job effect is there');

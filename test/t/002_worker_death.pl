@@ -25,17 +25,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest;
 
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf('postgresql.conf',
-	qq{shared_preload_libraries = 'jobq'
-jobq.workers = 2
-jobq.retry_delay = '20ms'
-jobq.poll_interval = '1s'
-restart_after_crash = on
-});
-$node->start;
+my $node = new_jobq_node('main', conf => "restart_after_crash = on\n");
 $node->safe_psql('postgres', 'CREATE EXTENSION jobq');
 $node->safe_psql('postgres',
 	'CREATE TABLE done (job_id bigint); CREATE TABLE flag (k text)');
@@ -73,23 +67,10 @@ sub runs_logged
 sub wait_until_sleeping
 {
 	my ($id, $attempts) = @_;
-	$node->poll_query_until(
-		'postgres', qq{
-		SELECT count(*) = 1
-		  FROM jobq.job j JOIN pg_stat_activity a ON a.pid = j.worker_pid
-		 WHERE j.id = $id AND j.state = 'running' AND j.attempts = $attempts
-		   AND a.backend_type = 'jobq worker' AND a.wait_event = 'PgSleep'})
+	wait_for_job_sleeping($node, $id, $attempts)
 	  or die "job $id never reached pg_sleep in attempt $attempts";
 	return $node->safe_psql('postgres',
 		"SELECT worker_pid FROM jobq.job WHERE id = $id");
-}
-
-sub worker_pids
-{
-	my $pids = $node->safe_psql('postgres',
-		"SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE backend_type = 'jobq worker'"
-	);
-	return split /,/, $pids;
 }
 
 # Wait for a crash restart logged after $offset, then for the server to
@@ -104,9 +85,8 @@ sub wait_for_crash_restart
 }
 
 # Wait for the full pool.
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'jobq worker'"
-) or die "jobq workers did not start";
+wait_for_backends($node, 'jobq worker', 2)
+  or die "jobq workers did not start";
 
 ###########################################################################
 # (a) pg_terminate_backend() of a worker in the middle of a job
@@ -114,7 +94,7 @@ $node->poll_query_until('postgres',
 {
 	my $id = enqueue(1);
 	my $pid = wait_until_sleeping($id, 1);
-	my @before = worker_pids();
+	my @before = worker_pids($node);
 	is(scalar @before, 2, 'two jobq workers before the termination');
 
 	# the next run must be fast
@@ -132,7 +112,7 @@ $node->poll_query_until('postgres',
 		           = 'jobq worker 1,jobq worker 2'
 		  FROM pg_stat_activity WHERE backend_type = 'jobq worker'}),
 		'terminated worker replaced, pool back at jobq.workers');
-	my @after = worker_pids();
+	my @after = worker_pids($node);
 	my %old = map { $_ => 1 } @before;
 	is(scalar(grep { !$old{$_} } @after), 1, 'exactly one new jobq worker pid');
 	is( $node->safe_psql(
@@ -142,8 +122,7 @@ $node->poll_query_until('postgres',
 		'jobq worker 1,jobq worker 2',
 		'the replacement took the terminated worker\'s slot');
 
-	ok( $node->poll_query_until(
-			'postgres', "SELECT state = 'succeeded' FROM jobq.status($id)"),
+	ok(wait_for_job($node, $id),
 		'interrupted job ran again and succeeded');
 	my $st = $node->safe_psql('postgres',
 		"SELECT attempts, last_error IS NULL, worker_pid <> $pid FROM jobq.status($id)"
@@ -168,8 +147,7 @@ $node->poll_query_until('postgres',
 	ok(kill('KILL', $pid), 'worker running the job killed with SIGKILL');
 	wait_for_crash_restart($offset);
 
-	ok( $node->poll_query_until(
-			'postgres', "SELECT state = 'succeeded' FROM jobq.status($id)"),
+	ok(wait_for_job($node, $id),
 		'job of the killed worker recovered after the crash restart and succeeded'
 	);
 	my $st = $node->safe_psql('postgres',
@@ -196,16 +174,13 @@ $node->poll_query_until('postgres',
 		wait_for_crash_restart($offset);
 	}
 
-	ok( $node->poll_query_until(
-			'postgres', "SELECT state = 'failed' FROM jobq.status($id)"),
+	ok(wait_for_job($node, $id, 'failed'),
 		'job that crashed the server twice ended failed');
 
 	# a later job runs to completion: the workers are up and claiming, and
 	# still the failed job does not come back
 	my $barrier = $node->safe_psql('postgres', q{SELECT jobq.enqueue('SELECT 1')});
-	ok( $node->poll_query_until(
-			'postgres', "SELECT state = 'succeeded' FROM jobq.status($barrier)"),
-		'a later job succeeds');
+	ok(wait_for_job($node, $barrier), 'a later job succeeds');
 
 	my $st = $node->safe_psql('postgres',
 		"SELECT state, attempts, last_error FROM jobq.status($id)");

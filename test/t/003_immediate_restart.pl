@@ -16,24 +16,18 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest;
 
 my $njobs = 300;
 
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf('postgresql.conf',
-	qq{shared_preload_libraries = 'jobq'
-jobq.workers = 2
-jobq.retry_delay = '20ms'
-jobq.poll_interval = '1s'
-});
-$node->start;
+my $node = new_jobq_node('main');
 $node->safe_psql('postgres', 'CREATE EXTENSION jobq');
 $node->safe_psql('postgres', 'CREATE TABLE done (job_id bigint)');
 
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'jobq worker'"
-) or die "jobq workers did not start";
+wait_for_backends($node, 'jobq worker', 2)
+  or die "jobq workers did not start";
 
 # jobmap: tag of each job -> its id.  A job inserts its tag into done.
 $node->safe_psql(

@@ -17,16 +17,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest;
 
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf('postgresql.conf',
-	qq{shared_preload_libraries = 'jobq'
-jobq.workers = 2
-jobq.retry_delay = '20ms'
-jobq.poll_interval = '1s'
-});
-$node->start;
+my $node = new_jobq_node('main');
 $node->safe_psql('postgres', 'CREATE EXTENSION jobq');
 $node->safe_psql('postgres',
 	'CREATE TABLE done (job_id bigint); CREATE TABLE flag (k text)');
@@ -37,12 +32,7 @@ my $id = $node->safe_psql(
 	                    max_attempts => 3)});
 
 # The job is running and its worker is inside pg_sleep, after the INSERT.
-ok( $node->poll_query_until(
-		'postgres', qq{
-		SELECT count(*) = 1
-		  FROM jobq.job j JOIN pg_stat_activity a ON a.pid = j.worker_pid
-		 WHERE j.id = $id AND j.state = 'running' AND j.attempts = 1
-		   AND a.backend_type = 'jobq worker' AND a.wait_event = 'PgSleep'}),
+ok(wait_for_job_sleeping($node, $id, 1),
 	'job is running, sleeping after its insert');
 
 # Nothing runs the job after the next start until the test says so.
@@ -61,11 +51,8 @@ unless ($stopped)
 }
 
 $node->start;
-is( $node->safe_psql(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq worker'"),
-	'0',
-	'no jobq worker with jobq.workers = 0');
+is(count_backends($node, 'jobq worker'),
+	'0', 'no jobq worker with jobq.workers = 0');
 
 is( $node->safe_psql(
 		'postgres',
@@ -81,8 +68,7 @@ $node->safe_psql('postgres', 'INSERT INTO flag VALUES (1)');
 $node->append_conf('postgresql.conf', "jobq.workers = 2\n");
 $node->reload;
 
-ok( $node->poll_query_until(
-		'postgres', "SELECT state = 'succeeded' FROM jobq.status($id)"),
+ok(wait_for_job($node, $id),
 	'job ran again after the restart and succeeded');
 is($node->safe_psql('postgres', "SELECT attempts, last_error IS NULL FROM jobq.status($id)"),
 	'1|t', 'only the completed attempt is counted');

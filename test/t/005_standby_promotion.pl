@@ -17,17 +17,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest;
 
-my $jobq_conf = qq{shared_preload_libraries = 'jobq'
-jobq.workers = 2
-jobq.retry_delay = '20ms'
-jobq.poll_interval = '1s'
-};
-
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', $jobq_conf);
-$primary->start;
+my $primary = new_jobq_node('primary', allows_streaming => 1);
 $primary->safe_psql('postgres', 'CREATE EXTENSION jobq');
 $primary->safe_psql('postgres', 'CREATE TABLE t (v int)');
 
@@ -35,34 +29,23 @@ my $jobq_procs = "SELECT count(*) FROM pg_stat_activity
   WHERE backend_type IN ('jobq launcher', 'jobq worker')";
 
 # Positive control: the primary does run jobq.
-ok( $primary->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq worker'",
-		'2'),
+ok(wait_for_backends($primary, 'jobq worker', 2),
 	'primary runs 2 jobq workers');
-is( $primary->safe_psql(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq launcher'"
-	),
-	'1',
-	'primary runs a jobq launcher');
+is(count_backends($primary, 'jobq launcher'),
+	'1', 'primary runs a jobq launcher');
 
 $primary->backup('bkp');
 
 my $standby = PostgreSQL::Test::Cluster->new('standby');
 $standby->init_from_backup($primary, 'bkp', has_streaming => 1);
 # The standby's own settings: jobq preloaded and 2 workers once promoted.
-$standby->append_conf('postgresql.conf', $jobq_conf);
+$standby->append_conf('postgresql.conf', jobq_conf());
 $standby->start;
 
 # Stop execution on the primary (postgresql.auto.conf is not replicated,
 # and the standby's copy was taken before this).
-$primary->safe_psql('postgres',
-	'ALTER SYSTEM SET jobq.workers = 0; SELECT pg_reload_conf()');
-ok( $primary->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq worker'",
-		'0'),
+alter_system_reload($primary, 'jobq.workers = 0');
+ok(wait_for_backends($primary, 'jobq worker', 0),
 	'primary pool stopped with jobq.workers = 0');
 
 my @ids;
@@ -108,15 +91,9 @@ ok( $standby->poll_query_until(
 		'postgres', 'SELECT NOT pg_is_in_recovery()'),
 	'standby promoted');
 
-ok( $standby->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq launcher'",
-		'1'),
+ok(wait_for_backends($standby, 'jobq launcher', 1),
 	'launcher starts on the promoted standby');
-ok( $standby->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq worker'",
-		'2'),
+ok(wait_for_backends($standby, 'jobq worker', 2),
 	'workers start on the promoted standby');
 
 ok( $standby->poll_query_until(
@@ -130,8 +107,7 @@ is($standby->safe_psql('postgres', 'SELECT string_agg(v::text, \',\' ORDER BY v)
 # The promoted server keeps working as a queue.
 my $id4 = $standby->safe_psql('postgres',
 	"SELECT jobq.enqueue('INSERT INTO t VALUES (4)')");
-ok( $standby->poll_query_until(
-		'postgres', "SELECT (jobq.status($id4)).state = 'succeeded'"),
+ok(wait_for_job($standby, $id4),
 	'a job enqueued after promotion runs');
 
 $standby->stop;

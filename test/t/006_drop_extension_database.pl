@@ -20,40 +20,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-
-my $jobq_conf = qq{shared_preload_libraries = 'jobq'
-jobq.workers = 2
-jobq.retry_delay = '20ms'
-jobq.poll_interval = '1s'
-};
-
-# Severity of each server log line after $offset (the first "LEVEL:  " after
-# the pid, so that statement texts do not count).
-sub log_lines_with_severity
-{
-	my ($node, $offset, $severity_re, $text_re) = @_;
-	my $log = slurp_file($node->logfile, $offset);
-	my @hits;
-	foreach my $line (split /\n/, $log)
-	{
-		next
-		  unless $line =~
-		  /^\d{4}-\d\d-\d\d \S+ \S+ \[\d+\] .*?(DEBUG\d?|LOG|INFO|NOTICE|WARNING|ERROR|FATAL|PANIC|DETAIL|HINT|CONTEXT|STATEMENT):  /;
-		my $sev = $1;
-		next unless $sev =~ $severity_re;
-		next if defined $text_re && $line !~ $text_re;
-		push @hits, $line;
-	}
-	return @hits;
-}
-
-sub worker_pids
-{
-	my ($node) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity
-		  WHERE backend_type = 'jobq worker'");
-}
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest;
 
 # Run $sql with a generous timeout; returns (ret, stderr, timed_out).
 sub psql_with_timeout
@@ -69,18 +38,11 @@ sub psql_with_timeout
 	return ($ret, $stderr, $timed_out);
 }
 
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf('postgresql.conf', $jobq_conf);
-$node->start;
+my $node = new_jobq_node('main');
 $node->safe_psql('postgres', 'CREATE EXTENSION jobq');
 $node->safe_psql('postgres', 'CREATE TABLE t (v int)');
 
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq worker'",
-		'2'),
-	'2 workers');
+ok(wait_for_backends($node, 'jobq worker', 2), '2 workers');
 
 # ---------------------------------------------------------------------
 # (a) DROP EXTENSION while the workers are busy
@@ -89,14 +51,11 @@ ok( $node->poll_query_until(
 # its execution transaction committed.
 my @drop_sql = map { "SELECT pg_sleep(5); INSERT INTO t VALUES ($_)" } (101, 102);
 $node->safe_psql('postgres', "SELECT jobq.enqueue('$_')") for @drop_sql;
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity
-		  WHERE backend_type = 'jobq worker' AND state = 'active'
-		    AND query IN ('$drop_sql[0]', '$drop_sql[1]')",
-		'2'),
+ok( wait_for_backends(
+		$node, 'jobq worker', 2,
+		"state = 'active' AND query IN ('$drop_sql[0]', '$drop_sql[1]')"),
 	'(a) both workers run a long job');
-my $pids_before = worker_pids($node);
+my $pids_before = join(',', worker_pids($node));
 
 my $offset = -s $node->logfile;
 my ($ret, $stderr, $timed_out) =
@@ -110,12 +69,9 @@ is( $node->safe_psql(
 	'(a) extension is gone');
 
 # The long jobs end (or are abandoned); the workers go idle.
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) FILTER (WHERE state = 'idle') = 2 FROM pg_stat_activity
-		  WHERE backend_type = 'jobq worker'"),
+ok(wait_for_backends($node, 'jobq worker', 2, "state = 'idle'"),
 	'(a) both workers are idle after the drop');
-is(worker_pids($node), $pids_before,
+is(join(',', worker_pids($node)), $pids_before,
 	'(a) the same workers are still alive');
 
 # DROP EXTENSION waited for the in-flight execution transactions: the jobs
@@ -136,14 +92,13 @@ cmp_ok(scalar(@err2), '<=', 2,
 is(scalar(@err2), scalar(@err1),
 	'(a) no new errors while the workers idle without the extension')
   or diag join("\n", @err2);
-is(worker_pids($node), $pids_before, '(a) workers still the same');
+is(join(',', worker_pids($node)), $pids_before, '(a) workers still the same');
 
 # Recreate: the workers pick up new jobs.
 $node->safe_psql('postgres', 'CREATE EXTENSION jobq');
 my $id = $node->safe_psql('postgres',
 	"SELECT jobq.enqueue('INSERT INTO t VALUES (1)')");
-ok( $node->poll_query_until(
-		'postgres', "SELECT (jobq.status($id)).state = 'succeeded'"),
+ok(wait_for_job($node, $id),
 	'(a) a job enqueued after CREATE EXTENSION runs');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM t WHERE v = 1'),
 	'1', '(a) its effect is there');
@@ -156,12 +111,8 @@ $node->safe_psql('postgres', 'CREATE DATABASE other');
 my @ids;
 push @ids, $node->safe_psql('postgres', "SELECT jobq.enqueue('$sleep_sql')")
   for 1 .. 2;
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity
-		  WHERE backend_type = 'jobq worker' AND state = 'active'
-		    AND query = '$sleep_sql'",
-		'2'),
+ok( wait_for_backends(
+		$node, 'jobq worker', 2, "state = 'active' AND query = '$sleep_sql'"),
 	'(b) both workers run a long job');
 ($ret, $stderr, $timed_out) =
   psql_with_timeout($node, 'postgres', 'DROP DATABASE other');
@@ -180,28 +131,16 @@ $node->stop;
 # ---------------------------------------------------------------------
 # (c) DROP DATABASE jobq.database WITH (FORCE)
 # ---------------------------------------------------------------------
-my $node2 = PostgreSQL::Test::Cluster->new('jobqdb');
-$node2->init;
-$node2->append_conf('postgresql.conf',
-	$jobq_conf . "jobq.database = 'jobqdb'\n");
-$node2->start;
+my $node2 = new_jobq_node('jobqdb', conf => "jobq.database = 'jobqdb'\n");
 $node2->safe_psql('postgres', 'CREATE DATABASE jobqdb');
 $node2->safe_psql('jobqdb', 'CREATE EXTENSION jobq');
 $node2->safe_psql('jobqdb', 'CREATE TABLE t (v int)');
-ok( $node2->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity
-		  WHERE backend_type = 'jobq worker' AND datname = 'jobqdb'",
-		'2'),
+ok(wait_for_backends($node2, 'jobq worker', 2, "datname = 'jobqdb'"),
 	'(c) 2 workers connected to jobqdb');
 my $long_sql = 'SELECT pg_sleep(60)';
 my $lid = $node2->safe_psql('jobqdb', "SELECT jobq.enqueue('$long_sql')");
-ok( $node2->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity
-		  WHERE backend_type = 'jobq worker' AND state = 'active'
-		    AND query = '$long_sql'",
-		'1'),
+ok( wait_for_backends(
+		$node2, 'jobq worker', 1, "state = 'active' AND query = '$long_sql'"),
 	'(c) a long job runs in jobqdb');
 
 $offset = -s $node2->logfile;
@@ -212,17 +151,10 @@ is($ret, 0, '(c) DROP DATABASE jobqdb WITH (FORCE) succeeds') or diag $stderr;
 
 ok( $node2->wait_for_log(qr/jobq is waiting for database "jobqdb"/, $offset),
 	'(c) launcher says it is waiting for jobqdb');
-ok( $node2->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq worker'",
-		'0'),
+ok(wait_for_backends($node2, 'jobq worker', 0),
 	'(c) no worker runs without jobqdb');
-is( $node2->safe_psql(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq launcher'"
-	),
-	'1',
-	'(c) the launcher is still there');
+is(count_backends($node2, 'jobq launcher'),
+	'1', '(c) the launcher is still there');
 
 my @jdb1 =
   log_lines_with_severity($node2, $offset, qr/^(ERROR|FATAL)$/, qr/jobqdb/);
@@ -246,16 +178,11 @@ $node2->safe_psql('jobqdb', 'CREATE EXTENSION jobq');
 $node2->safe_psql('jobqdb', 'CREATE TABLE t (v int)');
 my $nid = $node2->safe_psql('jobqdb',
 	"SELECT jobq.enqueue('INSERT INTO t VALUES (42)')");
-ok( $node2->poll_query_until(
-		'jobqdb', "SELECT (jobq.status($nid)).state = 'succeeded'"),
+ok(wait_for_job($node2, $nid, 'succeeded', 'jobqdb'),
 	'(c) a job in the recreated jobqdb runs');
 is($node2->safe_psql('jobqdb', 'SELECT string_agg(v::text, \',\') FROM t'),
 	'42', '(c) its effect is there');
-ok( $node2->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity
-		  WHERE backend_type = 'jobq worker' AND datname = 'jobqdb'",
-		'2'),
+ok(wait_for_backends($node2, 'jobq worker', 2, "datname = 'jobqdb'"),
 	'(c) the pool is back to 2 workers in jobqdb');
 
 $node2->stop;

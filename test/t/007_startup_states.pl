@@ -16,44 +16,20 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-
-# Log lines after $offset whose severity (the first "LEVEL:  " after the
-# pid, so that statement texts do not count) matches $severity_re.
-sub log_lines_with_severity
-{
-	my ($node, $offset, $severity_re) = @_;
-	my $log = slurp_file($node->logfile, $offset);
-	my @hits;
-	foreach my $line (split /\n/, $log)
-	{
-		next
-		  unless $line =~
-		  /^\d{4}-\d\d-\d\d \S+ \S+ \[\d+\] .*?(DEBUG\d?|LOG|INFO|NOTICE|WARNING|ERROR|FATAL|PANIC|DETAIL|HINT|CONTEXT|STATEMENT):  /;
-		push @hits, $line if $1 =~ $severity_re;
-	}
-	return @hits;
-}
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest;
 
 # ---------------------------------------------------------------------
 # (a) jobq.database does not exist at start
 # ---------------------------------------------------------------------
-my $node = PostgreSQL::Test::Cluster->new('late_db');
-$node->init;
-$node->append_conf('postgresql.conf', qq{shared_preload_libraries = 'jobq'
-jobq.workers = 2
-jobq.retry_delay = '20ms'
-jobq.poll_interval = '1s'
-jobq.database = 'jobq_late'
-});
-$node->start;
+my $node =
+  new_jobq_node('late_db', conf => "jobq.database = 'jobq_late'\n");
 
 my $waiting_re = qr/jobq is waiting for database "jobq_late"/;
 ok($node->wait_for_log($waiting_re, 0),
 	'(a) launcher logs that it waits for the database');
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq launcher'",
-		'1'),
+ok(wait_for_backends($node, 'jobq launcher', 1),
 	'(a) the launcher runs');
 
 # Several seconds: the launcher looks for the database again and again,
@@ -61,33 +37,21 @@ ok( $node->poll_query_until(
 $node->safe_psql('postgres', 'SELECT pg_sleep(4)');
 my @waiting = grep { /$waiting_re/ } split /\n/, slurp_file($node->logfile);
 is(scalar(@waiting), 1, '(a) the waiting message is logged exactly once');
-is( $node->safe_psql(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq worker'"
-	),
-	'0',
-	'(a) no worker without the database');
+is(count_backends($node, 'jobq worker'),
+	'0', '(a) no worker without the database');
 is(scalar(log_lines_with_severity($node, 0, qr/^(ERROR|FATAL|PANIC)$/)),
 	0, '(a) no errors while waiting for the database');
 
 # Create the database: the workers start, connected to it.
 my $offset = -s $node->logfile;
 $node->safe_psql('postgres', 'CREATE DATABASE jobq_late');
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity
-		  WHERE backend_type = 'jobq worker' AND datname = 'jobq_late'",
-		'2'),
+ok(wait_for_backends($node, 'jobq worker', 2, "datname = 'jobq_late'"),
 	'(a) workers start once the database exists');
 
 # Without the extension, the workers idle quietly.
 $node->safe_psql('postgres', 'SELECT pg_sleep(3.5)');
-is( $node->safe_psql(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity
-		  WHERE backend_type = 'jobq worker' AND state = 'idle'"),
-	'2',
-	'(a) workers idle in a database without the extension');
+is(count_backends($node, 'jobq worker', "state = 'idle'"),
+	'2', '(a) workers idle in a database without the extension');
 my @errors = log_lines_with_severity($node, $offset, qr/^(ERROR|FATAL|PANIC)$/);
 is(scalar(@errors), 0, '(a) no errors from workers without the extension')
   or diag join("\n", @errors);
@@ -99,8 +63,7 @@ $node->safe_psql('jobq_late', 'CREATE EXTENSION jobq');
 $node->safe_psql('jobq_late', 'CREATE TABLE t (v int)');
 my $id = $node->safe_psql('jobq_late',
 	"SELECT jobq.enqueue('INSERT INTO t VALUES (7)')");
-ok( $node->poll_query_until(
-		'jobq_late', "SELECT (jobq.status($id)).state = 'succeeded'"),
+ok(wait_for_job($node, $id, 'succeeded', 'jobq_late'),
 	'(a) a job runs after CREATE EXTENSION');
 is($node->safe_psql('jobq_late', 'SELECT string_agg(v::text, \',\') FROM t'),
 	'7', '(a) its effect is there');

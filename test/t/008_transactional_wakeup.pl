@@ -19,24 +19,15 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest;
 
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf('postgresql.conf', qq{shared_preload_libraries = 'jobq'
-jobq.workers = 2
-jobq.retry_delay = '20ms'
-jobq.poll_interval = '1s'
-max_prepared_transactions = 5
-});
-$node->start;
+my $node = new_jobq_node('main', conf => "max_prepared_transactions = 5\n");
 $node->safe_psql('postgres', 'CREATE EXTENSION jobq');
 $node->safe_psql('postgres', 'CREATE TABLE t (v int)');
 $node->safe_psql('postgres', 'CREATE TABLE ts (v int, at timestamptz)');
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) FROM pg_stat_activity
-		  WHERE backend_type = 'jobq worker' AND state = 'idle'",
-		'2'),
+ok(wait_for_backends($node, 'jobq worker', 2, "state = 'idle'"),
 	'2 idle workers');
 
 sub t_count
@@ -56,8 +47,7 @@ like($rid, qr/^\d+$/, 'enqueue in a rolled back transaction returned an id');
 # the queue; let a few more poll intervals pass too.
 my $sid = $node->safe_psql('postgres',
 	"SELECT jobq.enqueue('INSERT INTO t VALUES (2)')");
-ok( $node->poll_query_until(
-		'postgres', "SELECT (jobq.status($sid)).state = 'succeeded'"),
+ok(wait_for_job($node, $sid),
 	'a committed job enqueued after the rollback runs');
 $node->safe_psql('postgres', 'SELECT pg_sleep(3)');
 is(t_count(1), '0', 'rolled back job has no side effect');
@@ -86,8 +76,7 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM jobq.jobs WHERE id = $oid"
 	'0', 'job of an open transaction is invisible to others');
 
 $session->query_safe('COMMIT');
-ok( $node->poll_query_until(
-		'postgres', "SELECT (jobq.status($oid)).state = 'succeeded'"),
+ok(wait_for_job($node, $oid),
 	'job runs after COMMIT');
 is(t_count(3), '1', 'its effect is there, once');
 $session->quit;
@@ -97,16 +86,14 @@ $session->quit;
 # ---------------------------------------------------------------------
 # Make the poll useless for this part: only the wake-up at the earliest
 # run_at can start the job within the test's timeout.
-$node->safe_psql('postgres',
-	"ALTER SYSTEM SET jobq.poll_interval = '10min'; SELECT pg_reload_conf()");
+alter_system_reload($node, "jobq.poll_interval = '10min'");
 # Let the workers (woken by the reload's SIGHUP) reread their settings.
 $node->safe_psql('postgres', 'SELECT pg_sleep(1.5)');
 
 my $fid = $node->safe_psql('postgres',
 	"SELECT jobq.enqueue('INSERT INTO ts VALUES (4, clock_timestamp())',
 	                     run_at => now() + interval '3 seconds')");
-ok( $node->poll_query_until(
-		'postgres', "SELECT (jobq.status($fid)).state = 'succeeded'"),
+ok(wait_for_job($node, $fid),
 	'job with a future run_at runs once due (poll_interval is 10min)');
 is( $node->safe_psql(
 		'postgres',
@@ -127,8 +114,7 @@ is( $node->safe_psql(
 # ---------------------------------------------------------------------
 # PREPARE TRANSACTION / COMMIT PREPARED: found by the poll
 # ---------------------------------------------------------------------
-$node->safe_psql('postgres',
-	"ALTER SYSTEM SET jobq.poll_interval = '1s'; SELECT pg_reload_conf()");
+alter_system_reload($node, "jobq.poll_interval = '1s'");
 my $pid = $node->safe_psql('postgres',
 	"BEGIN; SELECT jobq.enqueue('INSERT INTO t VALUES (5)'); PREPARE TRANSACTION 'jobq_p1';"
 );
@@ -136,8 +122,7 @@ like($pid, qr/^\d+$/, 'enqueue in a prepared transaction returned an id');
 $node->safe_psql('postgres', 'SELECT pg_sleep(2.5)');
 is(t_count(5), '0', 'job of a prepared transaction has not run');
 $node->safe_psql('postgres', "COMMIT PREPARED 'jobq_p1'");
-ok( $node->poll_query_until(
-		'postgres', "SELECT (jobq.status($pid)).state = 'succeeded'"),
+ok(wait_for_job($node, $pid),
 	'job runs after COMMIT PREPARED');
 is(t_count(5), '1', 'its effect is there, once');
 
