@@ -62,6 +62,27 @@ SELECT jobq.enqueue($$SELECT currval('public.run_order_seq_seq')$$, max_attempts
 SELECT wait_job(:job3);
 SELECT (jobq.status(:job3)).last_sqlstate;
 
+-- a command the worker keeps as a prepared plan still resolves names
+-- through each owner's search_path and runs with each owner's privileges
+CREATE TABLE public.whoami (who text);
+GRANT INSERT ON public.whoami TO regress_jobq_bob;
+CREATE TABLE sec_alice.whoami (who text);
+GRANT INSERT ON sec_alice.whoami TO regress_jobq_alice;
+SET ROLE regress_jobq_alice;
+SELECT count(jobq.enqueue('INSERT INTO whoami VALUES (current_user)'))
+  FROM generate_series(1, 3);
+RESET ROLE;
+SET ROLE regress_jobq_bob;
+SELECT count(jobq.enqueue('INSERT INTO whoami VALUES (current_user)'))
+  FROM generate_series(1, 3);
+RESET ROLE;
+SELECT count(wait_job(id)) FROM jobq.jobs WHERE command LIKE '%whoami%';
+SELECT state, count(*) FROM jobq.jobs WHERE command LIKE '%whoami%' GROUP BY state;
+SELECT 'sec_alice' AS schema, who, count(*) FROM sec_alice.whoami GROUP BY who
+UNION ALL
+SELECT 'public', who, count(*) FROM public.whoami GROUP BY who
+ORDER BY 1, 2;
+
 -- a worker whose job is cancelled by pg_cancel_backend keeps running
 SELECT jobq.enqueue('SELECT pg_sleep(60)', max_attempts => 1) AS job \gset
 DO $$

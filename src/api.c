@@ -255,7 +255,8 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 	{
 		Oid			argtypes[7] = {TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID,
 		INTERVALOID, REGROLEOID, TEXTOID};
-		SPIPlanPtr	plan = SPI_prepare(insert_sql, 7, argtypes);
+		SPIPlanPtr	plan = SPI_prepare_cursor(insert_sql, 7, argtypes,
+											  CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s",

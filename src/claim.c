@@ -211,7 +211,13 @@ keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 {
 	if (*plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+		/*
+		 * A generic plan: these statements run thousands of times a second
+		 * and their best plan does not depend on the parameter values, so
+		 * planning them per execution (custom plans) would be pure cost.
+		 */
+		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, argtypes,
+										   CURSOR_OPT_GENERIC_PLAN);
 
 		if (p == NULL)
 			elog(ERROR, "SPI_prepare failed for jobq statement: %s",

@@ -45,6 +45,7 @@
 #include "catalog/pg_db_role_setting.h"
 #include "commands/prepare.h"
 #include "commands/sequence.h"
+#include "common/hashfn.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -52,6 +53,7 @@
 #include "pgstat.h"
 #include "storage/lock.h"
 #include "tcop/tcopprot.h"
+#include "utils/hsearch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -157,6 +159,111 @@ apply_role_settings(Oid owner, MemoryContext cache_context)
 	if (rs->this_database)
 		ProcessGUCArray(rs->this_database, PGC_SUSET, PGC_S_SESSION,
 						GUC_ACTION_SAVE);
+}
+
+/*
+ * Plans of job commands, kept across jobs and transactions: a queue runs
+ * the same few commands over and over, and parse analysis and planning
+ * are most of what a short job costs.  A command is prepared the second
+ * time it is seen, and only if it is a single statement (prepared ahead,
+ * a later statement of a script could not see what an earlier one
+ * creates).  The plan cache itself revalidates a kept plan after DDL, and
+ * replans when the search_path or, for row-level security, the role
+ * differs.  The table is bounded; when full it is emptied.
+ */
+#define COMMAND_CACHE_MAX	1024
+
+typedef struct CommandEntry
+{
+	uint64		hash;			/* key: hash of the command text */
+	char	   *command;		/* the text, to tell collisions apart */
+	SPIPlanPtr	plan;			/* NULL until prepared */
+	bool		cacheable;		/* single statement */
+} CommandEntry;
+
+static HTAB *command_cache = NULL;
+static MemoryContext CommandCacheContext = NULL;
+
+static void
+command_cache_reset(void)
+{
+	HASH_SEQ_STATUS status;
+	CommandEntry *entry;
+
+	if (command_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		CommandCacheContext = AllocSetContextCreate(TopMemoryContext,
+													"jobq command cache",
+													ALLOCSET_DEFAULT_SIZES);
+		ctl.keysize = sizeof(uint64);
+		ctl.entrysize = sizeof(CommandEntry);
+		ctl.hcxt = CommandCacheContext;
+		command_cache = hash_create("jobq command cache", 256, &ctl,
+									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		return;
+	}
+
+	hash_seq_init(&status, command_cache);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		if (entry->plan)
+			SPI_freeplan(entry->plan);
+		hash_search(command_cache, &entry->hash, HASH_REMOVE, NULL);
+	}
+	MemoryContextReset(CommandCacheContext);
+	/* the table itself lives in the context: build it again */
+	command_cache = NULL;
+	command_cache_reset();
+}
+
+/*
+ * Run the job's command through SPI, from a kept plan when there is one.
+ * Called inside the job's subtransaction, as the owner, connected to SPI.
+ */
+static int
+execute_command(const char *command)
+{
+	uint64		hash;
+	CommandEntry *entry;
+	bool		found;
+
+	if (command_cache == NULL ||
+		hash_get_num_entries(command_cache) >= COMMAND_CACHE_MAX)
+		command_cache_reset();
+
+	hash = hash_bytes_extended((const unsigned char *) command,
+							   strlen(command), 0);
+	entry = hash_search(command_cache, &hash, HASH_ENTER, &found);
+	if (!found)
+	{
+		/* first sighting: remember it, run it the plain way */
+		entry->command = MemoryContextStrdup(CommandCacheContext, command);
+		entry->plan = NULL;
+		entry->cacheable = true;
+		return SPI_execute(command, false, 0);
+	}
+	if (strcmp(entry->command, command) != 0 || !entry->cacheable)
+		return SPI_execute(command, false, 0);
+
+	if (entry->plan == NULL)
+	{
+		SPIPlanPtr	plan;
+
+		if (list_length(pg_parse_query(command)) != 1)
+		{
+			entry->cacheable = false;
+			return SPI_execute(command, false, 0);
+		}
+		plan = SPI_prepare(command, 0, NULL);
+		if (plan == NULL)
+			return SPI_result;
+		/* prepared without error: keep it for the next jobs */
+		SPI_keepplan(plan);
+		entry->plan = plan;
+	}
+	return SPI_execute_plan(entry->plan, NULL, NULL, false, 0);
 }
 
 /*
@@ -283,7 +390,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		PushActiveSnapshot(GetTransactionSnapshot());
-		rc = SPI_execute(job->command, false, 0);
+		rc = execute_command(job->command);
 		PopActiveSnapshot();
 		if (rc == SPI_ERROR_TRANSACTION)
 			ereport(ERROR,
