@@ -59,12 +59,12 @@ static const char *claim_sql =
 "UPDATE jobq.job j"
 "   SET state = 'running', attempts = j.attempts + 1,"
 "       started_at = pg_catalog.now(), worker_pid = $1"
-"  FROM (SELECT id FROM jobq.job"
-"         WHERE state = 'pending' AND run_at <= pg_catalog.now()"
-"         ORDER BY priority DESC, run_at, id"
-"         LIMIT $2"
-"           FOR UPDATE SKIP LOCKED) c"
-" WHERE j.id = c.id"
+" WHERE j.id = ANY (ARRAY("
+"         SELECT id FROM jobq.job"
+"          WHERE state = 'pending' AND run_at <= pg_catalog.now()"
+"          ORDER BY priority DESC, run_at, id"
+"          LIMIT $2"
+"            FOR UPDATE SKIP LOCKED))"
 " RETURNING j.id, j.owner::pg_catalog.oid, j.command,"
 "           COALESCE((EXTRACT(epoch FROM j.timeout) * 1000)::pg_catalog.int8, 0),"
 "           j.attempts, j.max_attempts, j.priority, j.run_at";
@@ -131,8 +131,8 @@ static const char *recover_sql =
 "                           pg_catalog.unnest($2::pg_catalog.int4[])) AS o(id, pid)"
 "), done AS ("
 "  DELETE FROM jobq.job j USING o"
-"   WHERE j.id = o.id AND j.worker_pid = o.pid AND j.state = 'running'"
-"     AND j.attempts >= j.max_attempts"
+"   WHERE j.id = o.id AND j.worker_pid = o.pid"
+"     AND j.state = 'running' AND j.attempts >= j.max_attempts"
 "  RETURNING j.*"
 "), kept AS ("
 "  INSERT INTO jobq.job_history (id, queue, state, priority, run_at, attempts,"
@@ -146,19 +146,18 @@ static const char *recover_sql =
 "  UPDATE jobq.job j"
 "     SET state = 'pending', worker_pid = NULL, last_error = $3, last_sqlstate = NULL"
 "    FROM o"
-"   WHERE j.id = o.id AND j.worker_pid = o.pid AND j.state = 'running'"
-"     AND j.attempts < j.max_attempts"
+"   WHERE j.id = o.id AND j.worker_pid = o.pid"
+"     AND j.state = 'running' AND j.attempts < j.max_attempts"
 "  RETURNING 1"
 ")"
 "SELECT (SELECT pg_catalog.count(*) FROM done) + (SELECT pg_catalog.count(*) FROM back)";
 
 static const char *prune_sql =
-"WITH victims AS ("
-"  SELECT id FROM jobq.job_history"
-"   WHERE finished_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
-"   ORDER BY finished_at LIMIT $2"
-")"
-"DELETE FROM jobq.job_history h USING victims v WHERE h.id = v.id";
+"DELETE FROM jobq.job_history"
+" WHERE id = ANY (ARRAY("
+"         SELECT id FROM jobq.job_history"
+"          WHERE finished_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
+"          ORDER BY finished_at LIMIT $2))";
 
 static const char *orphan_error =
 "the worker running the job exited before the job finished";

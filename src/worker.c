@@ -441,6 +441,13 @@ JobqWorkerMain(Datum main_arg)
 			set_busy(false);
 			claim_limit = limit;
 
+			/*
+			 * Report table and transaction statistics (at most once a
+			 * second): without them autovacuum would never learn of the
+			 * dead tuples the queue leaves behind.
+			 */
+			pgstat_report_stat(false);
+
 			if (next_n > 0)
 			{
 				jobs = next_jobs;
@@ -472,6 +479,7 @@ JobqWorkerMain(Datum main_arg)
 		else if (njobs == 0)
 			JobqSetNextDue(DT_NOEND);
 
+		pgstat_report_stat(true);
 		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
