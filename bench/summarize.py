@@ -112,7 +112,7 @@ def main():
     # drain
     for (sysname, wl, var, met) in sorted(data):
         if sysname == "jobq" and wl == "process":
-            row(f"drain 100k, {var} (jobs/s)", (None, stat(data[(sysname, wl, var, met)])),
+            row(f"drain, {var} (jobs/s)", (None, stat(data[(sysname, wl, var, met)])),
                 {"naive": ("process_100per_tx", "jobs_per_s"),
                  "graphile": ("process", "jobs_per_s"),
                  "pgboss": ("process", "jobs_per_s"),
