@@ -479,7 +479,13 @@ JobqWorkerMain(Datum main_arg)
 		else if (njobs == 0)
 			JobqSetNextDue(DT_NOEND);
 
-		pgstat_report_stat(true);
+		{
+			/* flush statistics; if some had to wait, wake up for them */
+			long		stats_ms = pgstat_report_stat(false);
+
+			if (stats_ms > 0)
+				sleep_ms = Min(sleep_ms, stats_ms);
+		}
 		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
