@@ -104,3 +104,50 @@ SELECT wait_job(:job);
 SELECT (jobq.status(:job)).attempts,
        (jobq.status(:job)).last_error ~ '^role with OID \d+ does not exist$' AS dropped_role_error,
        (jobq.status(:job)).last_sqlstate;
+
+-- deferred triggers of a job fire at the end of the job, as its owner
+SET ROLE regress_jobq_alice;
+CREATE TABLE sec_alice.deferred_t (x integer);
+CREATE TABLE sec_alice.trigger_log (who text);
+CREATE FUNCTION sec_alice.log_user() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO sec_alice.trigger_log VALUES (current_user);
+    RETURN NULL;
+END
+$$;
+CREATE CONSTRAINT TRIGGER log_user AFTER INSERT ON sec_alice.deferred_t
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sec_alice.log_user();
+SELECT jobq.enqueue('INSERT INTO sec_alice.deferred_t VALUES (1)') AS job \gset
+RESET ROLE;
+SELECT wait_job(:job);
+SELECT who FROM sec_alice.trigger_log;
+
+-- a deferred constraint violated by a job fails that job only
+SET ROLE regress_jobq_alice;
+CREATE TABLE sec_alice.uniq (x integer UNIQUE DEFERRABLE INITIALLY DEFERRED);
+SELECT jobq.enqueue('INSERT INTO sec_alice.uniq VALUES (1), (1)', max_attempts => 1) AS bad,
+       jobq.enqueue('INSERT INTO sec_alice.uniq VALUES (2)', max_attempts => 1) AS good \gset
+RESET ROLE;
+SELECT wait_job(:bad) AS bad, wait_job(:good) AS good;
+SELECT (jobq.status(:bad)).last_sqlstate, (jobq.status(:good)).state;
+SELECT x FROM sec_alice.uniq ORDER BY x;
+
+-- jobq's own statements resolve operators in pg_catalog only: an operator
+-- planted in public, where the worker's default search_path would find it
+-- first for an enum comparison, is never called
+CREATE TABLE hijack_log (at timestamptz);
+CREATE FUNCTION public.hijack_eq(jobq.job_state, jobq.job_state) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.hijack_log VALUES (now());
+    RETURN $1::text = $2::text;
+END
+$$;
+CREATE OPERATOR public.= (LEFTARG = jobq.job_state, RIGHTARG = jobq.job_state,
+                          FUNCTION = public.hijack_eq);
+ANALYZE jobq.job;
+SELECT jobq.enqueue('SELECT 1') AS job \gset
+SELECT wait_job(:job);
+SELECT count(*) AS hijacked FROM hijack_log;
+DROP OPERATOR public.= (jobq.job_state, jobq.job_state);
+DROP FUNCTION public.hijack_eq(jobq.job_state, jobq.job_state);

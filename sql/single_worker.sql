@@ -83,6 +83,22 @@ UNION ALL
 SELECT 'public', who, count(*) FROM public.whoami GROUP BY who
 ORDER BY 1, 2;
 
+-- a prepared plan never serves another owner: privileges on a schema
+-- named in the command are checked when it is analysed
+CREATE SCHEMA adm;
+CREATE FUNCTION adm.secret() RETURNS text LANGUAGE sql AS $$SELECT 'secret'$$;
+GRANT USAGE ON SCHEMA adm TO regress_jobq_alice;
+SET ROLE regress_jobq_alice;
+SELECT count(jobq.enqueue('SELECT adm.secret() AS s')) FROM generate_series(1, 2);
+RESET ROLE;
+SET ROLE regress_jobq_bob;
+SELECT jobq.enqueue('SELECT adm.secret() AS s', max_attempts => 1) AS bob_job \gset
+RESET ROLE;
+SELECT count(wait_job(id)) FROM jobq.jobs WHERE command = 'SELECT adm.secret() AS s';
+SELECT owner, state, last_sqlstate, count(*)
+  FROM jobq.jobs WHERE command = 'SELECT adm.secret() AS s'
+ GROUP BY 1, 2, 3 ORDER BY 1;
+
 -- a worker whose job is cancelled by pg_cancel_backend keeps running
 SELECT jobq.enqueue('SELECT pg_sleep(60)', max_attempts => 1) AS job \gset
 DO $$

@@ -14,7 +14,9 @@
  * Isolation between jobs: GUC changes are undone with AtEOXact_GUC at the
  * job's own nesting level; cursors, prepared statements, session advisory
  * locks, temporary tables and sequence caches are discarded after every
- * job (JobqResetSessionState).
+ * job (JobqResetSessionState).  Deferred triggers are fired at the end of
+ * the job, as its owner: nothing of the job runs at the commit of the
+ * execution transaction, where the identity is the worker's.
  *
  * Errors: the job runs in a subtransaction of the execution transaction.
  * An error rolls the subtransaction back (and with it the job's effects,
@@ -45,6 +47,7 @@
 #include "catalog/pg_db_role_setting.h"
 #include "commands/prepare.h"
 #include "commands/sequence.h"
+#include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
@@ -85,6 +88,10 @@ typedef struct RoleSettings
 static RoleSettings role_settings[ROLE_SETTINGS_CACHE];
 static int	n_role_settings = 0;
 
+/* ALTER DATABASE d SET, for every role; looked up once per transaction */
+static ArrayType *database_settings = NULL;
+static bool database_settings_valid = false;
+
 /*
  * Forget cached role settings; called at the start of every execution
  * transaction (the cached arrays live in its memory context).
@@ -93,6 +100,8 @@ void
 JobqForgetRoleSettings(void)
 {
 	n_role_settings = 0;
+	database_settings = NULL;
+	database_settings_valid = false;
 }
 
 static ArrayType *
@@ -124,9 +133,11 @@ fetch_role_setting(Relation rel, Oid dbid, Oid roleid)
 }
 
 /*
- * Apply the owner's ALTER ROLE ... SET settings at the current GUC nesting
- * level, so that AtEOXact_GUC undoes them.  The per-database settings are
- * applied last and win, as at login.
+ * Give the job the settings a login of its owner would have, at the current
+ * GUC nesting level so that AtEOXact_GUC undoes them: the default
+ * search_path (the worker's own is pg_catalog, pg_temp), then ALTER
+ * DATABASE ... SET, then the owner's ALTER ROLE ... SET, the per-database
+ * ones last, as at login.
  */
 static void
 apply_role_settings(Oid owner, MemoryContext cache_context)
@@ -138,20 +149,35 @@ apply_role_settings(Oid owner, MemoryContext cache_context)
 		if (role_settings[i].owner == owner)
 			rs = &role_settings[i];
 
-	if (rs == NULL)
+	if (rs == NULL || !database_settings_valid)
 	{
 		static RoleSettings scratch;
 		MemoryContext oldcxt = MemoryContextSwitchTo(cache_context);
 		Relation	rel = table_open(DbRoleSettingRelationId, AccessShareLock);
 
-		rs = (n_role_settings < ROLE_SETTINGS_CACHE) ?
-			&role_settings[n_role_settings++] : &scratch;
-		rs->owner = owner;
-		rs->all_databases = fetch_role_setting(rel, InvalidOid, owner);
-		rs->this_database = fetch_role_setting(rel, MyDatabaseId, owner);
+		if (!database_settings_valid)
+		{
+			database_settings = fetch_role_setting(rel, MyDatabaseId, InvalidOid);
+			database_settings_valid = true;
+		}
+		if (rs == NULL)
+		{
+			rs = (n_role_settings < ROLE_SETTINGS_CACHE) ?
+				&role_settings[n_role_settings++] : &scratch;
+			rs->owner = owner;
+			rs->all_databases = fetch_role_setting(rel, InvalidOid, owner);
+			rs->this_database = fetch_role_setting(rel, MyDatabaseId, owner);
+		}
 		table_close(rel, AccessShareLock);
 		MemoryContextSwitchTo(oldcxt);
 	}
+
+	(void) set_config_option("search_path", "\"$user\", public",
+							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	if (database_settings)
+		ProcessGUCArray(database_settings, PGC_SUSET, PGC_S_SESSION,
+						GUC_ACTION_SAVE);
 
 	if (rs->all_databases)
 		ProcessGUCArray(rs->all_databases, PGC_SUSET, PGC_S_SESSION,
@@ -169,13 +195,17 @@ apply_role_settings(Oid owner, MemoryContext cache_context)
  * a later statement of a script could not see what an earlier one
  * creates).  The plan cache itself revalidates a kept plan after DDL, and
  * replans when the search_path or, for row-level security, the role
- * differs.  The table is bounded; when full it is emptied.
+ * differs.  Plans are kept per owner all the same: privileges on a schema
+ * named in the command are checked when it is analysed, not when the plan
+ * runs, so one owner's plan must never serve another.  The table is
+ * bounded; when full it is emptied.
  */
 #define COMMAND_CACHE_MAX	1024
 
 typedef struct CommandEntry
 {
-	uint64		hash;			/* key: hash of the command text */
+	uint64		hash;			/* key: hash of owner and command text */
+	Oid			owner;			/* plans are per owner: see below */
 	char	   *command;		/* the text, to tell collisions apart */
 	SPIPlanPtr	plan;			/* NULL until prepared */
 	bool		cacheable;		/* single statement */
@@ -223,7 +253,7 @@ command_cache_reset(void)
  * Called inside the job's subtransaction, as the owner, connected to SPI.
  */
 static int
-execute_command(const char *command)
+execute_command(const char *command, Oid owner)
 {
 	uint64		hash;
 	CommandEntry *entry;
@@ -234,17 +264,19 @@ execute_command(const char *command)
 		command_cache_reset();
 
 	hash = hash_bytes_extended((const unsigned char *) command,
-							   strlen(command), 0);
+							   strlen(command), (uint64) owner);
 	entry = hash_search(command_cache, &hash, HASH_ENTER, &found);
 	if (!found)
 	{
 		/* first sighting: remember it, run it the plain way */
 		entry->command = MemoryContextStrdup(CommandCacheContext, command);
+		entry->owner = owner;
 		entry->plan = NULL;
 		entry->cacheable = true;
 		return SPI_execute(command, false, 0);
 	}
-	if (strcmp(entry->command, command) != 0 || !entry->cacheable)
+	if (entry->owner != owner || strcmp(entry->command, command) != 0 ||
+		!entry->cacheable)
 		return SPI_execute(command, false, 0);
 
 	if (entry->plan == NULL)
@@ -390,7 +422,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		PushActiveSnapshot(GetTransactionSnapshot());
-		rc = execute_command(job->command);
+		rc = execute_command(job->command, job->owner);
 		PopActiveSnapshot();
 		if (rc == SPI_ERROR_TRANSACTION)
 			ereport(ERROR,
@@ -416,6 +448,15 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 		}
 		SPI_finish();
 
+		/*
+		 * Still as the owner and inside the subtransaction: fire the job's
+		 * deferred triggers now (at the commit of the execution transaction
+		 * they would run as the worker), and discard what the job left in
+		 * the session.  An error in either is the job's error.
+		 */
+		AfterTriggerFireDeferred();
+		JobqResetSessionState(true);
+
 		/* undo the job's SET commands and the owner's role settings */
 		AtEOXact_GUC(false, save_nestlevel);
 		SetUserIdAndSecContext(save_userid, save_sec_context);
@@ -440,10 +481,15 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 		edata = CopyErrorData();
 		FlushErrorState();
 
-		/* rolls back the effects, the identity switch and the GUCs */
+		/*
+		 * Rolls back the effects (temporary tables created by the job
+		 * among them), pending trigger events, the identity switch and the
+		 * GUCs; what is not transactional is discarded next.
+		 */
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(outercxt);
 		CurrentResourceOwner = outerowner;
+		JobqResetSessionState(false);
 
 		if (jobq_shutdown_requested &&
 			edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
@@ -469,18 +515,18 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 
 	debug_query_string = NULL;
 	out->finished_at = GetCurrentTimestamp();
-	JobqResetSessionState();
 }
 
 /*
  * Discard what a job may leave in the session: open cursors, prepared
- * statements, session-level advisory locks, temporary tables and cached
- * sequence values.  GUCs are undone by the caller.  Transaction-level
- * advisory locks stay until the execution transaction ends, as the job
- * asked.
+ * statements, session-level advisory locks, cached sequence values and,
+ * with drop_temp, temporary tables (after a failed job its subtransaction
+ * has already removed those).  GUCs are undone by the caller.
+ * Transaction-level advisory locks stay until the execution transaction
+ * ends, as the job asked.
  */
 void
-JobqResetSessionState(void)
+JobqResetSessionState(bool drop_temp)
 {
 	Oid			temp_namespace;
 	Oid			temp_toast_namespace;
@@ -488,8 +534,11 @@ JobqResetSessionState(void)
 	PortalHashTableDeleteAll();
 	DropAllPreparedStatements();
 	LockReleaseSession(USER_LOCKMETHOD);
-	GetTempNamespaceState(&temp_namespace, &temp_toast_namespace);
-	if (OidIsValid(temp_namespace))
-		ResetTempTableNamespace();
+	if (drop_temp)
+	{
+		GetTempNamespaceState(&temp_namespace, &temp_toast_namespace);
+		if (OidIsValid(temp_namespace))
+			ResetTempTableNamespace();
+	}
 	ResetSequenceCaches();
 }

@@ -161,7 +161,7 @@ extern int	JobqPruneHistory(void);
 /* execute.c */
 extern void JobqExecuteJob(JobqJob *job, JobqOutcome *outcome,
 						   MemoryContext job_context);
-extern void JobqResetSessionState(void);
+extern void JobqResetSessionState(bool drop_temp);
 extern void JobqForgetRoleSettings(void);
 
 #endif							/* JOBQ_H */

@@ -29,7 +29,8 @@
  * Signals: SIGTERM (fast shutdown, pg_terminate_backend, DROP DATABASE
  * ... FORCE) cancels the job in hand; its subtransaction rolls back and
  * the job goes back to pending with its attempt not counted, together with
- * the claimed jobs not yet started; then the worker exits.  Cancel
+ * the claimed jobs not yet started; then the worker exits.  A job that
+ * swallows the cancel is terminated after JOBQ_SHUTDOWN_GRACE_S seconds.  Cancel
  * interrupts are held everywhere except inside a job, so a cancel request
  * or a statement timeout never interrupts our own bookkeeping.
  *
@@ -74,6 +75,41 @@ static int	my_slot = -1;
 static MemoryContext BatchContext[2];
 static MemoryContext ChunkContext = NULL;
 static MemoryContext JobContext = NULL;
+
+/*
+ * A job that ignores the cancel of a SIGTERM (say, a plpgsql loop that
+ * catches query_canceled) for this many seconds is terminated: the worker
+ * exits with FATAL, which no job can catch, and the job is recovered with
+ * its attempt counted.  Shutdown must not hang on a job.
+ */
+#define JOBQ_SHUTDOWN_GRACE_S	5
+
+static volatile sig_atomic_t shutdown_ticks = 0;
+static TimeoutId watchdog_timeout;
+
+static void
+arm_watchdog(void)
+{
+	enable_timeout_every(watchdog_timeout,
+						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000),
+						 1000);
+}
+
+/*
+ * Once a second: if a shutdown has been asked for and the job in hand still
+ * runs after the grace period, escalate from cancel to die.
+ */
+static void
+jobq_watchdog(void)
+{
+	if (jobq_shutdown_requested && jobq_in_job &&
+		++shutdown_ticks >= JOBQ_SHUTDOWN_GRACE_S)
+	{
+		ProcDiePending = true;
+		InterruptPending = true;
+		SetLatch(MyLatch);
+	}
+}
 
 /*
  * SIGTERM: stop after the job in hand, and cancel that job.
@@ -336,6 +372,23 @@ JobqWorkerMain(Datum main_arg)
 	snprintf(appname, sizeof(appname), "jobq worker %d", my_slot + 1);
 	SetConfigOption("application_name", appname, PGC_USERSET, PGC_S_SESSION);
 
+	/*
+	 * The worker's own baseline, whatever ALTER DATABASE or ALTER ROLE set
+	 * for the database or the bootstrap superuser: jobq's statements
+	 * resolve operators and functions in pg_catalog only, run read-write
+	 * in read committed, and are not cut short by timeouts; triggers and
+	 * foreign keys fire (session_replication_role).  Jobs get a login-like
+	 * baseline of their own on top (execute.c).
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("session_replication_role", "origin", PGC_SUSET, PGC_S_SESSION);
+
 	BatchContext[0] = AllocSetContextCreate(TopMemoryContext, "jobq batch",
 											ALLOCSET_DEFAULT_SIZES);
 	BatchContext[1] = AllocSetContextCreate(TopMemoryContext, "jobq batch",
@@ -348,6 +401,10 @@ JobqWorkerMain(Datum main_arg)
 	/* cancel requests and timeouts only ever interrupt a job */
 	HOLD_CANCEL_INTERRUPTS();
 
+	/* see JOBQ_SHUTDOWN_GRACE_S */
+	watchdog_timeout = RegisterTimeout(USER_TIMEOUT, jobq_watchdog);
+	arm_watchdog();
+
 	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
 	{
 		/* An error outside any job: clean up like postgres.c does. */
@@ -355,6 +412,7 @@ JobqWorkerMain(Datum main_arg)
 		HOLD_INTERRUPTS();
 		jobq_in_job = false;
 		disable_all_timeouts(false);
+		arm_watchdog();
 		QueryCancelPending = false;
 		QueryCancelHoldoffCount = 1;
 		debug_query_string = NULL;
