@@ -12,6 +12,7 @@
 # error recorded, and "done" must be empty.  Then the flag is set, the
 # workers are started (reload), and the job runs again, quickly, and
 # succeeds with attempts = 1; "done" holds its effect exactly once.
+# Last, a job that catches the cancel does not stop the shutdown either.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -74,6 +75,35 @@ is($node->safe_psql('postgres', "SELECT attempts, last_error IS NULL FROM jobq.s
 	'1|t', 'only the completed attempt is counted');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM done'),
 	'1', 'effect of the job is in done exactly once');
+
+# A job that swallows the cancel (a plpgsql loop catching query_canceled)
+# must not hold the shutdown hostage: after a grace period its worker is
+# terminated, and the job, recovered with that attempt counted, fails for
+# good here since it has no attempt left.
+my $stubborn = $node->safe_psql(
+	'postgres', q{
+	SELECT jobq.enqueue($job$DO $do$
+	    BEGIN
+	        LOOP
+	            BEGIN
+	                PERFORM pg_sleep(0.2);
+	            EXCEPTION WHEN query_canceled THEN
+	                NULL;
+	            END;
+	        END LOOP;
+	    END $do$$job$, max_attempts => 1)});
+$node->poll_query_until('postgres',
+	"SELECT state = 'running' FROM jobq.status($stubborn)")
+  or die "the stubborn job never started";
+{
+	local $ENV{PGCTLTIMEOUT} = 45;
+	$stopped = $node->stop('fast', fail_ok => 1);
+}
+ok($stopped, 'fast shutdown completes while a job ignores cancellation');
+$node->stop('immediate', fail_ok => 1) unless $stopped;
+$node->start;
+ok(wait_for_job($node, $stubborn, 'failed'),
+	'the job that ignored cancellation is recovered and, without attempts left, failed');
 
 $node->stop;
 done_testing();
