@@ -53,3 +53,11 @@ SHOW jobq.default_max_attempts;
 -- status of a job that does not exist
 SELECT jobq.status(-1);
 SELECT jobq.status(NULL) IS NULL AS null_status;
+
+-- jobs can only be enqueued where the workers run them
+CREATE DATABASE regress_jobq_elsewhere;
+\c regress_jobq_elsewhere
+CREATE EXTENSION jobq;
+SELECT jobq.enqueue('SELECT 1');
+\c contrib_regression
+DROP DATABASE regress_jobq_elsewhere;

@@ -151,3 +151,12 @@ SELECT wait_job(:job);
 SELECT count(*) AS hijacked FROM hijack_log;
 DROP OPERATOR public.= (jobq.job_state, jobq.job_state);
 DROP FUNCTION public.hijack_eq(jobq.job_state, jobq.job_state);
+
+-- the owner's own statement_timeout applies to its jobs
+ALTER ROLE regress_jobq_bob SET statement_timeout = '100ms';
+SET ROLE regress_jobq_bob;
+SELECT jobq.enqueue('SELECT pg_sleep(30)', max_attempts => 1) AS job \gset
+RESET ROLE;
+SELECT wait_job(:job);
+SELECT (jobq.status(:job)).last_sqlstate;
+ALTER ROLE regress_jobq_bob RESET statement_timeout;

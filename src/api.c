@@ -27,6 +27,7 @@
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -94,6 +95,31 @@ check_role_can_own_jobs(Oid roleid)
 				 errhint("Enqueue the job as a role with the LOGIN attribute.")));
 }
 
+/*
+ * Jobs are run by workers connected to jobq.database only; a job enqueued
+ * anywhere else would wait forever.
+ */
+static void
+check_jobq_database(void)
+{
+	static bool checked = false;
+	char	   *dbname;
+
+	if (checked)
+		return;
+	dbname = get_database_name(MyDatabaseId);
+	if (dbname == NULL || strcmp(dbname, jobq_database) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("jobq workers do not run jobs in database \"%s\"",
+						dbname ? dbname : "?"),
+				 errdetail("Workers run jobs in the database named by \"jobq.database\", \"%s\".",
+						   jobq_database),
+				 errhint("Enqueue the job in database \"%s\", or change \"jobq.database\" and restart the server.",
+						 jobq_database)));
+	checked = true;
+}
+
 static bool
 is_blank(const char *s)
 {
@@ -143,6 +169,7 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 	bool		isnull;
 
 	JobqCheckPreloaded();
+	check_jobq_database();
 
 	/* command */
 	if (PG_ARGISNULL(0))

@@ -55,6 +55,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/hsearch.h"
 #include "utils/array.h"
@@ -392,6 +393,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 		Oid			save_userid;
 		int			save_sec_context;
 		int			save_nestlevel;
+		int64		timeout_ms;
 		int			rc;
 		Datum		result = (Datum) 0;
 
@@ -408,9 +410,14 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 		 * that arrived while we were between jobs is stale: drop it.
 		 */
 		QueryCancelPending = false;
-		if (job->timeout_ms > 0)
+		/* the job's timeout, or the owner's statement_timeout if shorter */
+		timeout_ms = job->timeout_ms;
+		if (StatementTimeout > 0 &&
+			(timeout_ms == 0 || StatementTimeout < timeout_ms))
+			timeout_ms = StatementTimeout;
+		if (timeout_ms > 0)
 			enable_timeout_after(STATEMENT_TIMEOUT,
-								 (int) Min(job->timeout_ms, (int64) INT_MAX));
+								 (int) Min(timeout_ms, (int64) INT_MAX));
 		jobq_in_job = true;
 		if (jobq_shutdown_requested)
 		{
@@ -435,7 +442,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 
 		HOLD_CANCEL_INTERRUPTS();
 		jobq_in_job = false;
-		if (job->timeout_ms > 0)
+		if (timeout_ms > 0)
 			disable_timeout(STATEMENT_TIMEOUT, false);
 
 		if (SPI_tuptable != NULL && SPI_processed > 0)
