@@ -76,6 +76,9 @@ SELECT (jobq.status(:job)).last_error;
 SELECT jobq.enqueue('BEGIN; SELECT 1', max_attempts => 1) AS job \gset
 SELECT wait_job(:job);
 SELECT (jobq.status(:job)).last_error;
+SELECT jobq.enqueue('COPY exec_log TO STDOUT', max_attempts => 1) AS job \gset
+SELECT wait_job(:job);
+SELECT (jobq.status(:job)).last_error, (jobq.status(:job)).last_sqlstate;
 -- a syntax error is just an error of the job
 SELECT jobq.enqueue('SELEC 1', max_attempts => 1) AS job \gset
 SELECT wait_job(:job);

@@ -546,7 +546,9 @@ recover_jobs(bool own)
 											  SPI_tuptable->tupdesc, 1, &isnull));
 		if (!own && n > 0)
 			ereport(LOG,
-					(errmsg("jobq recovered %d job(s) left running by exited workers", n)));
+					(errmsg_plural("jobq recovered %d job left running by an exited worker",
+								   "jobq recovered %d jobs left running by exited workers",
+								   n, n)));
 	}
 
 	SPI_finish();

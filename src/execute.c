@@ -435,9 +435,14 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
 					 errmsg("transaction control statements are not allowed in a job")));
+		else if (rc == SPI_ERROR_COPY)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("COPY from or to the client is not possible in a job"),
+					 errhint("Copy from or to a file or a program instead.")));
 		else if (rc < 0)
 			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("could not run job: %s", SPI_result_code_string(rc))));
 
 		HOLD_CANCEL_INTERRUPTS();
