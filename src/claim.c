@@ -163,16 +163,29 @@ static const char *orphan_error =
 "the worker running the job exited before the job finished";
 
 /*
- * Is the extension installed in this database?  Syscache lookups only, so
- * it is cheap enough to ask before every claim.  Needs a transaction.
+ * Find jobq's two tables.  Syscache lookups only, so it is cheap enough to
+ * do before every claim.  Returns false if the extension is not installed
+ * in this database.  Needs a transaction.
  */
-bool
-JobqExtensionPresent(void)
+static bool
+jobq_tables(Oid *job, Oid *history)
 {
 	Oid			nsp = get_namespace_oid("jobq", true);
 
-	return OidIsValid(nsp) && OidIsValid(get_relname_relid("job", nsp)) &&
-		OidIsValid(get_relname_relid("job_history", nsp));
+	if (!OidIsValid(nsp))
+		return false;
+	*job = get_relname_relid("job", nsp);
+	*history = get_relname_relid("job_history", nsp);
+	return OidIsValid(*job) && OidIsValid(*history);
+}
+
+static bool
+extension_present(void)
+{
+	Oid			job;
+	Oid			history;
+
+	return jobq_tables(&job, &history);
 }
 
 /*
@@ -184,15 +197,10 @@ JobqExtensionPresent(void)
 bool
 JobqLockTables(void)
 {
-	Oid			nsp = get_namespace_oid("jobq", true);
 	Oid			job;
 	Oid			history;
 
-	if (!OidIsValid(nsp))
-		return false;
-	job = get_relname_relid("job", nsp);
-	history = get_relname_relid("job_history", nsp);
-	if (!OidIsValid(job) || !OidIsValid(history))
+	if (!jobq_tables(&job, &history))
 		return false;
 
 	LockRelationOid(job, RowExclusiveLock);
@@ -338,7 +346,7 @@ JobqClaim(int limit, JobqJob **jobs_out, TimestampTz *next_due)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	if (!JobqExtensionPresent())
+	if (!extension_present())
 	{
 		CommitTransactionCommand();
 		MemoryContextSwitchTo(callercxt);
@@ -480,7 +488,7 @@ recover_jobs(bool own)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	if (!JobqExtensionPresent())
+	if (!extension_present())
 	{
 		CommitTransactionCommand();
 		MemoryContextSwitchTo(callercxt);
@@ -586,7 +594,7 @@ JobqPruneHistory(void)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	if (JobqExtensionPresent())
+	if (extension_present())
 	{
 		Oid			argtypes[2] = {FLOAT8OID, INT4OID};
 		Datum		values[2];

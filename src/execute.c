@@ -14,7 +14,7 @@
  * Isolation between jobs: GUC changes are undone with AtEOXact_GUC at the
  * job's own nesting level; cursors, prepared statements, session advisory
  * locks, temporary tables and sequence caches are discarded after every
- * job (JobqResetSessionState).  Deferred triggers are fired at the end of
+ * job (reset_session_state).  Deferred triggers are fired at the end of
  * the job, as its owner: nothing of the job runs at the commit of the
  * execution transaction, where the identity is the worker's.
  *
@@ -299,6 +299,8 @@ execute_command(const char *command, Oid owner)
 	return SPI_execute_plan(entry->plan, NULL, NULL, false, 0);
 }
 
+static void reset_session_state(bool drop_temp);
+
 /*
  * The owner must exist and be allowed to log in.  Sets *permanent before
  * it raises, because retrying would not help.
@@ -467,7 +469,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 		 * the session.  An error in either is the job's error.
 		 */
 		AfterTriggerFireDeferred();
-		JobqResetSessionState(true);
+		reset_session_state(true);
 
 		/* undo the job's SET commands and the owner's role settings */
 		AtEOXact_GUC(false, save_nestlevel);
@@ -501,7 +503,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(outercxt);
 		CurrentResourceOwner = outerowner;
-		JobqResetSessionState(false);
+		reset_session_state(false);
 
 		if (jobq_shutdown_requested &&
 			edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
@@ -537,8 +539,8 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
  * Transaction-level advisory locks stay until the execution transaction
  * ends, as the job asked.
  */
-void
-JobqResetSessionState(bool drop_temp)
+static void
+reset_session_state(bool drop_temp)
 {
 	Oid			temp_namespace;
 	Oid			temp_toast_namespace;

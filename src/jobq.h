@@ -68,7 +68,6 @@ typedef struct JobqSharedState
 {
 	slock_t		mutex;
 	pid_t		launcher_pid;
-	int			launcher_pgprocno;
 	uint32		launcher_generation;
 	bool		recovery_requested; /* a worker died: look for its jobs */
 	TimestampTz next_due;		/* earliest wake-up idle workers know of */
@@ -98,10 +97,8 @@ extern void JobqCheckPreloaded(void);
 extern void JobqShmemInstallHooks(void);
 extern void JobqWakeWorkers(int n);
 extern void JobqWakeAllWorkers(void);
-extern void JobqWakeLauncher(void);
 extern void JobqNoteEnqueue(TimestampTz run_at);
 extern bool JobqPidIsLiveWorker(pid_t pid, TimestampTz claimed_at);
-extern TimestampTz JobqGetNextDue(void);
 extern void JobqSetNextDue(TimestampTz due);
 
 /* launcher.c */
@@ -148,7 +145,6 @@ typedef struct JobqOutcome
 } JobqOutcome;
 
 /* claim.c: the SQL that moves jobs through their life */
-extern bool JobqExtensionPresent(void);
 extern bool JobqLockTables(void);
 extern int	JobqClaim(int limit, JobqJob **jobs, TimestampTz *next_due);
 extern int	JobqClaimInTransaction(int limit, MemoryContext cxt,
@@ -161,7 +157,6 @@ extern int	JobqPruneHistory(void);
 /* execute.c */
 extern void JobqExecuteJob(JobqJob *job, JobqOutcome *outcome,
 						   MemoryContext job_context);
-extern void JobqResetSessionState(bool drop_temp);
 extern void JobqForgetRoleSettings(void);
 
 #endif							/* JOBQ_H */

@@ -114,7 +114,6 @@ launcher_take_over(void)
 	SpinLockAcquire(&JobqShared->mutex);
 	my_generation = ++JobqShared->launcher_generation;
 	JobqShared->launcher_pid = MyProcPid;
-	JobqShared->launcher_pgprocno = MyProc->pgprocno;
 	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
 		if (JobqShared->workers[i].pid != 0)
 			stale[nstale++] = JobqShared->workers[i].pid;

@@ -23,7 +23,6 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -143,26 +142,6 @@ JobqWakeAllWorkers(void)
 }
 
 /*
- * Set the launcher's latch, if the launcher is running.
- */
-void
-JobqWakeLauncher(void)
-{
-	int			procno = -1;
-
-	if (JobqShared == NULL)
-		return;
-
-	SpinLockAcquire(&JobqShared->mutex);
-	if (JobqShared->launcher_pid != 0)
-		procno = JobqShared->launcher_pgprocno;
-	SpinLockRelease(&JobqShared->mutex);
-
-	if (procno >= 0)
-		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
-}
-
-/*
  * Is pid a live jobq worker that could have claimed a job at claimed_at?
  *
  * A worker takes its slot before its first claim, so a live claimer's slot
@@ -191,8 +170,8 @@ JobqPidIsLiveWorker(pid_t pid, TimestampTz claimed_at)
 	return live;
 }
 
-TimestampTz
-JobqGetNextDue(void)
+static TimestampTz
+get_next_due(void)
 {
 	TimestampTz due;
 
@@ -234,7 +213,7 @@ jobq_release_callback(ResourceReleasePhase phase, bool isCommit,
 		if (pending_due_jobs > 0)
 			JobqWakeWorkers(pending_due_jobs);
 		else if (pending_min_future != DT_NOEND &&
-				 pending_min_future < JobqGetNextDue())
+				 pending_min_future < get_next_due())
 		{
 			/* an idle worker must shorten its sleep */
 			JobqSetNextDue(pending_min_future);
