@@ -38,6 +38,11 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# Every source file includes the shared header; PGXS tracks no header
+# dependencies, and a stale object with an old JobqSharedState layout
+# would read the wrong slots.
+$(OBJS) $(OBJS:.o=.bc): src/jobq.h
+
 .PHONY: print-version
 print-version:
 	@echo $(EXTVERSION)
