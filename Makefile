@@ -3,7 +3,7 @@ EXTENSION  = jobq
 EXTVERSION = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" jobq.control)
 
 MODULE_big = jobq
-OBJS = src/jobq.o src/guc.o src/shmem.o src/launcher.o src/worker.o \
+OBJS = src/jobq.o src/guc.o src/shmem.o src/journal.o src/launcher.o src/worker.o \
        src/claim.o src/execute.o src/api.o
 
 # Install and upgrade scripts: every jobq--*.sql at the top level.

@@ -15,3 +15,28 @@ CREATE EXTENSION jobq;
 SELECT jobq.enqueue('SELECT ''back'' AS again') AS job \gset
 SELECT wait_job(:job);
 SELECT (jobq.status(:job)).result;
+
+--
+-- from 0.1.0: the update gives the objects of a fresh install, and a job
+-- that 0.1.0 had marked running (its claim was a row update then, a row
+-- lock now) is pending again with its attempt kept, and runs
+--
+CREATE TEMP TABLE fresh AS
+  SELECT pg_get_viewdef('jobq.jobs'::regclass) AS jobs_view,
+         pg_get_functiondef('jobq.running_jobs'::regproc) AS running_fn;
+DROP EXTENSION jobq;
+CREATE EXTENSION jobq VERSION '0.1.0';
+SELECT extversion FROM pg_extension WHERE extname = 'jobq';
+INSERT INTO jobq.job (state, attempts, max_attempts, owner, command,
+                      started_at, worker_pid)
+VALUES ('running', 1, 3, current_user::regrole, 'SELECT 42 AS answer',
+        now(), 2147483647)
+RETURNING id AS legacy \gset
+ALTER EXTENSION jobq UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'jobq';
+SELECT pg_get_viewdef('jobq.jobs'::regclass) = jobs_view AS same_view,
+       pg_get_functiondef('jobq.running_jobs'::regproc) = running_fn AS same_function
+  FROM fresh;
+SELECT wait_job(:legacy);
+SELECT attempts, result, worker_pid <> 2147483647 AS new_worker
+  FROM jobq.status(:legacy);

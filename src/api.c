@@ -30,6 +30,7 @@
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -39,6 +40,7 @@
 #include "jobq.h"
 
 PG_FUNCTION_INFO_V1(jobq_enqueue);
+PG_FUNCTION_INFO_V1(jobq_running_jobs);
 
 static SPIPlanPtr insert_plan = NULL;
 
@@ -302,4 +304,41 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 	JobqNoteEnqueue(run_at);
 
 	PG_RETURN_DATUM(id);
+}
+
+/*
+ * jobq.running_jobs(): the jobs the workers are running right now, from
+ * their shared slots: id, worker pid, attempt number, start of the
+ * attempt.  A claim is a row lock (claim.c), so the tables do not know
+ * which jobs run; jobq.jobs and jobq.status() join this.
+ */
+Datum
+jobq_running_jobs(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	JobqWorkerSlot slots[JOBQ_MAX_WORKERS];
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (JobqShared == NULL)
+		PG_RETURN_VOID();
+
+	SpinLockAcquire(&JobqShared->mutex);
+	memcpy(slots, JobqShared->workers, sizeof(slots));
+	SpinLockRelease(&JobqShared->mutex);
+
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		if (slots[i].pid == 0 || slots[i].job_id == 0)
+			continue;
+		values[0] = Int64GetDatum(slots[i].job_id);
+		values[1] = Int32GetDatum((int32) slots[i].pid);
+		values[2] = Int32GetDatum(slots[i].job_attempt);
+		values[3] = TimestampTzGetDatum(slots[i].job_started_at);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	PG_RETURN_VOID();
 }

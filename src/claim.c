@@ -3,24 +3,23 @@
  * claim.c
  *		The SQL that moves jobs through their life.
  *
- * Storage: jobq.job holds unfinished jobs only (pending and running), so
- * the partial index that serves the claim stays small; a job that ends is
- * moved to jobq.job_history (or deleted outright when jobq.retention is 0)
- * by the same statement that records its outcome.
+ * Storage: jobq.job holds unfinished jobs only, so the partial index that
+ * serves the claim stays small; a job that ends is moved to
+ * jobq.job_history (or deleted outright when jobq.retention is 0) by the
+ * statement that records its outcome.
+ *
+ * A claim is a row lock and nothing else: SELECT ... FOR UPDATE SKIP
+ * LOCKED in the execution transaction, which then runs the jobs and
+ * records their outcomes before it commits.  A claim writes no new row
+ * version and no index entry, and a claimed job needs no recovery: if its
+ * worker dies, the transaction and its locks are gone and the job is
+ * pending as it was.  The attempt a dying worker was in is counted from
+ * the journal (journal.c, JobqCountCrashedAttempts).  The row locks are
+ * also what makes an outcome safe to write without checks: no other
+ * transaction can touch a claimed job until its outcome commits.
  *
  * All statements are prepared once per worker and kept (SPI_keepplan); the
  * plan cache re-plans them if the extension is dropped and created again.
- * Every statement that changes a claimed job checks that the job is still
- * running under the expected pid, so a job is never finished twice, even
- * if two workers recover the same orphan at once.
- *
- * Transactions: JobqClaim, JobqRecoverOrphans, JobqReleaseOwnJobs and
- * JobqPruneHistory each run one transaction of their own;
- * JobqRecordOutcomes runs inside the caller's execution transaction, so
- * that outcomes commit together with the jobs' effects, and so may
- * JobqClaimInTransaction: a worker claims its next batch in the
- * transaction that finishes the current one, one commit (one WAL flush)
- * for both.
  *
  * IDENTIFICATION
  *		src/claim.c
@@ -51,31 +50,26 @@
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr outcome_plan = NULL;
-static SPIPlanPtr running_plan = NULL;
-static SPIPlanPtr recover_plan = NULL;
+static SPIPlanPtr crashed_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
 
 static const char *claim_sql =
-"UPDATE jobq.job j"
-"   SET state = 'running', attempts = j.attempts + 1,"
-"       started_at = pg_catalog.now(), worker_pid = $1"
-" WHERE j.id = ANY (ARRAY("
-"         SELECT id FROM jobq.job"
-"          WHERE state = 'pending' AND run_at <= pg_catalog.now()"
-"          ORDER BY priority DESC, run_at, id"
-"          LIMIT $2"
-"            FOR UPDATE SKIP LOCKED))"
-" RETURNING j.id, j.owner::pg_catalog.oid, j.command,"
-"           COALESCE((EXTRACT(epoch FROM j.timeout) * 1000)::pg_catalog.int8, 0),"
-"           j.attempts, j.max_attempts, j.priority, j.run_at";
+"SELECT id, owner::pg_catalog.oid, command,"
+"       COALESCE((EXTRACT(epoch FROM timeout) * 1000)::pg_catalog.int8, 0),"
+"       attempts + 1, max_attempts, priority, run_at"
+"  FROM jobq.job"
+" WHERE state = 'pending' AND run_at <= pg_catalog.now()"
+" ORDER BY priority DESC, run_at, id"
+" LIMIT $1"
+"   FOR UPDATE SKIP LOCKED";
 
 static const char *next_due_sql =
 "SELECT pg_catalog.min(run_at) FROM jobq.job WHERE state = 'pending'";
 
 /*
  * One statement records the outcomes of a chunk.  Finished jobs leave the
- * hot table (and enter the history when $10); retried and released jobs
- * go back to pending.
+ * hot table (and enter the history when $10); a job to retry stays, with
+ * its attempt counted and its next run_at.
  */
 static const char *outcome_sql =
 "WITH o AS ("
@@ -86,13 +80,14 @@ static const char *outcome_sql =
 "                           pg_catalog.unnest($5::pg_catalog.text[]),"
 "                           pg_catalog.unnest($6::pg_catalog.timestamptz[]),"
 "                           pg_catalog.unnest($7::pg_catalog.timestamptz[]),"
-"                           pg_catalog.unnest($8::pg_catalog.timestamptz[]))"
-"         AS o(id, kind, result, error, sqlstate, started_at, finished_at, next_run_at)"
+"                           pg_catalog.unnest($8::pg_catalog.timestamptz[]),"
+"                           pg_catalog.unnest($9::pg_catalog.int4[]))"
+"         AS o(id, kind, result, error, sqlstate, started_at, finished_at,"
+"              next_run_at, attempt)"
 "), done AS ("
 "  DELETE FROM jobq.job j USING o"
-"   WHERE j.id = o.id AND j.worker_pid = $9 AND j.state = 'running'"
-"     AND o.kind IN ('succeeded', 'failed')"
-"  RETURNING j.id, j.queue, o.kind, j.priority, j.run_at, j.attempts,"
+"   WHERE j.id = o.id AND o.kind IN ('succeeded', 'failed')"
+"  RETURNING j.id, j.queue, o.kind, j.priority, j.run_at, o.attempt,"
 "            j.max_attempts, j.timeout, j.owner, j.command, j.created_at,"
 "            o.started_at, o.finished_at, o.result,"
 "            COALESCE(o.error, j.last_error) AS last_error,"
@@ -101,53 +96,54 @@ static const char *outcome_sql =
 "  INSERT INTO jobq.job_history (id, queue, state, priority, run_at, attempts,"
 "         max_attempts, timeout, owner, command, created_at, started_at,"
 "         finished_at, result, last_error, last_sqlstate, worker_pid)"
-"  SELECT id, queue, kind::jobq.job_state, priority, run_at, attempts,"
+"  SELECT id, queue, kind::jobq.job_state, priority, run_at, attempt,"
 "         max_attempts, timeout, owner, command, created_at, started_at,"
-"         finished_at, result, last_error, last_sqlstate, $9"
+"         finished_at, result, last_error, last_sqlstate, $11"
 "    FROM done WHERE $10"
 ")"
 "UPDATE jobq.job j"
-"   SET state = 'pending', worker_pid = NULL,"
-"       attempts = CASE WHEN o.kind = 'release' THEN j.attempts - 1 ELSE j.attempts END,"
-"       run_at = CASE WHEN o.kind = 'retry' THEN o.next_run_at ELSE j.run_at END,"
-"       started_at = CASE WHEN o.kind = 'retry' THEN o.started_at ELSE NULL END,"
-"       last_error = CASE WHEN o.kind = 'retry' THEN o.error ELSE j.last_error END,"
-"       last_sqlstate = CASE WHEN o.kind = 'retry' THEN o.sqlstate ELSE j.last_sqlstate END"
+"   SET attempts = o.attempt, run_at = o.next_run_at, started_at = o.started_at,"
+"       last_error = o.error, last_sqlstate = o.sqlstate"
 "  FROM o"
-" WHERE j.id = o.id AND j.worker_pid = $9 AND j.state = 'running'"
-"   AND o.kind IN ('retry', 'release')";
-
-static const char *running_sql =
-"SELECT id, worker_pid, started_at FROM jobq.job WHERE state = 'running'";
+" WHERE j.id = o.id AND o.kind = 'retry'";
 
 /*
- * Recovery of jobs whose worker is gone: the attempt stays counted; a job
- * without attempts left fails, so a job that kills its worker (or the
- * whole server) does not run forever.
+ * Attempts of jobs whose worker died in them (journal.c): count the
+ * attempt, and fail the job if it has none left.  Only a job still at the
+ * attempt before the journaled one is touched, so an attempt is counted
+ * once however many workers settle it; a job that is locked is being run
+ * again by a live worker already and is left alone.
  */
-static const char *recover_sql =
+static const char *crashed_sql =
 "WITH o AS ("
 "  SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
-"                           pg_catalog.unnest($2::pg_catalog.int4[])) AS o(id, pid)"
+"                           pg_catalog.unnest($2::pg_catalog.int4[]),"
+"                           pg_catalog.unnest($3::pg_catalog.timestamptz[]),"
+"                           pg_catalog.unnest($4::pg_catalog.int4[]))"
+"         AS o(id, attempt, started_at, pid)"
+"), l AS ("
+"  SELECT j.id, j.max_attempts <= o.attempt AS last, o.attempt, o.started_at, o.pid"
+"    FROM jobq.job j JOIN o ON j.id = o.id"
+"   WHERE j.attempts = o.attempt - 1 AND j.state = 'pending'"
+"     FOR UPDATE OF j SKIP LOCKED"
 "), done AS ("
-"  DELETE FROM jobq.job j USING o"
-"   WHERE j.id = o.id AND j.worker_pid = o.pid"
-"     AND j.state = 'running' AND j.attempts >= j.max_attempts"
-"  RETURNING j.*"
+"  DELETE FROM jobq.job j USING l"
+"   WHERE j.id = l.id AND l.last"
+"  RETURNING j.*, l.attempt AS l_attempt, l.started_at AS l_started_at, l.pid AS l_pid"
 "), kept AS ("
 "  INSERT INTO jobq.job_history (id, queue, state, priority, run_at, attempts,"
 "         max_attempts, timeout, owner, command, created_at, started_at,"
 "         finished_at, result, last_error, last_sqlstate, worker_pid)"
-"  SELECT id, queue, 'failed', priority, run_at, attempts, max_attempts,"
-"         timeout, owner, command, created_at, started_at, pg_catalog.now(),"
-"         NULL, $3, NULL, worker_pid"
-"    FROM done WHERE $4"
+"  SELECT id, queue, 'failed', priority, run_at, l_attempt, max_attempts,"
+"         timeout, owner, command, created_at, l_started_at, pg_catalog.now(),"
+"         NULL, $5, NULL, l_pid"
+"    FROM done WHERE $6"
 "), back AS ("
 "  UPDATE jobq.job j"
-"     SET state = 'pending', worker_pid = NULL, last_error = $3, last_sqlstate = NULL"
-"    FROM o"
-"   WHERE j.id = o.id AND j.worker_pid = o.pid"
-"     AND j.state = 'running' AND j.attempts < j.max_attempts"
+"     SET attempts = l.attempt, started_at = l.started_at,"
+"         last_error = $5, last_sqlstate = NULL"
+"    FROM l"
+"   WHERE j.id = l.id AND NOT l.last"
 "  RETURNING 1"
 ")"
 "SELECT (SELECT pg_catalog.count(*) FROM done) + (SELECT pg_catalog.count(*) FROM back)";
@@ -159,7 +155,7 @@ static const char *prune_sql =
 "          WHERE finished_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
 "          ORDER BY finished_at LIMIT $2))";
 
-static const char *orphan_error =
+static const char *crashed_error =
 "the worker running the job exited before the job finished";
 
 /*
@@ -235,26 +231,12 @@ keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 	return *plan;
 }
 
-static int
-compare_jobs(const void *a, const void *b)
-{
-	const JobqJob *ja = (const JobqJob *) a;
-	const JobqJob *jb = (const JobqJob *) b;
-
-	if (ja->priority != jb->priority)
-		return ja->priority > jb->priority ? -1 : 1;
-	if (ja->run_at != jb->run_at)
-		return ja->run_at < jb->run_at ? -1 : 1;
-	if (ja->id != jb->id)
-		return ja->id < jb->id ? -1 : 1;
-	return 0;
-}
-
 /*
- * Claim up to limit due jobs for this worker, inside the current
- * transaction.  The claimed jobs are copied into cxt and sorted by
- * priority, run_at, id.  With nothing due and next_due not NULL, *next_due
- * is set to the earliest run_at of a pending job (DT_NOEND if none).
+ * Claim up to limit due jobs for this worker: lock them in the current
+ * transaction, which must then run them.  The claimed jobs are copied into
+ * cxt, by priority, run_at, id.  With nothing due and next_due not NULL,
+ * *next_due is set to the earliest run_at of a pending job (DT_NOEND if
+ * none).
  */
 int
 JobqClaimInTransaction(int limit, MemoryContext cxt, JobqJob **jobs_out,
@@ -263,8 +245,8 @@ JobqClaimInTransaction(int limit, MemoryContext cxt, JobqJob **jobs_out,
 	JobqJob    *jobs = NULL;
 	int			njobs = 0;
 	uint64		i;
-	Oid			argtypes[2] = {INT4OID, INT4OID};
-	Datum		values[2];
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
 	int			rc;
 
 	*jobs_out = NULL;
@@ -275,11 +257,10 @@ JobqClaimInTransaction(int limit, MemoryContext cxt, JobqJob **jobs_out,
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "jobq: claiming jobs");
 
-	values[0] = Int32GetDatum(MyProcPid);
-	values[1] = Int32GetDatum(limit);
-	rc = SPI_execute_plan(keep_plan(&claim_plan, claim_sql, 2, argtypes),
+	values[0] = Int32GetDatum(limit);
+	rc = SPI_execute_plan(keep_plan(&claim_plan, claim_sql, 1, argtypes),
 						  values, NULL, false, 0);
-	if (rc != SPI_OK_UPDATE_RETURNING)
+	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
 
 	if (SPI_processed > 0)
@@ -305,7 +286,6 @@ JobqClaimInTransaction(int limit, MemoryContext cxt, JobqJob **jobs_out,
 			job->priority = DatumGetInt16(SPI_getbinval(tup, desc, 7, &isnull));
 			job->run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
 		}
-		qsort(jobs, njobs, sizeof(JobqJob), compare_jobs);
 	}
 	else if (next_due)
 	{
@@ -327,34 +307,6 @@ JobqClaimInTransaction(int limit, MemoryContext cxt, JobqJob **jobs_out,
 	SPI_finish();
 
 	*jobs_out = jobs;
-	return njobs;
-}
-
-/*
- * Claim up to limit due jobs in a transaction of their own, which commits
- * the attempts before anything runs.  Jobs go to CurrentMemoryContext.
- * Returns -1 if the extension is not installed.
- */
-int
-JobqClaim(int limit, JobqJob **jobs_out, TimestampTz *next_due)
-{
-	MemoryContext callercxt = CurrentMemoryContext;
-	int			njobs;
-
-	*jobs_out = NULL;
-	*next_due = DT_NOEND;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (!extension_present())
-	{
-		CommitTransactionCommand();
-		MemoryContextSwitchTo(callercxt);
-		return -1;
-	}
-	njobs = JobqClaimInTransaction(limit, callercxt, jobs_out, next_due);
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(callercxt);
 	return njobs;
 }
 
@@ -388,8 +340,9 @@ datum_array(Datum *values, bool *nulls, int n, Oid elemtype)
 }
 
 /*
- * Write the outcomes of n claimed jobs.  Runs in the caller's execution
- * transaction; the arrays are built in CurrentMemoryContext.
+ * Write the outcomes of n claimed jobs (those released by a shutdown are
+ * left as they are).  Runs in the caller's execution transaction; the
+ * arrays are built in CurrentMemoryContext.
  */
 void
 JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n)
@@ -407,62 +360,67 @@ JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n)
 	bool	   *error_nulls = palloc(sizeof(bool) * n);
 	bool	   *time_nulls = palloc(sizeof(bool) * n);
 	bool	   *next_nulls = palloc(sizeof(bool) * n);
-	Oid			argtypes[10] = {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID,
+	Datum	   *attempts = palloc(sizeof(Datum) * n);
+	Oid			argtypes[11] = {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID,
 		TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-	TIMESTAMPTZARRAYOID, INT4OID, BOOLOID};
-	Datum		values[10];
+	TIMESTAMPTZARRAYOID, INT4ARRAYOID, BOOLOID, INT4OID};
+	Datum		values[11];
 	int			rc;
 	int			i;
-
-	if (n == 0)
-		return;
+	int			k = 0;
 
 	for (i = 0; i < n; i++)
 	{
 		JobqOutcome *o = &outcomes[i];
 
-		ids[i] = Int64GetDatum(jobs[i].id);
+		if (o->kind == JOBQ_RELEASE)
+			continue;
+		ids[k] = Int64GetDatum(jobs[i].id);
+		attempts[k] = Int32GetDatum(jobs[i].attempts);
 		switch (o->kind)
 		{
 			case JOBQ_SUCCEEDED:
-				kinds[i] = "succeeded";
+				kinds[k] = "succeeded";
 				break;
 			case JOBQ_RETRY:
-				kinds[i] = "retry";
+				kinds[k] = "retry";
 				break;
 			case JOBQ_FAILED:
-				kinds[i] = "failed";
+				kinds[k] = "failed";
 				break;
 			case JOBQ_RELEASE:
-				kinds[i] = "release";
 				break;
 		}
-		results[i] = o->result;
-		result_nulls[i] = (o->result == (Datum) 0);
-		errors[i] = o->error;
-		error_nulls[i] = (o->error == NULL);
-		sqlstates[i] = o->sqlstate;
-		started[i] = TimestampTzGetDatum(o->started_at);
-		finished[i] = TimestampTzGetDatum(o->finished_at);
-		time_nulls[i] = (o->kind == JOBQ_RELEASE);
-		next_run[i] = TimestampTzGetDatum(o->next_run_at);
-		next_nulls[i] = (o->kind != JOBQ_RETRY);
+		results[k] = o->result;
+		result_nulls[k] = (o->result == (Datum) 0);
+		errors[k] = o->error;
+		error_nulls[k] = (o->error == NULL);
+		sqlstates[k] = o->sqlstate;
+		started[k] = TimestampTzGetDatum(o->started_at);
+		finished[k] = TimestampTzGetDatum(o->finished_at);
+		time_nulls[k] = false;
+		next_run[k] = TimestampTzGetDatum(o->next_run_at);
+		next_nulls[k] = (o->kind != JOBQ_RETRY);
+		k++;
 	}
+	if (k == 0)
+		return;
 
-	values[0] = datum_array(ids, nonulls, n, INT8OID);
-	values[1] = text_array(kinds, n, nonulls);
-	values[2] = datum_array(results, result_nulls, n, JSONBOID);
-	values[3] = text_array(errors, n, error_nulls);
-	values[4] = text_array(sqlstates, n, error_nulls);
-	values[5] = datum_array(started, time_nulls, n, TIMESTAMPTZOID);
-	values[6] = datum_array(finished, time_nulls, n, TIMESTAMPTZOID);
-	values[7] = datum_array(next_run, next_nulls, n, TIMESTAMPTZOID);
-	values[8] = Int32GetDatum(MyProcPid);
+	values[0] = datum_array(ids, nonulls, k, INT8OID);
+	values[1] = text_array(kinds, k, nonulls);
+	values[2] = datum_array(results, result_nulls, k, JSONBOID);
+	values[3] = text_array(errors, k, error_nulls);
+	values[4] = text_array(sqlstates, k, error_nulls);
+	values[5] = datum_array(started, time_nulls, k, TIMESTAMPTZOID);
+	values[6] = datum_array(finished, time_nulls, k, TIMESTAMPTZOID);
+	values[7] = datum_array(next_run, next_nulls, k, TIMESTAMPTZOID);
+	values[8] = datum_array(attempts, nonulls, k, INT4OID);
 	values[9] = BoolGetDatum(jobq_retention > 0);
+	values[10] = Int32GetDatum(MyProcPid);
 
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	rc = SPI_execute_plan(keep_plan(&outcome_plan, outcome_sql, 10, argtypes),
+	rc = SPI_execute_plan(keep_plan(&outcome_plan, outcome_sql, 11, argtypes),
 						  values, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "jobq could not record job outcomes: %s",
@@ -472,114 +430,60 @@ JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n)
 }
 
 /*
- * Send running jobs back to pending (or to failed, without attempts left).
- * With own = false, the jobs of workers that are gone; with own = true,
- * the jobs this worker holds.  One transaction.  Returns the number of
- * jobs recovered.
+ * Count the attempts that n jobs were in when their workers died (see
+ * crashed_sql), in the current transaction.  Returns how many jobs were
+ * changed; 0 if the extension is not installed.
  */
-static int
-recover_jobs(bool own)
+int
+JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
+						 TimestampTz *started, int32 *pids)
 {
-	MemoryContext callercxt = CurrentMemoryContext;
-	Datum	   *ids = NULL;
-	Datum	   *pids = NULL;
-	int			n = 0;
-	uint64		i;
+	Oid			argtypes[6] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
+	INT4ARRAYOID, TEXTOID, BOOLOID};
+	Datum		values[6];
+	Datum	   *d_ids = palloc(sizeof(Datum) * n);
+	Datum	   *d_attempts = palloc(sizeof(Datum) * n);
+	Datum	   *d_started = palloc(sizeof(Datum) * n);
+	Datum	   *d_pids = palloc(sizeof(Datum) * n);
+	bool	   *nonulls = palloc0(sizeof(bool) * n);
+	bool		isnull;
+	int			changed;
+	int			i;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
 	if (!extension_present())
-	{
-		CommitTransactionCommand();
-		MemoryContextSwitchTo(callercxt);
 		return 0;
+
+	for (i = 0; i < n; i++)
+	{
+		d_ids[i] = Int64GetDatum(ids[i]);
+		d_attempts[i] = Int32GetDatum(attempts[i]);
+		d_started[i] = TimestampTzGetDatum(started[i]);
+		d_pids[i] = Int32GetDatum(pids[i]);
 	}
+	values[0] = datum_array(d_ids, nonulls, n, INT8OID);
+	values[1] = datum_array(d_attempts, nonulls, n, INT4OID);
+	values[2] = datum_array(d_started, nonulls, n, TIMESTAMPTZOID);
+	values[3] = datum_array(d_pids, nonulls, n, INT4OID);
+	values[4] = CStringGetTextDatum(crashed_error);
+	values[5] = BoolGetDatum(jobq_retention > 0);
 
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "jobq: recovering orphaned jobs");
-
-	if (SPI_execute_plan(keep_plan(&running_plan, running_sql, 0, NULL),
-						 NULL, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "jobq could not list running jobs");
-
-	/*
-	 * The snapshot of that query was taken before we look at the slots: a
-	 * job it shows as running was claimed by a worker whose slot was taken
-	 * before the claim committed.  If that slot is free now, the claimer
-	 * has exited.
-	 */
-	if (SPI_processed > 0)
-	{
-		ids = palloc(sizeof(Datum) * SPI_processed);
-		pids = palloc(sizeof(Datum) * SPI_processed);
-	}
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		int32		pid = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		TimestampTz claimed = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-		bool		orphan;
-
-		if (own)
-			orphan = (pid == MyProcPid);
-		else
-			orphan = !JobqPidIsLiveWorker(pid, claimed);
-		if (orphan)
-		{
-			ids[n] = Int64GetDatum(id);
-			pids[n] = Int32GetDatum(pid);
-			n++;
-		}
-	}
-
-	if (n > 0)
-	{
-		Oid			argtypes[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTOID, BOOLOID};
-		Datum		values[4];
-		bool	   *nonulls = palloc0(sizeof(bool) * n);
-		bool		isnull;
-
-		values[0] = datum_array(ids, nonulls, n, INT8OID);
-		values[1] = datum_array(pids, nonulls, n, INT4OID);
-		values[2] = CStringGetTextDatum(orphan_error);
-		values[3] = BoolGetDatum(jobq_retention > 0);
-		if (SPI_execute_plan(keep_plan(&recover_plan, recover_sql, 4, argtypes),
-							 values, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "jobq could not recover orphaned jobs");
-		n = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-											  SPI_tuptable->tupdesc, 1, &isnull));
-		if (!own && n > 0)
-			ereport(LOG,
-					(errmsg_plural("jobq recovered %d job left running by an exited worker",
-								   "jobq recovered %d jobs left running by exited workers",
-								   n, n)));
-	}
-
-	SPI_finish();
+	pgstat_report_activity(STATE_RUNNING, "jobq: counting attempts of exited workers");
+	if (SPI_execute_plan(keep_plan(&crashed_plan, crashed_sql, 6, argtypes),
+						 values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "jobq could not count the attempts of exited workers");
+	changed = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 1, &isnull));
 	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(callercxt);
+	SPI_finish();
 
-	/* recovered jobs are due: make sure someone runs them */
-	if (n > 0)
-		JobqWakeWorkers(n);
-	return n;
-}
-
-int
-JobqRecoverOrphans(void)
-{
-	return recover_jobs(false);
-}
-
-void
-JobqReleaseOwnJobs(void)
-{
-	(void) recover_jobs(true);
+	if (changed > 0)
+		ereport(LOG,
+				(errmsg_plural("jobq counted the attempt of %d job whose worker exited while running it",
+							   "jobq counted the attempts of %d jobs whose workers exited while running them",
+							   changed, changed)));
+	return changed;
 }
 
 /*

@@ -62,6 +62,10 @@ typedef struct JobqWorkerSlot
 	uint32		generation;		/* launcher generation that started it */
 	bool		busy;			/* executing jobs (will claim again) */
 	bool		stop_requested; /* pool shrank: finish and exit */
+	bool		settled;		/* has passed its first journal settlement */
+	int64		job_id;			/* job being executed, 0 if none */
+	int32		job_attempt;	/* its attempt number */
+	TimestampTz job_started_at; /* when that attempt started */
 } JobqWorkerSlot;
 
 typedef struct JobqSharedState
@@ -69,7 +73,8 @@ typedef struct JobqSharedState
 	slock_t		mutex;
 	pid_t		launcher_pid;
 	uint32		launcher_generation;
-	bool		recovery_requested; /* a worker died: look for its jobs */
+	uint32		deaths;			/* worker deaths (and server starts) seen */
+	uint32		settled_deaths; /* deaths whose journal entries are settled */
 	TimestampTz next_due;		/* earliest wake-up idle workers know of */
 	TimestampTz next_prune;		/* when retention pruning is next due */
 	int			next_wake;		/* round-robin start for wake-ups */
@@ -98,7 +103,8 @@ extern void JobqShmemInstallHooks(void);
 extern void JobqWakeWorkers(int n);
 extern void JobqWakeAllWorkers(void);
 extern void JobqNoteEnqueue(TimestampTz run_at);
-extern bool JobqPidIsLiveWorker(pid_t pid, TimestampTz claimed_at);
+extern void JobqNoteWorkerDeath(void);
+extern bool JobqSettleNeeded(int slot);
 extern void JobqSetNextDue(TimestampTz due);
 
 /* launcher.c */
@@ -117,7 +123,7 @@ typedef struct JobqJob
 	Oid			owner;
 	char	   *command;
 	int64		timeout_ms;		/* 0: no limit */
-	int32		attempts;		/* including this one */
+	int32		attempts;		/* this attempt's number, from 1 */
 	int32		max_attempts;
 	int16		priority;
 	TimestampTz run_at;
@@ -129,7 +135,7 @@ typedef enum JobqOutcomeKind
 	JOBQ_SUCCEEDED,
 	JOBQ_RETRY,					/* error with attempts left */
 	JOBQ_FAILED,				/* error, no attempts left, or permanent */
-	JOBQ_RELEASE				/* not run (shutdown): back to pending,
+	JOBQ_RELEASE				/* interrupted by shutdown: stays pending,
 								 * attempt not counted */
 } JobqOutcomeKind;
 
@@ -146,13 +152,18 @@ typedef struct JobqOutcome
 
 /* claim.c: the SQL that moves jobs through their life */
 extern bool JobqLockTables(void);
-extern int	JobqClaim(int limit, JobqJob **jobs, TimestampTz *next_due);
 extern int	JobqClaimInTransaction(int limit, MemoryContext cxt,
 								   JobqJob **jobs, TimestampTz *next_due);
 extern void JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n);
-extern int	JobqRecoverOrphans(void);
-extern void JobqReleaseOwnJobs(void);
+extern int	JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
+									 TimestampTz *started, int32 *pids);
 extern int	JobqPruneHistory(void);
+
+/* journal.c: the attempt a worker is in, kept outside the database */
+extern void JobqJournalShmemRequest(void);
+extern void JobqJournalBegin(int slot, const JobqJob *job, TimestampTz started);
+extern void JobqJournalEnd(int slot);
+extern void JobqJournalSettle(int slot);
 
 /* execute.c */
 extern void JobqExecuteJob(JobqJob *job, JobqOutcome *outcome,

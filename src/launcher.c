@@ -277,10 +277,8 @@ reconcile_pool(void)
 
 	if (died)
 	{
-		/* someone must look for the jobs the dead worker held */
-		SpinLockAcquire(&JobqShared->mutex);
-		JobqShared->recovery_requested = true;
-		SpinLockRelease(&JobqShared->mutex);
+		/* the dead worker's journal entry must be settled before claims */
+		JobqNoteWorkerDeath();
 		JobqWakeAllWorkers();
 	}
 

@@ -3,7 +3,8 @@
  * shmem.c
  *		jobq's shared state, and the wake-up of workers at commit.
  *
- * The segment holds the launcher's identity and one slot per worker.  A
+ * The segment holds the launcher's identity and one slot per worker (with
+ * the job it is running, which jobq.jobs shows as running).  A
  * spinlock guards it: every critical section is a handful of loads and
  * stores, and nothing in them can raise an error.  Latches are set after
  * the spinlock is released.
@@ -50,6 +51,7 @@ jobq_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(JobqSharedState)));
+	JobqJournalShmemRequest();
 }
 
 static void
@@ -69,8 +71,9 @@ jobq_shmem_startup(void)
 		SpinLockInit(&JobqShared->mutex);
 		JobqShared->next_due = DT_NOEND;
 		JobqShared->next_prune = 0;
-		/* a fresh segment: every job still marked running is orphaned */
-		JobqShared->recovery_requested = true;
+		/* a fresh segment: the journal holds what ran before, if anything */
+		JobqShared->deaths = 1;
+		JobqShared->settled_deaths = 0;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -142,32 +145,30 @@ JobqWakeAllWorkers(void)
 }
 
 /*
- * Is pid a live jobq worker that could have claimed a job at claimed_at?
- *
- * A worker takes its slot before its first claim, so a live claimer's slot
- * started no later than the claim.  A slot started after the claim belongs
- * to a new process that happens to reuse a dead claimer's pid.
+ * The launcher saw a worker die: every worker settles the journal before
+ * its next claim (journal.c).
+ */
+void
+JobqNoteWorkerDeath(void)
+{
+	SpinLockAcquire(&JobqShared->mutex);
+	JobqShared->deaths++;
+	SpinLockRelease(&JobqShared->mutex);
+}
+
+/*
+ * Must the worker in slot settle the journal before it claims?
  */
 bool
-JobqPidIsLiveWorker(pid_t pid, TimestampTz claimed_at)
+JobqSettleNeeded(int slot)
 {
-	bool		live = false;
-	int			i;
+	bool		needed;
 
 	SpinLockAcquire(&JobqShared->mutex);
-	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
-	{
-		JobqWorkerSlot *slot = &JobqShared->workers[i];
-
-		if (slot->pid == pid && slot->started_at <= claimed_at)
-		{
-			live = true;
-			break;
-		}
-	}
+	needed = !JobqShared->workers[slot].settled ||
+		JobqShared->settled_deaths != JobqShared->deaths;
 	SpinLockRelease(&JobqShared->mutex);
-
-	return live;
+	return needed;
 }
 
 static TimestampTz

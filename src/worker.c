@@ -9,35 +9,40 @@
  *
  *	1. reset the latch, then look for work, so that a wake-up that arrives
  *	   while we look is not lost;
- *	2. claim a batch in one short transaction (claim.c): the attempt is
- *	   counted and committed before anything runs;
- *	3. run the batch in execution transactions of at most
- *	   JOBQ_CHUNK_MAX_JOBS jobs or JOBQ_CHUNK_BUDGET_MS milliseconds, one
- *	   subtransaction per job; the jobs' outcomes are written in the same
- *	   transaction as their effects;
+ *	2. settle the journal if a worker died since we last looked (journal.c);
+ *	3. run one execution transaction: claim up to claim_limit due jobs
+ *	   with row locks (claim.c), run them one subtransaction each, for at
+ *	   most JOBQ_CHUNK_MAX_JOBS jobs or JOBQ_CHUNK_BUDGET_MS milliseconds,
+ *	   write their outcomes, commit: one commit per chunk covers the claim,
+ *	   the jobs' effects and their outcomes.  Claimed jobs the chunk did
+ *	   not get to are simply unlocked by the commit;
  *	4. with nothing due, sleep on the latch until the earliest future
  *	   run_at or jobq.poll_interval, whichever comes first.
  *
- * Batches adapt: a worker claims one job at first and doubles its claim up
- * to jobq.batch_size while jobs finish quickly; one slow job resets it to
- * one, and after a job slower than JOBQ_SLOW_JOB_MS the worker hands the
- * unstarted rest of its batch back (attempts not counted) and wakes idle
- * workers for it, so slow jobs spread over the pool instead of queueing
- * behind each other in one worker.  DROP EXTENSION waits for an execution
- * transaction: it locks jobq's tables first.
+ * Chunks adapt: a worker claims one job at first and doubles its claim up
+ * to jobq.batch_size while jobs finish quickly; a slow job resets it to
+ * one, and after a job slower than JOBQ_SLOW_JOB_MS the worker commits at
+ * once, leaving the unstarted rest of its claim to idle workers, which it
+ * wakes, so slow jobs spread over the pool instead of queueing behind each
+ * other in one worker.  DROP EXTENSION waits for an execution transaction:
+ * it locks jobq's tables first.
+ *
+ * Each job being run is noted in the worker's slot (for jobq.jobs) and in
+ * the journal (so that a job that kills its worker has its attempt
+ * counted).
  *
  * Signals: SIGTERM (fast shutdown, pg_terminate_backend, DROP DATABASE
  * ... FORCE) cancels the job in hand; its subtransaction rolls back and
- * the job goes back to pending with its attempt not counted, together with
- * the claimed jobs not yet started; then the worker exits.  A job that
- * swallows the cancel is terminated after JOBQ_SHUTDOWN_GRACE_S seconds.  Cancel
- * interrupts are held everywhere except inside a job, so a cancel request
- * or a statement timeout never interrupts our own bookkeeping.
+ * the job stays pending with its attempt not counted; the chunk commits
+ * what finished and the worker exits.  A job that swallows the cancel is
+ * terminated after JOBQ_SHUTDOWN_GRACE_S seconds.  Cancel interrupts are
+ * held everywhere except inside a job, so a cancel request or a statement
+ * timeout never interrupts our own bookkeeping.
  *
  * An error outside a job (a bug, or the extension dropped under us) is
- * caught by the sigsetjmp block below: the transaction is aborted and the
- * jobs still marked running under our pid are handed back before the loop
- * goes on.
+ * caught by the sigsetjmp block below: the transaction is aborted, which
+ * unlocks the chunk's jobs, and a settlement of our own journal entry
+ * counts the attempt of the job in hand, if any.
  *
  * IDENTIFICATION
  *		src/worker.c
@@ -55,6 +60,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
@@ -71,16 +77,15 @@ volatile sig_atomic_t jobq_in_job = false;
 volatile sig_atomic_t jobq_shutdown_requested = false;
 
 static int	my_slot = -1;
-/* two batch contexts: the batch running, and the one claimed after it */
-static MemoryContext BatchContext[2];
+static int	claim_limit = 1;
 static MemoryContext ChunkContext = NULL;
 static MemoryContext JobContext = NULL;
 
 /*
  * A job that ignores the cancel of a SIGTERM (say, a plpgsql loop that
  * catches query_canceled) for this many seconds is terminated: the worker
- * exits with FATAL, which no job can catch, and the job is recovered with
- * its attempt counted.  Shutdown must not hang on a job.
+ * exits with FATAL, which no job can catch, and the journal has the job's
+ * attempt counted.  Shutdown must not hang on a job.
  */
 #define JOBQ_SHUTDOWN_GRACE_S	5
 
@@ -133,7 +138,8 @@ jobq_worker_sigterm(SIGNAL_ARGS)
 /*
  * Give the slot back on exit.  Registered before the database connection
  * exists, so it runs after the transaction has been aborted: once a slot
- * is free, the process that held it can no longer commit anything.
+ * is free, the process that held it holds no row locks and can no longer
+ * commit anything, and its journal entry may be settled.
  */
 static void
 worker_detach(int code, Datum arg)
@@ -145,6 +151,8 @@ worker_detach(int code, Datum arg)
 	{
 		JobqShared->workers[slot].pid = 0;
 		JobqShared->workers[slot].busy = false;
+		JobqShared->workers[slot].settled = false;
+		JobqShared->workers[slot].job_id = 0;
 	}
 	SpinLockRelease(&JobqShared->mutex);
 }
@@ -171,18 +179,28 @@ stop_requested(void)
 }
 
 /*
- * Take and clear the shared "recover orphaned jobs" request.
+ * Note the job this worker starts, in the journal and in the slot.
  */
-static bool
-take_recovery_request(void)
+static void
+begin_job(JobqJob *job)
 {
-	bool		requested;
+	TimestampTz now = GetCurrentTimestamp();
 
+	JobqJournalBegin(my_slot, job, now);
 	SpinLockAcquire(&JobqShared->mutex);
-	requested = JobqShared->recovery_requested;
-	JobqShared->recovery_requested = false;
+	JobqShared->workers[my_slot].job_id = job->id;
+	JobqShared->workers[my_slot].job_attempt = job->attempts;
+	JobqShared->workers[my_slot].job_started_at = now;
 	SpinLockRelease(&JobqShared->mutex);
-	return requested;
+}
+
+static void
+end_job(void)
+{
+	SpinLockAcquire(&JobqShared->mutex);
+	JobqShared->workers[my_slot].job_id = 0;
+	SpinLockRelease(&JobqShared->mutex);
+	JobqJournalEnd(my_slot);
 }
 
 /*
@@ -216,116 +234,108 @@ prune_again_soon(void)
 }
 
 /*
- * Run a claimed batch, and adapt *claim_limit to how fast its jobs were:
- * doubled (up to jobq.batch_size) while jobs take under JOBQ_FAST_JOB_US
- * on average, back to one otherwise.
+ * One execution transaction: claim up to *claim_limit due jobs, run them,
+ * record their outcomes, commit.  Adapts *claim_limit: doubled (up to
+ * jobq.batch_size) when every claimed job ran and they took under
+ * JOBQ_FAST_JOB_US on average, cut to what ran when the time budget ended
+ * the chunk, back to one after a slow job.
  *
- * If the batch ran to its end (no stop request, no slow job handed back),
- * the transaction that records the last outcomes also claims the next
- * batch, of up to *claim_limit jobs, into next_cxt: *next_jobs and
- * *next_n.  Otherwise *next_n is -1.
+ * Returns the number of jobs claimed, or -1 if the extension is not
+ * installed.  With nothing due, *next_due is the earliest run_at of a
+ * pending job (DT_NOEND if none).
  */
-static void
-run_batch(JobqJob *jobs, int njobs, int *claim_limit, MemoryContext next_cxt,
-		  JobqJob **next_jobs, int *next_n)
+static int
+run_chunk(int *claim_limit, TimestampTz *next_due)
 {
-	TimestampTz batch_start = GetCurrentTimestamp();
+	MemoryContext oldcxt = CurrentMemoryContext;
+	TimestampTz chunk_start;
+	JobqJob    *jobs;
 	JobqOutcome *outcomes;
+	int			njobs;
 	int			next = 0;
-	int			handed_back = 0;
-	bool		stopping = false;
+	int			left_over = 0;
+	bool		slow = false;
 
-	*next_jobs = NULL;
-	*next_n = -1;
-	outcomes = MemoryContextAllocZero(CurrentMemoryContext,
-									  sizeof(JobqOutcome) * njobs);
+	*next_due = DT_NOEND;
 
-	while (next < njobs)
+	/*
+	 * Outcomes and cached role settings live in ChunkContext, reset after
+	 * the commit; each job's own work lives in JobContext, reset after the
+	 * job.
+	 */
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	MemoryContextSwitchTo(ChunkContext);
+	JobqForgetRoleSettings();
+
+	if (!JobqLockTables())
 	{
-		MemoryContext oldcxt = CurrentMemoryContext;
-		TimestampTz chunk_start;
-		int			first = next;
-
-		/*
-		 * The execution transaction.  Outcomes and cached role settings live
-		 * in ChunkContext, reset after the commit; each job's own work lives
-		 * in JobContext, reset after the job.
-		 */
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		MemoryContextSwitchTo(ChunkContext);
-		JobqForgetRoleSettings();
-
-		/* the extension was dropped since the claim: the jobs are gone */
-		if (!JobqLockTables())
-		{
-			CommitTransactionCommand();
-			MemoryContextSwitchTo(oldcxt);
-			MemoryContextReset(ChunkContext);
-			break;
-		}
-		chunk_start = GetCurrentTimestamp();
-
-		while (next < njobs)
-		{
-			CHECK_FOR_INTERRUPTS();
-			if (stop_requested())
-			{
-				/* hand back what has not started; attempts not counted */
-				stopping = true;
-				for (; next < njobs; next++)
-					outcomes[next].kind = JOBQ_RELEASE;
-				break;
-			}
-
-			JobqExecuteJob(&jobs[next], &outcomes[next], JobContext);
-			MemoryContextReset(JobContext);
-			next++;
-
-			/*
-			 * A slow job: hand back the rest of the batch, attempts not
-			 * counted, and wake idle workers for it once this commits.
-			 */
-			if (next < njobs &&
-				TimestampDifferenceExceeds(outcomes[next - 1].started_at,
-										   outcomes[next - 1].finished_at,
-										   JOBQ_SLOW_JOB_MS))
-			{
-				handed_back = njobs - next;
-				for (; next < njobs; next++)
-					outcomes[next].kind = JOBQ_RELEASE;
-				break;
-			}
-
-			if (next - first >= JOBQ_CHUNK_MAX_JOBS ||
-				TimestampDifferenceExceeds(chunk_start, GetCurrentTimestamp(),
-										   JOBQ_CHUNK_BUDGET_MS))
-				break;
-		}
-
-		pgstat_report_activity(STATE_RUNNING, "jobq: recording job outcomes");
-		JobqRecordOutcomes(&jobs[first], &outcomes[first], next - first);
-
-		/* the last chunk of a batch that ran to its end claims the next */
-		if (next == njobs && handed_back == 0 && !stopping && !stop_requested())
-		{
-			if (!TimestampDifferenceExceeds(batch_start, GetCurrentTimestamp(),
-											(int) ((int64) njobs * JOBQ_FAST_JOB_US / 1000)))
-				*claim_limit = Min(*claim_limit * 2, jobq_batch_size);
-			else
-				*claim_limit = 1;
-			*next_n = JobqClaimInTransaction(*claim_limit, next_cxt, next_jobs,
-											 NULL);
-		}
-		else
-			*claim_limit = 1;
 		CommitTransactionCommand();
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextReset(ChunkContext);
+		return -1;
 	}
 
-	if (handed_back > 0)
-		JobqWakeWorkers(handed_back);
+	njobs = JobqClaimInTransaction(Min(*claim_limit, JOBQ_CHUNK_MAX_JOBS),
+								   ChunkContext, &jobs, next_due);
+	if (njobs == 0)
+	{
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(ChunkContext);
+		return 0;
+	}
+
+	set_busy(true);
+	outcomes = palloc0(sizeof(JobqOutcome) * njobs);
+	chunk_start = GetCurrentTimestamp();
+	while (next < njobs)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (stop_requested())
+			break;
+
+		begin_job(&jobs[next]);
+		JobqExecuteJob(&jobs[next], &outcomes[next], JobContext);
+		end_job();
+		MemoryContextReset(JobContext);
+		next++;
+
+		/* a slow job: leave the rest to idle workers, woken below */
+		if (TimestampDifferenceExceeds(outcomes[next - 1].started_at,
+									   outcomes[next - 1].finished_at,
+									   JOBQ_SLOW_JOB_MS))
+		{
+			slow = true;
+			break;
+		}
+		if (TimestampDifferenceExceeds(chunk_start, GetCurrentTimestamp(),
+									   JOBQ_CHUNK_BUDGET_MS))
+			break;
+	}
+	left_over = njobs - next;
+
+	pgstat_report_activity(STATE_RUNNING, "jobq: recording job outcomes");
+	JobqRecordOutcomes(jobs, outcomes, next);
+
+	if (slow)
+		*claim_limit = 1;
+	else if (left_over > 0)
+		*claim_limit = Max(next, 1);
+	else if (!TimestampDifferenceExceeds(chunk_start, GetCurrentTimestamp(),
+										 (int) ((int64) njobs * JOBQ_FAST_JOB_US / 1000)))
+		*claim_limit = Min(*claim_limit * 2, jobq_batch_size);
+	else
+		*claim_limit = 1;
+
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(ChunkContext);
+	set_busy(false);
+
+	if (slow && left_over > 0)
+		JobqWakeWorkers(left_over);
+	return njobs;
 }
 
 void
@@ -333,11 +343,6 @@ JobqWorkerMain(Datum main_arg)
 {
 	sigjmp_buf	local_sigjmp_buf;
 	uint32		generation;
-	volatile bool release_needed = false;
-	volatile int claim_limit = 1;
-	JobqJob    *volatile jobs = NULL;
-	volatile int njobs = 0;
-	volatile int cur = 0;
 	char		appname[NAMEDATALEN];
 
 	my_slot = DatumGetInt32(main_arg);
@@ -348,8 +353,8 @@ JobqWorkerMain(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	/*
-	 * Take the slot before anything else: the slot says "this pid may hold
-	 * running jobs", so it must exist before the first claim.
+	 * Take the slot before anything else: while it is ours, nobody else
+	 * settles its journal entry.
 	 */
 	SpinLockAcquire(&JobqShared->mutex);
 	if (JobqShared->launcher_generation != generation ||
@@ -364,6 +369,8 @@ JobqWorkerMain(Datum main_arg)
 	JobqShared->workers[my_slot].started_at = GetCurrentTimestamp();
 	JobqShared->workers[my_slot].generation = generation;
 	JobqShared->workers[my_slot].busy = false;
+	JobqShared->workers[my_slot].settled = false;
+	JobqShared->workers[my_slot].job_id = 0;
 	SpinLockRelease(&JobqShared->mutex);
 	before_shmem_exit(worker_detach, Int32GetDatum(my_slot));
 
@@ -389,10 +396,6 @@ JobqWorkerMain(Datum main_arg)
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_SESSION);
 	SetConfigOption("session_replication_role", "origin", PGC_SUSET, PGC_S_SESSION);
 
-	BatchContext[0] = AllocSetContextCreate(TopMemoryContext, "jobq batch",
-											ALLOCSET_DEFAULT_SIZES);
-	BatchContext[1] = AllocSetContextCreate(TopMemoryContext, "jobq batch",
-											ALLOCSET_DEFAULT_SIZES);
 	ChunkContext = AllocSetContextCreate(TopMemoryContext, "jobq chunk",
 										 ALLOCSET_DEFAULT_SIZES);
 	JobContext = AllocSetContextCreate(TopMemoryContext, "jobq job",
@@ -418,22 +421,26 @@ JobqWorkerMain(Datum main_arg)
 		debug_query_string = NULL;
 
 		EmitErrorReport();
+		LWLockReleaseAll();
 		AbortOutOfAnyTransaction();
 		MemoryContextSwitchTo(TopMemoryContext);
 		FlushErrorState();
-		MemoryContextReset(BatchContext[0]);
-		MemoryContextReset(BatchContext[1]);
 		MemoryContextReset(ChunkContext);
 		MemoryContextReset(JobContext);
 		set_busy(false);
 		pgstat_report_activity(STATE_IDLE, NULL);
 		RESUME_INTERRUPTS();
 
-		/* jobs we claimed are still marked running under our pid */
-		release_needed = true;
+		/*
+		 * The abort unlocked the jobs we had claimed.  If one of them was
+		 * running, our journal entry still names it: settle it, so that the
+		 * attempt is counted.
+		 */
+		SpinLockAcquire(&JobqShared->mutex);
+		JobqShared->workers[my_slot].job_id = 0;
+		JobqShared->workers[my_slot].settled = false;
+		SpinLockRelease(&JobqShared->mutex);
 		claim_limit = 1;
-		jobs = NULL;
-		njobs = 0;
 
 		/* do not spin if the error repeats */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -441,15 +448,11 @@ JobqWorkerMain(Datum main_arg)
 	}
 	PG_exception_stack = &local_sigjmp_buf;
 
-	/* whoever starts first after a death or a restart looks for orphans */
-	SpinLockAcquire(&JobqShared->mutex);
-	JobqShared->recovery_requested = true;
-	SpinLockRelease(&JobqShared->mutex);
-
 	for (;;)
 	{
 		TimestampTz next_due = DT_NOEND;
 		long		sleep_ms;
+		int			n;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -457,66 +460,25 @@ JobqWorkerMain(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		/* a batch claimed ahead is handed back by run_batch first */
-		if (njobs <= 0 && stop_requested())
+		if (stop_requested())
 			break;
 
 		ResetLatch(MyLatch);
 
-		if (release_needed)
-		{
-			JobqReleaseOwnJobs();
-			release_needed = false;
-		}
-		if (take_recovery_request())
-			JobqRecoverOrphans();
+		if (JobqSettleNeeded(my_slot))
+			JobqJournalSettle(my_slot);
 		if (take_prune_turn() && JobqPruneHistory() > 0)
 			prune_again_soon();
 
-		if (njobs <= 0)
+		n = run_chunk(&claim_limit, &next_due);
+		if (n > 0)
 		{
-			JobqJob    *claimed;
-
-			MemoryContextReset(BatchContext[cur]);
-			MemoryContextSwitchTo(BatchContext[cur]);
-			njobs = JobqClaim(claim_limit, &claimed, &next_due);
-			jobs = claimed;
-		}
-		if (njobs > 0)
-		{
-			int			other = 1 - cur;
-			JobqJob    *next_jobs;
-			int			next_n;
-			int			limit = claim_limit;
-
-			/* the next batch, claimed at the end of this one, goes there */
-			MemoryContextReset(BatchContext[other]);
-			MemoryContextSwitchTo(BatchContext[cur]);
-
-			set_busy(true);
-			run_batch(jobs, njobs, &limit, BatchContext[other],
-					  &next_jobs, &next_n);
-			set_busy(false);
-			claim_limit = limit;
-
 			/*
 			 * Report table and transaction statistics (at most once a
 			 * second): without them autovacuum would never learn of the
 			 * dead tuples the queue leaves behind.
 			 */
 			pgstat_report_stat(false);
-
-			if (next_n > 0)
-			{
-				jobs = next_jobs;
-				njobs = next_n;
-				cur = other;
-			}
-			else
-			{
-				jobs = NULL;
-				njobs = 0;
-			}
 			pgstat_report_activity(STATE_IDLE, NULL);
 			continue;
 		}
@@ -524,7 +486,7 @@ JobqWorkerMain(Datum main_arg)
 		/* Nothing due (or no extension yet): sleep. */
 		claim_limit = 1;
 		sleep_ms = jobq_poll_interval;
-		if (njobs == 0 && next_due != DT_NOEND)
+		if (n == 0 && next_due != DT_NOEND)
 		{
 			long		secs;
 			int			usecs;
@@ -534,7 +496,7 @@ JobqWorkerMain(Datum main_arg)
 			sleep_ms = Min(sleep_ms, secs * 1000 + (usecs + 999) / 1000);
 			sleep_ms = Max(sleep_ms, 1);
 		}
-		else if (njobs == 0)
+		else if (n == 0)
 			JobqSetNextDue(DT_NOEND);
 
 		{

@@ -117,7 +117,7 @@ sub wait_for_job_sleeping
 	return $node->poll_query_until(
 		'postgres', qq{
 		SELECT count(*) = 1
-		  FROM jobq.job j JOIN pg_stat_activity a ON a.pid = j.worker_pid
+		  FROM jobq.jobs j JOIN pg_stat_activity a ON a.pid = j.worker_pid
 		 WHERE j.id = $id AND j.state = 'running' AND j.attempts = $attempts
 		   AND a.backend_type = 'jobq worker' AND a.wait_event = 'PgSleep'});
 }

@@ -4,7 +4,7 @@
 -- volatility and strictness of jobq.enqueue and jobq.status; a pinned
 -- search_path on every function; a COMMENT on every user-facing object.
 BEGIN;
-SELECT plan(39);
+SELECT plan(45);
 
 SET LOCAL search_path = public;
 
@@ -64,6 +64,28 @@ SELECT is(
       WHERE pronamespace = to_regnamespace('jobq') AND proname = 'status'),
     1,
     'jobq.status is not overloaded');
+
+/*
+ * jobq.running_jobs(): the jobs the workers run now, from shared memory
+ */
+SELECT has_function('jobq', 'running_jobs', ARRAY[]::text[],
+    'jobq.running_jobs() exists');
+SELECT is(
+    pg_get_function_result(to_regprocedure('jobq.running_jobs()')),
+    'TABLE(id bigint, worker_pid integer, attempts integer, started_at timestamp with time zone)',
+    'jobq.running_jobs() returns id, worker_pid, attempts, started_at');
+SELECT function_lang_is('jobq', 'running_jobs', ARRAY[]::text[], 'c',
+    'jobq.running_jobs() is written in C');
+SELECT volatility_is('jobq', 'running_jobs', ARRAY[]::text[], 'volatile',
+    'jobq.running_jobs() is volatile (it reads live shared state)');
+SELECT isnt_definer('jobq', 'running_jobs', ARRAY[]::text[],
+    'jobq.running_jobs() is not SECURITY DEFINER');
+SELECT is_empty(
+    $$SELECT * FROM jobq.running_jobs() r
+       WHERE r.id IS NULL OR r.worker_pid IS NULL OR r.attempts < 1
+          OR r.worker_pid NOT IN (SELECT pid FROM pg_stat_activity
+                                   WHERE backend_type = 'jobq worker')$$,
+    'every row of jobq.running_jobs() names a job, an attempt and a live jobq worker');
 
 /*
  * Every SQL-language function pins its search_path.  C functions resolve

@@ -6,7 +6,7 @@
 -- The roles are created inside the transaction and rolled back with it,
 -- and so are the jobs enqueued here: they never run.
 BEGIN;
-SELECT plan(43);
+SELECT plan(44);
 
 SET LOCAL search_path = public;
 
@@ -52,6 +52,8 @@ SELECT ok(has_function_privilege('public',
     'PUBLIC may execute jobq.enqueue()');
 SELECT ok(has_function_privilege('public', 'jobq.status(bigint)', 'EXECUTE'),
     'PUBLIC may execute jobq.status()');
+SELECT ok(has_function_privilege('public', 'jobq.running_jobs()', 'EXECUTE'),
+    'PUBLIC may execute jobq.running_jobs(), which jobq.jobs (security_invoker) reads');
 
 /*
  * A role granted USAGE on schema jobq: reads, enqueues, never writes

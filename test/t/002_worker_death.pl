@@ -8,7 +8,7 @@
 #     is in "done" exactly once, and the interrupted attempt is not counted
 #     (SIGTERM is a "release", not a failure): attempts = 1, no last_error.
 # (b) kill -9 of a worker in the middle of a job: the postmaster
-#     crash-restarts, the job is recovered as an orphan with its attempt
+#     crash-restarts, the job is pending again and the journal has its attempt
 #     counted (attempts = 2 once it has succeeded), its effect is in "done"
 #     exactly once.
 # (c) a job that "crashes the server every time" (the test kill -9's the
@@ -70,7 +70,7 @@ sub wait_until_sleeping
 	wait_for_job_sleeping($node, $id, $attempts)
 	  or die "job $id never reached pg_sleep in attempt $attempts";
 	return $node->safe_psql('postgres',
-		"SELECT worker_pid FROM jobq.job WHERE id = $id");
+		"SELECT worker_pid FROM jobq.status($id)");
 }
 
 # Wait for a crash restart logged after $offset, then for the server to
