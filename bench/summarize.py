@@ -132,6 +132,29 @@ def main():
         v = best(data, "jobq", "memory", met)
         if v[1] is not None:
             rows.append((f"worker private memory, {met[4:-3]} (kB)", fmt(v[1]), "", "", "", "", ""))
+    # steady state and held xmin (jobq only: the anchors have no such run)
+    steady = [("steady", "producer_rate", "steady state: offered rate (jobs/s)", 0),
+              ("steady", "jobs_per_s", "steady state: throughput (jobs/s)", 0),
+              ("steady", "p99_ms", "steady state: enqueue→start p99, median 10-s window (ms)", 2),
+              ("steady", "p99_worst_ms", "steady state: enqueue→start p99, worst 10-s window (ms)", 2),
+              ("steady", "depth_max", "steady state: deepest queue (jobs)", 0),
+              ("steady", "claim_path_kb_first", "steady state: jobq.job heap+indexes, first sample (kB)", 0),
+              ("steady", "claim_path_kb_last", "steady state: jobq.job heap+indexes, last sample (kB)", 0),
+              ("steady", "claim_path_kb_max", "steady state: jobq.job heap+indexes, largest (kB)", 0),
+              ("steady", "dead_tuples_max", "steady state: dead tuples in jobq.job, most (rows)", 0),
+              ("steady", "history_kb_last", "steady state: jobq.job_history, last sample (kB)", 0),
+              ("heldxmin", "producer_rate", "held xmin: offered rate (jobs/s)", 0)]
+    for ph in ("before", "during", "after"):
+        steady += [("heldxmin", f"jobs_per_s_{ph}", f"held xmin: throughput {ph} the hold (jobs/s)", 0),
+                   ("heldxmin", f"p99_ms_{ph}", f"held xmin: enqueue→start p99 {ph} the hold (ms)", 2),
+                   ("heldxmin", f"depth_max_{ph}", f"held xmin: deepest queue {ph} the hold (jobs)", 0),
+                   ("heldxmin", f"claim_path_kb_max_{ph}", f"held xmin: jobq.job heap+indexes {ph} the hold, largest (kB)", 0)]
+    steady += [("heldxmin", "during_over_before", "held xmin: throughput during ÷ before", 2),
+               ("heldxmin", "recovery_s", "held xmin: seconds after the hold until the queue is back to its depth before", 0)]
+    for wl, met, label, digits in steady:
+        v = best(data, "jobq", wl, met)
+        if v[1] is not None:
+            rows.append((label, fmt(v[1], digits), "", "", "", "", ""))
     # calibration
     for when in ("start", "end"):
         v = best(data, "jobq", "calib_select1_c8", "tps", [when])

@@ -301,7 +301,7 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
-	JobqNoteEnqueue(run_at);
+	JobqNoteEnqueue(run_at, (int16) priority, DatumGetInt64(id));
 
 	PG_RETURN_DATUM(id);
 }

@@ -36,6 +36,7 @@
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -48,6 +49,8 @@
 #define JOBQ_PRUNE_BATCH		1000
 
 static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr claim_level_plan = NULL;
+static SPIPlanPtr levels_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr outcome_plan = NULL;
 static SPIPlanPtr crashed_plan = NULL;
@@ -62,6 +65,35 @@ static const char *claim_sql =
 " ORDER BY priority DESC, run_at, id"
 " LIMIT $1"
 "   FOR UPDATE SKIP LOCKED";
+
+/*
+ * The claim within one priority level, from that level's floor: the index
+ * scan starts at the floor instead of walking the entries of finished
+ * jobs at the head of the index, which a long transaction elsewhere can
+ * keep from being cleaned up for minutes.
+ */
+static const char *claim_level_sql =
+"SELECT id, owner::pg_catalog.oid, command,"
+"       COALESCE((EXTRACT(epoch FROM timeout) * 1000)::pg_catalog.int8, 0),"
+"       attempts + 1, max_attempts, priority, run_at"
+"  FROM jobq.job"
+" WHERE state = 'pending' AND priority = $1"
+"   AND (run_at, id) >= ($2, $3) AND run_at <= pg_catalog.now()"
+" ORDER BY priority DESC, run_at, id"
+" LIMIT $4"
+"   FOR UPDATE SKIP LOCKED";
+
+/* the priority levels of pending jobs, by a skip scan of the claim index */
+static const char *levels_sql =
+"WITH RECURSIVE l(p) AS ("
+"  (SELECT priority FROM jobq.job WHERE state = 'pending'"
+"    ORDER BY priority DESC LIMIT 1)"
+"  UNION ALL"
+"  SELECT (SELECT priority FROM jobq.job WHERE state = 'pending' AND priority < l.p"
+"           ORDER BY priority DESC LIMIT 1)"
+"    FROM l WHERE l.p IS NOT NULL"
+")"
+"SELECT p FROM l WHERE p IS NOT NULL LIMIT $1";
 
 static const char *next_due_sql =
 "SELECT pg_catalog.min(run_at) FROM jobq.job WHERE state = 'pending'";
@@ -232,68 +264,181 @@ keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 }
 
 /*
+ * Execute a kept statement.  The planner runs inside, when the plan is
+ * first built and whenever an invalidation makes it rebuild, and it must
+ * never pick a sequential scan, a sort or a hash join for these: built
+ * while the queue is empty (a fresh install, a drained queue), the generic
+ * plan of the claim would otherwise be a sequential scan and a sort of the
+ * whole table, kept while the queue grows to millions of jobs.  Hence
+ * these planner settings, local to the execution.
+ */
+static int
+execute_kept(SPIPlanPtr plan, Datum *values, bool read_only)
+{
+	int			nestlevel = NewGUCNestLevel();
+	int			rc;
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+	rc = SPI_execute_plan(plan, values, NULL, read_only, 0);
+	AtEOXact_GUC(true, nestlevel);
+	return rc;
+}
+
+/* append the claimed rows of the last statement to jobs[*njobs..] */
+static void
+collect_jobs(JobqJob *jobs, int *njobs, MemoryContext cxt)
+{
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	uint64		i;
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		JobqJob    *job = &jobs[(*njobs)++];
+		bool		isnull;
+		Datum		d;
+
+		job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		job->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		job->command = MemoryContextStrdup(cxt, TextDatumGetCString(d));
+		job->timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+		job->priority = DatumGetInt16(SPI_getbinval(tup, desc, 7, &isnull));
+		job->run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
+	}
+}
+
+/*
+ * Discover the priority levels of pending jobs and install them with
+ * their floors at the start, if that is due (see JobqFloorsRediscoveryDue).
+ */
+static void
+discover_levels(void)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
+	int16		levels[JOBQ_FLOOR_LEVELS];
+	uint64		version;
+	uint64		i;
+
+	if (!JobqFloorsRediscoveryDue(&version))
+		return;
+	values[0] = Int32GetDatum(JOBQ_FLOOR_LEVELS + 1);
+	if (execute_kept(keep_plan(&levels_plan, levels_sql, 1, argtypes),
+					 values, true) != SPI_OK_SELECT)
+		elog(ERROR, "jobq could not list priority levels");
+	if (SPI_processed > JOBQ_FLOOR_LEVELS)
+		return;					/* too many: claims scan from the start */
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		levels[i] = DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	JobqFloorsInstall(levels, (int) SPI_processed, version);
+}
+
+/*
  * Claim up to limit due jobs for this worker: lock them in the current
  * transaction, which must then run them.  The claimed jobs are copied into
  * cxt, by priority, run_at, id.  With nothing due and next_due not NULL,
  * *next_due is set to the earliest run_at of a pending job (DT_NOEND if
  * none).
+ *
+ * Claim floors: the claim index is ordered by priority, run_at, id, and a
+ * queue is consumed from its head, so the head fills with entries of
+ * finished jobs, which the claim would walk every time until vacuum or
+ * pruning removes them: with a transaction open elsewhere, for minutes.
+ * So shared memory keeps, per priority level, a floor: a key (run_at, id)
+ * below which nothing of that level is claimable, and claims scan each
+ * level from its floor.  A claim raises its level's floor to the last key
+ * it locked: everything before that key was finished, locked by a worker
+ * (which lowers the floor again if it lets a job go unrun, and whose
+ * death resets the floors), or not visible to the claim's snapshot.  The
+ * last case is why every enqueue lowers the floor to its keys and bumps a
+ * version when its transaction ends, and why a raise is void if the
+ * version moved since the claim read it, before taking its snapshot.
+ * Levels are discovered by a skip scan of the index when unknown, and
+ * again every jobq.poll_interval as a safety net; with more than
+ * JOBQ_FLOOR_LEVELS levels, claims scan from the start.
  */
 int
 JobqClaimInTransaction(int limit, MemoryContext cxt, JobqJob **jobs_out,
 					   TimestampTz *next_due)
 {
-	JobqJob    *jobs = NULL;
+	JobqJob    *jobs;
 	int			njobs = 0;
-	uint64		i;
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1];
+	JobqFloor	floors[JOBQ_FLOOR_LEVELS];
+	int			nfloors;
+	uint64		version;
 	int			rc;
 
 	*jobs_out = NULL;
 	if (next_due)
 		*next_due = DT_NOEND;
 
+	jobs = MemoryContextAlloc(cxt, sizeof(JobqJob) * limit);
+
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "jobq: claiming jobs");
 
-	values[0] = Int32GetDatum(limit);
-	rc = SPI_execute_plan(keep_plan(&claim_plan, claim_sql, 1, argtypes),
-						  values, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
+	discover_levels();
 
-	if (SPI_processed > 0)
+	if (JobqFloorsGet(floors, &nfloors, &version))
 	{
-		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Oid			argtypes[4] = {INT2OID, TIMESTAMPTZOID, INT8OID, INT4OID};
+		Datum		values[4];
+		int			k;
 
-		njobs = (int) SPI_processed;
-		jobs = MemoryContextAlloc(cxt, sizeof(JobqJob) * njobs);
-		for (i = 0; i < SPI_processed; i++)
+		for (k = 0; k < nfloors && njobs < limit; k++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			JobqJob    *job = &jobs[i];
-			bool		isnull;
-			Datum		d;
+			int			before = njobs;
 
-			job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			job->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
-			d = SPI_getbinval(tup, desc, 3, &isnull);
-			job->command = MemoryContextStrdup(cxt, TextDatumGetCString(d));
-			job->timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
-			job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-			job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
-			job->priority = DatumGetInt16(SPI_getbinval(tup, desc, 7, &isnull));
-			job->run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
+			values[0] = Int16GetDatum(floors[k].priority);
+			values[1] = TimestampTzGetDatum(floors[k].run_at);
+			values[2] = Int64GetDatum(floors[k].id);
+			values[3] = Int32GetDatum(limit - njobs);
+			rc = execute_kept(keep_plan(&claim_level_plan, claim_level_sql, 4, argtypes),
+							  values, false);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
+			collect_jobs(jobs, &njobs, cxt);
+			if (njobs > before)
+				JobqFloorRaise(floors[k].priority, jobs[njobs - 1].run_at,
+							   jobs[njobs - 1].id, version);
 		}
 	}
-	else if (next_due)
+	else
+	{
+		Oid			argtypes[1] = {INT4OID};
+		Datum		values[1];
+
+		values[0] = Int32GetDatum(limit);
+		rc = execute_kept(keep_plan(&claim_plan, claim_sql, 1, argtypes),
+						  values, false);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
+		collect_jobs(jobs, &njobs, cxt);
+	}
+
+	if (njobs == 0 && next_due)
 	{
 		bool		isnull;
 		Datum		d;
 
-		rc = SPI_execute_plan(keep_plan(&next_due_plan, next_due_sql, 0, NULL),
-							  NULL, NULL, true, 1);
+		rc = execute_kept(keep_plan(&next_due_plan, next_due_sql, 0, NULL),
+						  NULL, true);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "jobq next-due query failed: %s",
 				 SPI_result_code_string(rc));
@@ -420,8 +565,8 @@ JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n)
 
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	rc = SPI_execute_plan(keep_plan(&outcome_plan, outcome_sql, 11, argtypes),
-						  values, NULL, false, 0);
+	rc = execute_kept(keep_plan(&outcome_plan, outcome_sql, 11, argtypes),
+					  values, false);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "jobq could not record job outcomes: %s",
 			 SPI_result_code_string(rc));
@@ -470,8 +615,8 @@ JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "jobq: counting attempts of exited workers");
-	if (SPI_execute_plan(keep_plan(&crashed_plan, crashed_sql, 6, argtypes),
-						 values, NULL, false, 0) != SPI_OK_SELECT)
+	if (execute_kept(keep_plan(&crashed_plan, crashed_sql, 6, argtypes),
+					 values, false) != SPI_OK_SELECT)
 		elog(ERROR, "jobq could not count the attempts of exited workers");
 	changed = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 												SPI_tuptable->tupdesc, 1, &isnull));
@@ -508,8 +653,8 @@ JobqPruneHistory(void)
 		pgstat_report_activity(STATE_RUNNING, "jobq: pruning finished jobs");
 		values[0] = Float8GetDatum((double) jobq_retention);
 		values[1] = Int32GetDatum(JOBQ_PRUNE_BATCH);
-		if (SPI_execute_plan(keep_plan(&prune_plan, prune_sql, 2, argtypes),
-							 values, NULL, false, 0) != SPI_OK_DELETE)
+		if (execute_kept(keep_plan(&prune_plan, prune_sql, 2, argtypes),
+						 values, false) != SPI_OK_DELETE)
 			elog(ERROR, "jobq could not prune finished jobs");
 		deleted = (int) SPI_processed;
 		SPI_finish();

@@ -68,6 +68,20 @@ typedef struct JobqWorkerSlot
 	TimestampTz job_started_at; /* when that attempt started */
 } JobqWorkerSlot;
 
+/*
+ * Claim floors (claim.c): per priority level, a key (run_at, id) below
+ * which no job of that level is claimable, so that claims start there
+ * instead of walking the dead entries at the head of the claim index.
+ */
+#define JOBQ_FLOOR_LEVELS		16
+
+typedef struct JobqFloor
+{
+	int16		priority;
+	TimestampTz run_at;
+	int64		id;
+} JobqFloor;
+
 typedef struct JobqSharedState
 {
 	slock_t		mutex;
@@ -79,6 +93,13 @@ typedef struct JobqSharedState
 	TimestampTz next_prune;		/* when retention pruning is next due */
 	int			next_wake;		/* round-robin start for wake-ups */
 	JobqWorkerSlot workers[JOBQ_MAX_WORKERS];
+
+	/* claim floors, highest priority first; see claim.c */
+	bool		floors_valid;	/* levels known and floors usable */
+	uint64		floors_version; /* bumped by every enqueue and lowering */
+	TimestampTz floors_rediscover_at;	/* next safety-net rediscovery */
+	int			nfloors;
+	JobqFloor	floors[JOBQ_FLOOR_LEVELS];
 } JobqSharedState;
 
 extern JobqSharedState *JobqShared;
@@ -102,7 +123,14 @@ extern void JobqCheckPreloaded(void);
 extern void JobqShmemInstallHooks(void);
 extern void JobqWakeWorkers(int n);
 extern void JobqWakeAllWorkers(void);
-extern void JobqNoteEnqueue(TimestampTz run_at);
+extern void JobqNoteEnqueue(TimestampTz run_at, int16 priority, int64 id);
+extern bool JobqFloorsGet(JobqFloor *floors, int *n, uint64 *version);
+extern void JobqFloorRaise(int16 priority, TimestampTz run_at, int64 id,
+						   uint64 version);
+extern void JobqFloorLower(int16 priority, TimestampTz run_at, int64 id);
+extern void JobqFloorsReset(void);
+extern bool JobqFloorsRediscoveryDue(uint64 *version);
+extern void JobqFloorsInstall(const int16 *levels, int n, uint64 version);
 extern void JobqNoteWorkerDeath(void);
 extern bool JobqSettleNeeded(int slot);
 extern void JobqSetNextDue(TimestampTz due);

@@ -44,6 +44,12 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool release_callback_registered = false;
 static int	pending_due_jobs = 0;
 static TimestampTz pending_min_future = DT_NOEND;
+static bool pending_any = false;
+/* the smallest key enqueued per priority level, for the claim floors */
+#define JOBQ_PENDING_LEVELS		8
+static int	n_pending_levels = 0;
+static bool pending_levels_overflow = false;
+static JobqFloor pending_levels[JOBQ_PENDING_LEVELS];
 
 static void
 jobq_shmem_request(void)
@@ -74,6 +80,8 @@ jobq_shmem_startup(void)
 		/* a fresh segment: the journal holds what ran before, if anything */
 		JobqShared->deaths = 1;
 		JobqShared->settled_deaths = 0;
+		/* levels unknown until a worker discovers them */
+		JobqShared->floors_valid = false;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -153,6 +161,9 @@ JobqNoteWorkerDeath(void)
 {
 	SpinLockAcquire(&JobqShared->mutex);
 	JobqShared->deaths++;
+	/* its claimed jobs are claimable again, wherever the floors are */
+	JobqShared->floors_valid = false;
+	JobqShared->floors_version++;
 	SpinLockRelease(&JobqShared->mutex);
 }
 
@@ -191,6 +202,196 @@ JobqSetNextDue(TimestampTz due)
 }
 
 /*
+ * Claim floors (see claim.c).  Keys compare by (run_at, id) within one
+ * priority level.
+ */
+static inline bool
+key_less(TimestampTz run_at, int64 id, const JobqFloor *f)
+{
+	return run_at < f->run_at || (run_at == f->run_at && id < f->id);
+}
+
+static int
+find_level(int16 priority)
+{
+	int			i;
+
+	for (i = 0; i < JobqShared->nfloors; i++)
+		if (JobqShared->floors[i].priority == priority)
+			return i;
+	return -1;
+}
+
+/* lower (or add) the floor of a level; caller holds the mutex */
+static void
+lower_floor_locked(int16 priority, TimestampTz run_at, int64 id)
+{
+	int			k = find_level(priority);
+
+	if (!JobqShared->floors_valid)
+		return;
+	if (k >= 0)
+	{
+		if (key_less(run_at, id, &JobqShared->floors[k]))
+		{
+			JobqShared->floors[k].run_at = run_at;
+			JobqShared->floors[k].id = id;
+		}
+		return;
+	}
+	if (JobqShared->nfloors >= JOBQ_FLOOR_LEVELS)
+	{
+		/* too many levels: claims scan from the start again */
+		JobqShared->floors_valid = false;
+		return;
+	}
+	/* a new level, kept in descending priority order */
+	for (k = JobqShared->nfloors; k > 0 &&
+		 JobqShared->floors[k - 1].priority < priority; k--)
+		JobqShared->floors[k] = JobqShared->floors[k - 1];
+	JobqShared->floors[k].priority = priority;
+	JobqShared->floors[k].run_at = run_at;
+	JobqShared->floors[k].id = id;
+	JobqShared->nfloors++;
+}
+
+/*
+ * At the end of a transaction that enqueued (commit or abort, and also at
+ * PREPARE): every key it enqueued must be at or above its level's floor,
+ * and the version moves on, so that no worker raises a floor past jobs
+ * its snapshot may not have seen.  Lowering for an abort is merely
+ * conservative.
+ */
+static void
+note_enqueued_keys(void)
+{
+	int			i;
+
+	if (JobqShared == NULL)
+		return;
+	SpinLockAcquire(&JobqShared->mutex);
+	for (i = 0; i < n_pending_levels; i++)
+		lower_floor_locked(pending_levels[i].priority, pending_levels[i].run_at,
+						   pending_levels[i].id);
+	if (pending_levels_overflow)
+		JobqShared->floors_valid = false;
+	JobqShared->floors_version++;
+	SpinLockRelease(&JobqShared->mutex);
+}
+
+/*
+ * Copy the floors; false if they are not valid (claim from the start).
+ */
+bool
+JobqFloorsGet(JobqFloor *floors, int *n, uint64 *version)
+{
+	bool		valid;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	valid = JobqShared->floors_valid;
+	*version = JobqShared->floors_version;
+	*n = JobqShared->nfloors;
+	memcpy(floors, JobqShared->floors, sizeof(JobqFloor) * JobqShared->nfloors);
+	SpinLockRelease(&JobqShared->mutex);
+	return valid;
+}
+
+/*
+ * Raise a level's floor to a key the caller's claim reached, unless
+ * anything was enqueued or lowered since the caller read version (before
+ * its claim took its snapshot).
+ */
+void
+JobqFloorRaise(int16 priority, TimestampTz run_at, int64 id, uint64 version)
+{
+	int			k;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	k = find_level(priority);
+	if (JobqShared->floors_valid && JobqShared->floors_version == version &&
+		k >= 0 && key_less(JobqShared->floors[k].run_at, JobqShared->floors[k].id,
+						   &(JobqFloor) {priority, run_at, id}))
+	{
+		JobqShared->floors[k].run_at = run_at;
+		JobqShared->floors[k].id = id;
+	}
+	SpinLockRelease(&JobqShared->mutex);
+}
+
+/*
+ * A claimed job goes back unrun (its lock is gone with the commit that
+ * called us): it must be at or above its level's floor.
+ */
+void
+JobqFloorLower(int16 priority, TimestampTz run_at, int64 id)
+{
+	SpinLockAcquire(&JobqShared->mutex);
+	lower_floor_locked(priority, run_at, id);
+	JobqShared->floors_version++;
+	SpinLockRelease(&JobqShared->mutex);
+}
+
+/*
+ * Forget the floors (an execution transaction aborted, a worker died):
+ * claims scan from the start until a worker discovers the levels again.
+ */
+void
+JobqFloorsReset(void)
+{
+	SpinLockAcquire(&JobqShared->mutex);
+	JobqShared->floors_valid = false;
+	JobqShared->floors_version++;
+	SpinLockRelease(&JobqShared->mutex);
+}
+
+/*
+ * Is a discovery of the levels due?  It is while the floors are not
+ * valid, and every jobq.poll_interval as a safety net (a job enqueued by a
+ * prepared transaction, or unlocked by a session other than a worker, may
+ * lie below its floor until then).  If so, the caller takes it.
+ */
+bool
+JobqFloorsRediscoveryDue(uint64 *version)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		due;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	due = !JobqShared->floors_valid || JobqShared->floors_rediscover_at <= now;
+	if (due)
+		JobqShared->floors_rediscover_at =
+			TimestampTzPlusMilliseconds(now, jobq_poll_interval);
+	*version = JobqShared->floors_version;
+	SpinLockRelease(&JobqShared->mutex);
+	return due;
+}
+
+/*
+ * Install discovered levels (descending priority), all floors at the
+ * start, unless anything was enqueued or lowered since version was read.
+ */
+void
+JobqFloorsInstall(const int16 *levels, int n, uint64 version)
+{
+	int			i;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	if (JobqShared->floors_version == version)
+	{
+		for (i = 0; i < n; i++)
+		{
+			JobqShared->floors[i].priority = levels[i];
+			JobqShared->floors[i].run_at = DT_NOBEGIN;
+			JobqShared->floors[i].id = 0;
+		}
+		JobqShared->nfloors = n;
+		JobqShared->floors_valid = true;
+		JobqShared->floors_version++;
+	}
+	SpinLockRelease(&JobqShared->mutex);
+}
+
+/*
  * Wake workers for what the transaction enqueued, once it has committed.
  *
  * This is a resource-release callback rather than a transaction callback
@@ -209,6 +410,9 @@ jobq_release_callback(ResourceReleasePhase phase, bool isCommit,
 	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel)
 		return;
 
+	if (pending_any)
+		note_enqueued_keys();
+
 	if (isCommit)
 	{
 		if (pending_due_jobs > 0)
@@ -223,19 +427,46 @@ jobq_release_callback(ResourceReleasePhase phase, bool isCommit,
 	}
 	pending_due_jobs = 0;
 	pending_min_future = DT_NOEND;
+	pending_any = false;
+	n_pending_levels = 0;
+	pending_levels_overflow = false;
 }
 
 /*
  * Remember that the current transaction enqueued a job due at run_at.
  */
 void
-JobqNoteEnqueue(TimestampTz run_at)
+JobqNoteEnqueue(TimestampTz run_at, int16 priority, int64 id)
 {
+	int			i;
+
 	if (!release_callback_registered)
 	{
 		RegisterResourceReleaseCallback(jobq_release_callback, NULL);
 		release_callback_registered = true;
 	}
+
+	pending_any = true;
+	for (i = 0; i < n_pending_levels; i++)
+		if (pending_levels[i].priority == priority)
+			break;
+	if (i < n_pending_levels)
+	{
+		if (key_less(run_at, id, &pending_levels[i]))
+		{
+			pending_levels[i].run_at = run_at;
+			pending_levels[i].id = id;
+		}
+	}
+	else if (n_pending_levels < JOBQ_PENDING_LEVELS)
+	{
+		pending_levels[n_pending_levels].priority = priority;
+		pending_levels[n_pending_levels].run_at = run_at;
+		pending_levels[n_pending_levels].id = id;
+		n_pending_levels++;
+	}
+	else
+		pending_levels_overflow = true;
 
 	if (run_at <= GetCurrentTimestamp())
 	{

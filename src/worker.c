@@ -330,6 +330,10 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(oldcxt);
+
+	/* claimed jobs we did not run are claimable again: see claim.c */
+	for (; next < njobs; next++)
+		JobqFloorLower(jobs[next].priority, jobs[next].run_at, jobs[next].id);
 	MemoryContextReset(ChunkContext);
 	set_busy(false);
 
@@ -440,6 +444,8 @@ JobqWorkerMain(Datum main_arg)
 		JobqShared->workers[my_slot].job_id = 0;
 		JobqShared->workers[my_slot].settled = false;
 		SpinLockRelease(&JobqShared->mutex);
+		/* and the claim floors may lie above them */
+		JobqFloorsReset();
 		claim_limit = 1;
 
 		/* do not spin if the error repeats */
