@@ -82,6 +82,16 @@ JobqJournalShmemRequest(void)
 	RequestNamedLWLockTranche(JOBQ_JOURNAL_TRANCHE, 1);
 }
 
+/* close a descriptor without losing the errno of the failure at hand */
+static void
+close_keeping_errno(int fd)
+{
+	int			save_errno = errno;
+
+	close(fd);
+	errno = save_errno;
+}
+
 static JobqJournalEntry *
 journal_map(void)
 {
@@ -103,27 +113,18 @@ journal_map(void)
 		(st.st_size < (off_t) JOBQ_JOURNAL_SIZE &&
 		 ftruncate(fd, (off_t) JOBQ_JOURNAL_SIZE) != 0))
 	{
-		int			save_errno = errno;
-
-		close(fd);
-		errno = save_errno;
+		close_keeping_errno(fd);
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not size file \"%s\": %m", JOBQ_JOURNAL_FILE)));
 	}
 	p = mmap(NULL, JOBQ_JOURNAL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	/* the mapping stays valid after the descriptor is closed */
+	close_keeping_errno(fd);
 	if (p == MAP_FAILED)
-	{
-		int			save_errno = errno;
-
-		close(fd);
-		errno = save_errno;
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not map file \"%s\": %m", JOBQ_JOURNAL_FILE)));
-	}
-	/* the mapping stays valid after the descriptor is closed */
-	close(fd);
 	journal = (JobqJournalEntry *) p;
 	return journal;
 }
