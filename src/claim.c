@@ -95,8 +95,14 @@ static const char *levels_sql =
 ")"
 "SELECT p FROM l WHERE p IS NOT NULL LIMIT $1";
 
+/*
+ * When an idle worker must look again: the earliest future run_at.  Due
+ * jobs are not counted: with nothing claimable, any due job is locked by
+ * a worker that runs it (or lets it go and wakes the pool).
+ */
 static const char *next_due_sql =
-"SELECT pg_catalog.min(run_at) FROM jobq.job WHERE state = 'pending'";
+"SELECT pg_catalog.min(run_at) FROM jobq.job"
+" WHERE state = 'pending' AND run_at > pg_catalog.now()";
 
 /*
  * One statement records the outcomes of a chunk.  Finished jobs leave the
@@ -318,26 +324,25 @@ collect_jobs(JobqJob *jobs, int *njobs, MemoryContext cxt)
 }
 
 /*
- * Discover the priority levels of pending jobs and install them with
- * their floors at the start, if that is due (see JobqFloorsRediscoveryDue).
+ * Discover the priority levels of pending jobs, if that is due (see
+ * JobqFloorsRediscoveryDue), and hand them to JobqFloorsInstall.  The
+ * statement runs read-write so that it takes a snapshot of its own, after
+ * the rediscovery began: a level enqueued later is added by its enqueue.
  */
 static void
 discover_levels(void)
 {
 	Oid			argtypes[1] = {INT4OID};
 	Datum		values[1];
-	int16		levels[JOBQ_FLOOR_LEVELS];
-	uint64		version;
+	int16		levels[JOBQ_FLOOR_LEVELS + 1];
 	uint64		i;
 
-	if (!JobqFloorsRediscoveryDue(&version))
+	if (!JobqFloorsRediscoveryDue())
 		return;
 	values[0] = Int32GetDatum(JOBQ_FLOOR_LEVELS + 1);
 	if (execute_kept(keep_plan(&levels_plan, levels_sql, 1, argtypes),
-					 values, true) != SPI_OK_SELECT)
+					 values, false) != SPI_OK_SELECT)
 		elog(ERROR, "jobq could not list priority levels");
-	if (SPI_processed > JOBQ_FLOOR_LEVELS)
-		return;					/* too many: claims scan from the start */
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -345,7 +350,7 @@ discover_levels(void)
 		levels[i] = DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[i],
 												SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	JobqFloorsInstall(levels, (int) SPI_processed, version);
+	JobqFloorsInstall(levels, (int) SPI_processed);
 }
 
 /*
@@ -367,9 +372,14 @@ discover_levels(void)
  * death resets the floors), or not visible to the claim's snapshot.  The
  * last case is why every enqueue lowers the floor to its keys and bumps a
  * version when its transaction ends, and why a raise is void if the
- * version moved since the claim read it, before taking its snapshot.
- * Levels are discovered by a skip scan of the index when unknown, and
- * again every jobq.poll_interval as a safety net; with more than
+ * version moved since the claim read it, before taking its snapshot.  A
+ * worker lowers the floor to the claim-time key of every job it claimed
+ * and did not finish (retried or left unrun), after its commit: that also
+ * undoes a raise by a claim that saw a retried job's new version (a lock
+ * on an updated row returns the newest version) and skipped the rows
+ * between its old and new key.  Levels are discovered by a skip scan of
+ * the index when unknown, and again every jobq.poll_interval, when every
+ * floor goes back to the start as a safety net; with more than
  * JOBQ_FLOOR_LEVELS levels, claims scan from the start.
  */
 int

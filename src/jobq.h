@@ -96,6 +96,7 @@ typedef struct JobqSharedState
 
 	/* claim floors, highest priority first; see claim.c */
 	bool		floors_valid;	/* levels known and floors usable */
+	bool		floors_overflowed;	/* more levels than JOBQ_FLOOR_LEVELS */
 	uint64		floors_version; /* bumped by every enqueue and lowering */
 	TimestampTz floors_rediscover_at;	/* next safety-net rediscovery */
 	int			nfloors;
@@ -129,8 +130,8 @@ extern void JobqFloorRaise(int16 priority, TimestampTz run_at, int64 id,
 						   uint64 version);
 extern void JobqFloorLower(int16 priority, TimestampTz run_at, int64 id);
 extern void JobqFloorsReset(void);
-extern bool JobqFloorsRediscoveryDue(uint64 *version);
-extern void JobqFloorsInstall(const int16 *levels, int n, uint64 version);
+extern bool JobqFloorsRediscoveryDue(void);
+extern void JobqFloorsInstall(const int16 *levels, int n);
 extern void JobqNoteWorkerDeath(void);
 extern bool JobqSettleNeeded(int slot);
 extern void JobqSetNextDue(TimestampTz due);
@@ -188,7 +189,6 @@ extern int	JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 extern int	JobqPruneHistory(void);
 
 /* journal.c: the attempt a worker is in, kept outside the database */
-extern void JobqJournalShmemRequest(void);
 extern void JobqJournalBegin(int slot, const JobqJob *job, TimestampTz started);
 extern void JobqJournalEnd(int slot);
 extern void JobqJournalSettle(int slot);

@@ -25,10 +25,11 @@
  * launcher has seen a worker die; the shared counters deaths and
  * settled_deaths say when.  A pass takes the entries of slots that are
  * free, of the settling worker itself, and of workers that have not
- * settled yet (those write nothing before they have), all under one
- * LWLock.  Workers take that lock only between execution transactions,
- * holding no row locks, and the settlement skips jobs that are locked (a
- * live worker already runs them again), so it never waits on a job.
+ * settled yet (those write nothing before they have), one settler at a
+ * time (a heavyweight lock).  Workers settle only between execution
+ * transactions, holding no row locks, and the settlement skips jobs that
+ * are locked (a live worker already runs them again), so it never waits on
+ * a job.
  *
  * IDENTIFICATION
  *		src/journal.c
@@ -48,14 +49,17 @@
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/fd.h"
-#include "storage/lwlock.h"
+#include "storage/lock.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 #include "jobq.h"
 
 #define JOBQ_JOURNAL_FILE		"jobq.journal"
-#define JOBQ_JOURNAL_TRANCHE	"jobq journal"
+
+/* the settlement lock: "jobq" in ASCII, and a field4 advisory locks never use */
+#define JOBQ_SETTLE_LOCK_KEY	0x6A6F6271
+#define JOBQ_SETTLE_LOCK_FIELD4	0x4A51
 
 /* One worker slot's entry; job_id 0 means none. */
 typedef struct JobqJournalEntry
@@ -75,12 +79,6 @@ StaticAssertDecl(sizeof(JobqJournalEntry) == 32,
 
 /* the file, mapped */
 static JobqJournalEntry *journal = NULL;
-
-void
-JobqJournalShmemRequest(void)
-{
-	RequestNamedLWLockTranche(JOBQ_JOURNAL_TRANCHE, 1);
-}
 
 /* close a descriptor without losing the errno of the failure at hand */
 static void
@@ -160,26 +158,48 @@ JobqJournalEnd(int slot)
 }
 
 /*
- * A settlement pass; see the header comment.  Runs transactions of its
+ * A settlement pass; see the header comment.  Runs a transaction of its
  * own, so it must be called outside one.
  */
 void
 JobqJournalSettle(int slot)
 {
-	LWLock	   *lock = &(GetNamedLWLockTranche(JOBQ_JOURNAL_TRANCHE))->lock;
-	JobqJournalEntry entries[JOBQ_MAX_WORKERS];
+	MemoryContext oldcxt = CurrentMemoryContext;
+	JobqJournalEntry *journal_entries;
 	bool		take[JOBQ_MAX_WORKERS];
 	int64		ids[JOBQ_MAX_WORKERS];
 	int32		attempts[JOBQ_MAX_WORKERS];
 	TimestampTz started[JOBQ_MAX_WORKERS];
 	int32		pids[JOBQ_MAX_WORKERS];
 	TimeLineID	tli = GetWALInsertionTimeLine();
+	LOCKTAG		tag;
 	uint32		deaths;
+	int			changed = 0;
 	int			n = 0;
 	int			i;
 
-	LWLockAcquire(lock, LW_EXCLUSIVE);
+	journal_entries = journal_map();
 
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+
+	/*
+	 * One settler at a time.  A heavyweight lock, held to the end of the
+	 * transaction: a settler waiting behind DDL for its table locks keeps
+	 * the others waiting interruptibly, and visibly in pg_locks.  (An
+	 * advisory lock tag with a field4 of its own, so that it cannot
+	 * collide with pg_advisory_lock() keys.)
+	 */
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, JOBQ_SETTLE_LOCK_KEY, 0,
+						 JOBQ_SETTLE_LOCK_FIELD4);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+
+	/*
+	 * Which entries are ours to settle: those of free slots, of slots whose
+	 * worker has not settled yet, and our own.  Decided from the slots
+	 * alone, before the entries are read: none of those slots can get a new
+	 * entry while we hold the lock.
+	 */
 	SpinLockAcquire(&JobqShared->mutex);
 	deaths = JobqShared->deaths;
 	if (JobqShared->workers[slot].settled &&
@@ -187,47 +207,48 @@ JobqJournalSettle(int slot)
 	{
 		/* another worker did it while we waited for the lock */
 		SpinLockRelease(&JobqShared->mutex);
-		LWLockRelease(lock);
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(oldcxt);
 		return;
 	}
-	SpinLockRelease(&JobqShared->mutex);
-
-	memcpy(entries, journal_map(), sizeof(entries));
-
-	SpinLockAcquire(&JobqShared->mutex);
 	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
 	{
 		JobqWorkerSlot *s = &JobqShared->workers[i];
 
-		take[i] = entries[i].job_id != 0 &&
-			(i == slot || s->pid == 0 || !s->settled);
+		take[i] = (i == slot || s->pid == 0 || !s->settled);
 	}
 	SpinLockRelease(&JobqShared->mutex);
 
 	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
 	{
-		if (!take[i])
+		JobqJournalEntry e = journal_entries[i];
+
+		if (!take[i] || e.job_id == 0)
+		{
+			take[i] = false;
 			continue;
+		}
 		/* entries of another database or timeline are only cleared */
-		if (entries[i].dboid != MyDatabaseId || entries[i].tli != tli)
+		if (e.dboid != MyDatabaseId || e.tli != tli)
 			continue;
-		ids[n] = entries[i].job_id;
-		attempts[n] = entries[i].attempt;
-		started[n] = entries[i].started_at;
-		pids[n] = entries[i].pid;
+		ids[n] = e.job_id;
+		attempts[n] = e.attempt;
+		started[n] = e.started_at;
+		pids[n] = e.pid;
 		n++;
 	}
 
 	if (n > 0)
-	{
-		MemoryContext oldcxt = CurrentMemoryContext;
+		changed = JobqCountCrashedAttempts(n, ids, attempts, started, pids);
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(oldcxt);
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		(void) JobqCountCrashedAttempts(n, ids, attempts, started, pids);
-		CommitTransactionCommand();
-		MemoryContextSwitchTo(oldcxt);
-	}
+	/*
+	 * The settlement locked the jobs it changed, and a claim meanwhile may
+	 * have raised a floor past them: see claim.c.
+	 */
+	if (changed > 0)
+		JobqFloorsReset();
 
 	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
 	{
@@ -249,6 +270,4 @@ JobqJournalSettle(int slot)
 	if ((int32) (deaths - JobqShared->settled_deaths) > 0)
 		JobqShared->settled_deaths = deaths;
 	SpinLockRelease(&JobqShared->mutex);
-
-	LWLockRelease(lock);
 }

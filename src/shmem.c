@@ -57,7 +57,6 @@ jobq_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(JobqSharedState)));
-	JobqJournalShmemRequest();
 }
 
 static void
@@ -222,14 +221,16 @@ find_level(int16 priority)
 	return -1;
 }
 
-/* lower (or add) the floor of a level; caller holds the mutex */
+/*
+ * Lower (or add) the floor of a level; caller holds the mutex.  The list
+ * of levels is kept even while the floors are not valid, so that a
+ * rediscovery misses no level enqueued after its snapshot.
+ */
 static void
 lower_floor_locked(int16 priority, TimestampTz run_at, int64 id)
 {
 	int			k = find_level(priority);
 
-	if (!JobqShared->floors_valid)
-		return;
 	if (k >= 0)
 	{
 		if (key_less(run_at, id, &JobqShared->floors[k]))
@@ -239,9 +240,12 @@ lower_floor_locked(int16 priority, TimestampTz run_at, int64 id)
 		}
 		return;
 	}
+	if (JobqShared->floors_overflowed)
+		return;
 	if (JobqShared->nfloors >= JOBQ_FLOOR_LEVELS)
 	{
 		/* too many levels: claims scan from the start again */
+		JobqShared->floors_overflowed = true;
 		JobqShared->floors_valid = false;
 		return;
 	}
@@ -274,7 +278,10 @@ note_enqueued_keys(void)
 		lower_floor_locked(pending_levels[i].priority, pending_levels[i].run_at,
 						   pending_levels[i].id);
 	if (pending_levels_overflow)
+	{
+		JobqShared->floors_overflowed = true;
 		JobqShared->floors_valid = false;
+	}
 	JobqShared->floors_version++;
 	SpinLockRelease(&JobqShared->mutex);
 }
@@ -348,10 +355,11 @@ JobqFloorsReset(void)
  * Is a discovery of the levels due?  It is while the floors are not
  * valid, and every jobq.poll_interval as a safety net (a job enqueued by a
  * prepared transaction, or unlocked by a session other than a worker, may
- * lie below its floor until then).  If so, the caller takes it.
+ * lie below its floor until then).  If so, the caller takes it; after an
+ * overflow the list of levels starts empty, before the caller's snapshot.
  */
 bool
-JobqFloorsRediscoveryDue(uint64 *version)
+JobqFloorsRediscoveryDue(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	bool		due;
@@ -359,35 +367,39 @@ JobqFloorsRediscoveryDue(uint64 *version)
 	SpinLockAcquire(&JobqShared->mutex);
 	due = !JobqShared->floors_valid || JobqShared->floors_rediscover_at <= now;
 	if (due)
+	{
 		JobqShared->floors_rediscover_at =
 			TimestampTzPlusMilliseconds(now, jobq_poll_interval);
-	*version = JobqShared->floors_version;
+		if (JobqShared->floors_overflowed)
+		{
+			JobqShared->nfloors = 0;
+			JobqShared->floors_overflowed = false;
+		}
+	}
 	SpinLockRelease(&JobqShared->mutex);
 	return due;
 }
 
 /*
- * Install discovered levels (descending priority), all floors at the
- * start, unless anything was enqueued or lowered since version was read.
+ * Install discovered levels: every floor goes back to the start (always
+ * safe), discovered levels join the list, and the floors are valid again
+ * unless there are too many levels.
  */
 void
-JobqFloorsInstall(const int16 *levels, int n, uint64 version)
+JobqFloorsInstall(const int16 *levels, int n)
 {
 	int			i;
 
 	SpinLockAcquire(&JobqShared->mutex);
-	if (JobqShared->floors_version == version)
+	for (i = 0; i < n; i++)
+		lower_floor_locked(levels[i], DT_NOBEGIN, 0);
+	for (i = 0; i < JobqShared->nfloors; i++)
 	{
-		for (i = 0; i < n; i++)
-		{
-			JobqShared->floors[i].priority = levels[i];
-			JobqShared->floors[i].run_at = DT_NOBEGIN;
-			JobqShared->floors[i].id = 0;
-		}
-		JobqShared->nfloors = n;
-		JobqShared->floors_valid = true;
-		JobqShared->floors_version++;
+		JobqShared->floors[i].run_at = DT_NOBEGIN;
+		JobqShared->floors[i].id = 0;
 	}
+	JobqShared->floors_valid = !JobqShared->floors_overflowed;
+	JobqShared->floors_version++;
 	SpinLockRelease(&JobqShared->mutex);
 }
 

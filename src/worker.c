@@ -255,6 +255,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	int			next = 0;
 	int			left_over = 0;
 	bool		slow = false;
+	int			i;
 
 	*next_due = DT_NOEND;
 
@@ -331,9 +332,15 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(oldcxt);
 
-	/* claimed jobs we did not run are claimable again: see claim.c */
-	for (; next < njobs; next++)
-		JobqFloorLower(jobs[next].priority, jobs[next].run_at, jobs[next].id);
+	/*
+	 * Claimed jobs that are still pending (retried, interrupted by a
+	 * shutdown, or not run) are claimable again at or after their
+	 * claim-time key: see claim.c.
+	 */
+	for (i = 0; i < njobs; i++)
+		if (i >= next || outcomes[i].kind == JOBQ_RETRY ||
+			outcomes[i].kind == JOBQ_RELEASE)
+			JobqFloorLower(jobs[i].priority, jobs[i].run_at, jobs[i].id);
 	MemoryContextReset(ChunkContext);
 	set_busy(false);
 
