@@ -168,3 +168,41 @@ RESET ROLE;
 SELECT wait_job(:job);
 SELECT (jobq.status(:job)).last_sqlstate;
 ALTER ROLE regress_jobq_bob RESET statement_timeout;
+
+-- a running job shows in jobq.running_jobs(), and as running in jobq.jobs,
+-- to its owner, to superusers and to members of pg_monitor; other roles
+-- do not see it
+CREATE TABLE run_gate (open boolean);
+GRANT SELECT ON run_gate TO regress_jobq_alice;
+SET ROLE regress_jobq_alice;
+SELECT jobq.enqueue($$DO $d$BEGIN
+    WHILE NOT EXISTS (SELECT FROM public.run_gate WHERE open) LOOP
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END$d$$$) AS job \gset
+RESET ROLE;
+SELECT set_config('regress.job', :'job', false) IS NOT NULL AS noted;
+DO $$BEGIN
+    FOR i IN 1..6000 LOOP
+        EXIT WHEN EXISTS (SELECT FROM jobq.running_jobs()
+                           WHERE id = current_setting('regress.job')::bigint);
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END$$;
+SELECT count(*) AS superuser_sees, bool_and(attempts = 1) AS first_attempt
+  FROM jobq.running_jobs() WHERE id = :job;
+SET ROLE regress_jobq_alice;
+SELECT count(*) AS owner_sees FROM jobq.running_jobs() WHERE id = :job;
+SELECT state, attempts, worker_pid IS NOT NULL AS has_worker FROM jobq.status(:job);
+RESET ROLE;
+SET ROLE regress_jobq_bob;
+SELECT count(*) AS other_role_sees FROM jobq.running_jobs();
+RESET ROLE;
+GRANT pg_monitor TO regress_jobq_bob;
+SET ROLE regress_jobq_bob;
+SELECT count(*) AS monitor_sees FROM jobq.running_jobs() WHERE id = :job;
+RESET ROLE;
+REVOKE pg_monitor FROM regress_jobq_bob;
+INSERT INTO run_gate VALUES (true);
+SELECT wait_job(:job);
+SELECT state, attempts FROM jobq.status(:job);

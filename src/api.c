@@ -32,6 +32,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -310,18 +311,22 @@ jobq_enqueue(PG_FUNCTION_ARGS)
  * jobq.running_jobs(): the jobs the workers are running right now, from
  * their shared slots: id, worker pid, attempt number, start of the
  * attempt.  A claim is a row lock (claim.c), so the tables do not know
- * which jobs run; jobq.jobs and jobq.status() join this.
+ * which jobs run; jobq.jobs and jobq.status() join this.  Like the tables'
+ * row-level security, it shows a role its own jobs, and all jobs to
+ * superusers and members of pg_monitor.
  */
 Datum
 jobq_running_jobs(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	JobqWorkerSlot slots[JOBQ_MAX_WORKERS];
+	bool		see_all;
 	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (JobqShared == NULL)
 		PG_RETURN_VOID();
+	see_all = superuser() || has_privs_of_role(GetUserId(), ROLE_PG_MONITOR);
 
 	SpinLockAcquire(&JobqShared->mutex);
 	memcpy(slots, JobqShared->workers, sizeof(slots));
@@ -333,6 +338,8 @@ jobq_running_jobs(PG_FUNCTION_ARGS)
 		bool		nulls[4] = {false, false, false, false};
 
 		if (slots[i].pid == 0 || slots[i].job_id == 0)
+			continue;
+		if (!see_all && slots[i].job_owner != GetUserId())
 			continue;
 		values[0] = Int64GetDatum(slots[i].job_id);
 		values[1] = Int32GetDatum((int32) slots[i].pid);

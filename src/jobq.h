@@ -64,6 +64,7 @@ typedef struct JobqWorkerSlot
 	bool		stop_requested; /* pool shrank: finish and exit */
 	bool		settled;		/* has passed its first journal settlement */
 	int64		job_id;			/* job being executed, 0 if none */
+	Oid			job_owner;		/* its owner */
 	int32		job_attempt;	/* its attempt number */
 	TimestampTz job_started_at; /* when that attempt started */
 } JobqWorkerSlot;

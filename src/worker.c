@@ -189,6 +189,7 @@ begin_job(JobqJob *job)
 	JobqJournalBegin(my_slot, job, now);
 	SpinLockAcquire(&JobqShared->mutex);
 	JobqShared->workers[my_slot].job_id = job->id;
+	JobqShared->workers[my_slot].job_owner = job->owner;
 	JobqShared->workers[my_slot].job_attempt = job->attempts;
 	JobqShared->workers[my_slot].job_started_at = now;
 	SpinLockRelease(&JobqShared->mutex);
