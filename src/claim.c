@@ -186,12 +186,28 @@ static const char *crashed_sql =
 ")"
 "SELECT (SELECT pg_catalog.count(*) FROM done) + (SELECT pg_catalog.count(*) FROM back)";
 
+/*
+ * Pruning starts at the newest finished_at it deleted last time (the prune
+ * floor, in shared memory) for the same reason claims start at their
+ * floors: the index on finished_at fills with the entries of deleted
+ * rows, which a long transaction elsewhere keeps from being cleaned up.  A
+ * row committed after the prune passed its finished_at (a chunk commits
+ * after its jobs finished) is caught when the floor goes back to the start,
+ * every JOBQ_PRUNE_FLOOR_RESET_MS.
+ */
 static const char *prune_sql =
-"DELETE FROM jobq.job_history"
-" WHERE id = ANY (ARRAY("
-"         SELECT id FROM jobq.job_history"
-"          WHERE finished_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
-"          ORDER BY finished_at LIMIT $2))";
+"WITH d AS ("
+"  DELETE FROM jobq.job_history"
+"   WHERE id = ANY (ARRAY("
+"           SELECT id FROM jobq.job_history"
+"            WHERE finished_at >= $3"
+"              AND finished_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
+"            ORDER BY finished_at LIMIT $2))"
+"  RETURNING finished_at"
+")"
+"SELECT pg_catalog.count(*)::pg_catalog.int4, pg_catalog.max(finished_at) FROM d";
+
+#define JOBQ_PRUNE_FLOOR_RESET_MS	(600 * 1000)
 
 static const char *crashed_error =
 "the worker running the job exited before the job finished";
@@ -655,18 +671,43 @@ JobqPruneHistory(void)
 	StartTransactionCommand();
 	if (extension_present())
 	{
-		Oid			argtypes[2] = {FLOAT8OID, INT4OID};
-		Datum		values[2];
+		Oid			argtypes[3] = {FLOAT8OID, INT4OID, TIMESTAMPTZOID};
+		Datum		values[3];
+		TimestampTz now = GetCurrentTimestamp();
+		TimestampTz floor;
+		bool		isnull;
+		Datum		newest;
+
+		SpinLockAcquire(&JobqShared->mutex);
+		if (JobqShared->prune_floor_reset_at <= now)
+		{
+			JobqShared->prune_floor = DT_NOBEGIN;
+			JobqShared->prune_floor_reset_at =
+				TimestampTzPlusMilliseconds(now, JOBQ_PRUNE_FLOOR_RESET_MS);
+		}
+		floor = JobqShared->prune_floor;
+		SpinLockRelease(&JobqShared->mutex);
 
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, "jobq: pruning finished jobs");
 		values[0] = Float8GetDatum((double) jobq_retention);
 		values[1] = Int32GetDatum(JOBQ_PRUNE_BATCH);
-		if (execute_kept(keep_plan(&prune_plan, prune_sql, 2, argtypes),
-						 values, false) != SPI_OK_DELETE)
+		values[2] = TimestampTzGetDatum(floor);
+		if (execute_kept(keep_plan(&prune_plan, prune_sql, 3, argtypes),
+						 values, false) != SPI_OK_SELECT)
 			elog(ERROR, "jobq could not prune finished jobs");
-		deleted = (int) SPI_processed;
+		deleted = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 1, &isnull));
+		newest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+							   &isnull);
+		if (!isnull)
+		{
+			SpinLockAcquire(&JobqShared->mutex);
+			if (JobqShared->prune_floor < DatumGetTimestampTz(newest))
+				JobqShared->prune_floor = DatumGetTimestampTz(newest);
+			SpinLockRelease(&JobqShared->mutex);
+		}
 		SPI_finish();
 		PopActiveSnapshot();
 	}

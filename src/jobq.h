@@ -75,6 +75,8 @@ typedef struct JobqWorkerSlot
  * instead of walking the dead entries at the head of the claim index.
  */
 #define JOBQ_FLOOR_LEVELS		16
+/* the floors' safety-net rediscovery comes every this many poll intervals */
+#define JOBQ_FLOOR_RESCAN_POLLS	12
 
 typedef struct JobqFloor
 {
@@ -92,6 +94,8 @@ typedef struct JobqSharedState
 	uint32		settled_deaths; /* deaths whose journal entries are settled */
 	TimestampTz next_due;		/* earliest wake-up idle workers know of */
 	TimestampTz next_prune;		/* when retention pruning is next due */
+	TimestampTz prune_floor;	/* pruning starts at this finished_at */
+	TimestampTz prune_floor_reset_at;	/* when it goes back to the start */
 	int			next_wake;		/* round-robin start for wake-ups */
 	JobqWorkerSlot workers[JOBQ_MAX_WORKERS];
 

@@ -76,6 +76,8 @@ jobq_shmem_startup(void)
 		SpinLockInit(&JobqShared->mutex);
 		JobqShared->next_due = DT_NOEND;
 		JobqShared->next_prune = 0;
+		JobqShared->prune_floor = DT_NOBEGIN;
+		JobqShared->prune_floor_reset_at = 0;
 		/* a fresh segment: the journal holds what ran before, if anything */
 		JobqShared->deaths = 1;
 		JobqShared->settled_deaths = 0;
@@ -353,10 +355,13 @@ JobqFloorsReset(void)
 
 /*
  * Is a discovery of the levels due?  It is while the floors are not
- * valid, and every jobq.poll_interval as a safety net (a job enqueued by a
- * prepared transaction, or unlocked by a session other than a worker, may
- * lie below its floor until then).  If so, the caller takes it; after an
- * overflow the list of levels starts empty, before the caller's snapshot.
+ * valid, and every JOBQ_FLOOR_RESCAN_POLLS times jobq.poll_interval as a
+ * safety net (a job enqueued by a prepared transaction, or unlocked by a
+ * session other than a worker, may lie below its floor until then).  Not
+ * more often: the claims after it walk the dead head of the index once,
+ * which costs seconds under a long-held xmin.  If due, the caller takes
+ * it; after an overflow the list of levels starts empty, before the
+ * caller's snapshot.
  */
 bool
 JobqFloorsRediscoveryDue(void)
@@ -369,7 +374,8 @@ JobqFloorsRediscoveryDue(void)
 	if (due)
 	{
 		JobqShared->floors_rediscover_at =
-			TimestampTzPlusMilliseconds(now, jobq_poll_interval);
+			TimestampTzPlusMilliseconds(now, (int64) jobq_poll_interval *
+										JOBQ_FLOOR_RESCAN_POLLS);
 		if (JobqShared->floors_overflowed)
 		{
 			JobqShared->nfloors = 0;
