@@ -175,11 +175,11 @@ ALTER ROLE regress_jobq_bob RESET statement_timeout;
 CREATE TABLE run_gate (open boolean);
 GRANT SELECT ON run_gate TO regress_jobq_alice;
 SET ROLE regress_jobq_alice;
-SELECT jobq.enqueue($$DO $d$BEGIN
+SELECT jobq.enqueue($job$DO $d$BEGIN
     WHILE NOT EXISTS (SELECT FROM public.run_gate WHERE open) LOOP
         PERFORM pg_sleep(0.01);
     END LOOP;
-END$d$$$) AS job \gset
+END$d$$job$) AS job \gset
 RESET ROLE;
 SELECT set_config('regress.job', :'job', false) IS NOT NULL AS noted;
 DO $$BEGIN
