@@ -92,9 +92,10 @@ my $stubborn = $node->safe_psql(
 	            END;
 	        END LOOP;
 	    END $do$$job$, max_attempts => 1)});
-$node->poll_query_until('postgres',
-	"SELECT state = 'running' FROM jobq.status($stubborn)")
-  or die "the stubborn job never started";
+# inside its loop (in pg_sleep), not merely started: a shutdown that came
+# before the loop's exception handler would end the job like any other
+wait_for_job_sleeping($node, $stubborn, 1)
+  or die "the stubborn job never reached its loop";
 {
 	local $ENV{PGCTLTIMEOUT} = 45;
 	$stopped = $node->stop('fast', fail_ok => 1);
