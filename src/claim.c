@@ -56,11 +56,24 @@ static SPIPlanPtr outcome_plan = NULL;
 static SPIPlanPtr crashed_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
 
-static const char *claim_sql =
-"SELECT id, owner::pg_catalog.oid, command,"
-"       COALESCE((EXTRACT(epoch FROM timeout) * 1000)::pg_catalog.int8, 0),"
-"       attempts + 1, max_attempts, priority, run_at"
+/*
+ * What a claim reads of a job (collect_jobs() takes the columns in this
+ * order: the attempt it starts is the stored count plus one), and the
+ * history's columns, shared by the statements below.
+ */
+#define CLAIM_SELECT \
+"SELECT id, owner::pg_catalog.oid, command," \
+"       COALESCE((EXTRACT(epoch FROM timeout) * 1000)::pg_catalog.int8, 0)," \
+"       attempts + 1, max_attempts, priority, run_at" \
 "  FROM jobq.job"
+
+#define HISTORY_INSERT \
+"  INSERT INTO jobq.job_history (id, queue, state, priority, run_at, attempts," \
+"         max_attempts, timeout, owner, command, created_at, started_at," \
+"         finished_at, result, last_error, last_sqlstate, worker_pid)"
+
+static const char *claim_sql =
+CLAIM_SELECT
 " WHERE state = 'pending' AND run_at <= pg_catalog.now()"
 " ORDER BY priority DESC, run_at, id"
 " LIMIT $1"
@@ -73,10 +86,7 @@ static const char *claim_sql =
  * keep from being cleaned up for minutes.
  */
 static const char *claim_level_sql =
-"SELECT id, owner::pg_catalog.oid, command,"
-"       COALESCE((EXTRACT(epoch FROM timeout) * 1000)::pg_catalog.int8, 0),"
-"       attempts + 1, max_attempts, priority, run_at"
-"  FROM jobq.job"
+CLAIM_SELECT
 " WHERE state = 'pending' AND priority = $1"
 "   AND (run_at, id) >= ($2, $3) AND run_at <= pg_catalog.now()"
 " ORDER BY priority DESC, run_at, id"
@@ -131,9 +141,7 @@ static const char *outcome_sql =
 "            COALESCE(o.error, j.last_error) AS last_error,"
 "            CASE WHEN o.error IS NULL THEN j.last_sqlstate ELSE o.sqlstate END AS last_sqlstate"
 "), kept AS ("
-"  INSERT INTO jobq.job_history (id, queue, state, priority, run_at, attempts,"
-"         max_attempts, timeout, owner, command, created_at, started_at,"
-"         finished_at, result, last_error, last_sqlstate, worker_pid)"
+HISTORY_INSERT
 "  SELECT id, queue, kind::jobq.job_state, priority, run_at, attempt,"
 "         max_attempts, timeout, owner, command, created_at, started_at,"
 "         finished_at, result, last_error, last_sqlstate, $11"
@@ -169,9 +177,7 @@ static const char *crashed_sql =
 "   WHERE j.id = l.id AND l.last"
 "  RETURNING j.*, l.attempt AS l_attempt, l.started_at AS l_started_at, l.pid AS l_pid"
 "), kept AS ("
-"  INSERT INTO jobq.job_history (id, queue, state, priority, run_at, attempts,"
-"         max_attempts, timeout, owner, command, created_at, started_at,"
-"         finished_at, result, last_error, last_sqlstate, worker_pid)"
+HISTORY_INSERT
 "  SELECT id, queue, 'failed', priority, run_at, l_attempt, max_attempts,"
 "         timeout, owner, command, created_at, l_started_at, pg_catalog.now(),"
 "         NULL, $5, NULL, l_pid"
