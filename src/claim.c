@@ -56,24 +56,11 @@ static SPIPlanPtr outcome_plan = NULL;
 static SPIPlanPtr crashed_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
 
-/*
- * What a claim reads of a job (collect_jobs() takes the columns in this
- * order: the attempt it starts is the stored count plus one), and the
- * history's columns, shared by the statements below.
- */
-#define CLAIM_SELECT \
-"SELECT id, owner::pg_catalog.oid, command," \
-"       COALESCE((EXTRACT(epoch FROM timeout) * 1000)::pg_catalog.int8, 0)," \
-"       attempts + 1, max_attempts, priority, run_at" \
-"  FROM jobq.job"
-
-#define HISTORY_INSERT \
-"  INSERT INTO jobq.job_history (id, queue, state, priority, run_at, attempts," \
-"         max_attempts, timeout, owner, command, created_at, started_at," \
-"         finished_at, result, last_error, last_sqlstate, worker_pid)"
-
 static const char *claim_sql =
-CLAIM_SELECT
+"SELECT id, owner::pg_catalog.oid, command,"
+"       COALESCE((EXTRACT(epoch FROM timeout) * 1000)::pg_catalog.int8, 0),"
+"       attempts + 1, max_attempts, priority, run_at"
+"  FROM jobq.job"
 " WHERE state = 'pending' AND run_at <= pg_catalog.now()"
 " ORDER BY priority DESC, run_at, id"
 " LIMIT $1"
@@ -86,7 +73,10 @@ CLAIM_SELECT
  * keep from being cleaned up for minutes.
  */
 static const char *claim_level_sql =
-CLAIM_SELECT
+"SELECT id, owner::pg_catalog.oid, command,"
+"       COALESCE((EXTRACT(epoch FROM timeout) * 1000)::pg_catalog.int8, 0),"
+"       attempts + 1, max_attempts, priority, run_at"
+"  FROM jobq.job"
 " WHERE state = 'pending' AND priority = $1"
 "   AND (run_at, id) >= ($2, $3) AND run_at <= pg_catalog.now()"
 " ORDER BY priority DESC, run_at, id"
@@ -141,7 +131,9 @@ static const char *outcome_sql =
 "            COALESCE(o.error, j.last_error) AS last_error,"
 "            CASE WHEN o.error IS NULL THEN j.last_sqlstate ELSE o.sqlstate END AS last_sqlstate"
 "), kept AS ("
-HISTORY_INSERT
+"  INSERT INTO jobq.job_history (id, queue, state, priority, run_at, attempts,"
+"         max_attempts, timeout, owner, command, created_at, started_at,"
+"         finished_at, result, last_error, last_sqlstate, worker_pid)"
 "  SELECT id, queue, kind::jobq.job_state, priority, run_at, attempt,"
 "         max_attempts, timeout, owner, command, created_at, started_at,"
 "         finished_at, result, last_error, last_sqlstate, $11"
@@ -177,7 +169,9 @@ static const char *crashed_sql =
 "   WHERE j.id = l.id AND l.last"
 "  RETURNING j.*, l.attempt AS l_attempt, l.started_at AS l_started_at, l.pid AS l_pid"
 "), kept AS ("
-HISTORY_INSERT
+"  INSERT INTO jobq.job_history (id, queue, state, priority, run_at, attempts,"
+"         max_attempts, timeout, owner, command, created_at, started_at,"
+"         finished_at, result, last_error, last_sqlstate, worker_pid)"
 "  SELECT id, queue, 'failed', priority, run_at, l_attempt, max_attempts,"
 "         timeout, owner, command, created_at, l_started_at, pg_catalog.now(),"
 "         NULL, $5, NULL, l_pid"
@@ -392,27 +386,27 @@ discover_levels(void)
  * it locked: everything before that key was finished, locked by a worker
  * (which lowers the floor again if it lets a job go unrun, and whose
  * death resets the floors), or not visible to the claim's snapshot.  The
- * last case is why every enqueue lowers the floor to its keys and bumps a
- * version when its transaction ends, and why a raise is void if the
- * version moved since the claim read it, before taking its snapshot.  A
+ * last case is why every enqueue, when its transaction ends, lowers the
+ * floor to its keys and taints the claims of that level in progress: a
+ * claim raises the floor no further than the smallest key that appeared
+ * while it ran (shmem.c, JobqFloorClaimBegin and JobqFloorClaimEnd).  A
  * worker lowers the floor to the claim-time key of every job it claimed
  * and did not finish (retried or left unrun), after its commit: that also
  * undoes a raise by a claim that saw a retried job's new version (a lock
  * on an updated row returns the newest version) and skipped the rows
  * between its old and new key.  Levels are discovered by a skip scan of
- * the index when unknown, and again every jobq.poll_interval, when every
- * floor goes back to the start as a safety net; with more than
- * JOBQ_FLOOR_LEVELS levels, claims scan from the start.
+ * the index when unknown, and again every JOBQ_FLOOR_RESCAN_POLLS poll
+ * intervals, when every floor goes back to the start as a safety net;
+ * with more than JOBQ_FLOOR_LEVELS levels, claims scan from the start.
  */
 int
-JobqClaimInTransaction(int limit, MemoryContext cxt, JobqJob **jobs_out,
-					   TimestampTz *next_due)
+JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
+					   JobqJob **jobs_out, TimestampTz *next_due)
 {
 	JobqJob    *jobs;
 	int			njobs = 0;
-	JobqFloor	floors[JOBQ_FLOOR_LEVELS];
-	int			nfloors;
-	uint64		version;
+	int16		levels[JOBQ_FLOOR_LEVELS];
+	int			nlevels;
 	int			rc;
 
 	*jobs_out = NULL;
@@ -427,28 +421,31 @@ JobqClaimInTransaction(int limit, MemoryContext cxt, JobqJob **jobs_out,
 
 	discover_levels();
 
-	if (JobqFloorsGet(floors, &nfloors, &version))
+	if (JobqFloorsGet(levels, &nlevels))
 	{
 		Oid			argtypes[4] = {INT2OID, TIMESTAMPTZOID, INT8OID, INT4OID};
 		Datum		values[4];
 		int			k;
 
-		for (k = 0; k < nfloors && njobs < limit; k++)
+		for (k = 0; k < nlevels && njobs < limit; k++)
 		{
 			int			before = njobs;
+			JobqFloor	floor;
 
-			values[0] = Int16GetDatum(floors[k].priority);
-			values[1] = TimestampTzGetDatum(floors[k].run_at);
-			values[2] = Int64GetDatum(floors[k].id);
+			if (!JobqFloorClaimBegin(slot, levels[k], &floor))
+				continue;
+			values[0] = Int16GetDatum(floor.priority);
+			values[1] = TimestampTzGetDatum(floor.run_at);
+			values[2] = Int64GetDatum(floor.id);
 			values[3] = Int32GetDatum(limit - njobs);
 			rc = execute_kept(keep_plan(&claim_level_plan, claim_level_sql, 4, argtypes),
 							  values, false);
 			if (rc != SPI_OK_SELECT)
 				elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
 			collect_jobs(jobs, &njobs, cxt);
-			if (njobs > before)
-				JobqFloorRaise(floors[k].priority, jobs[njobs - 1].run_at,
-							   jobs[njobs - 1].id, version);
+			JobqFloorClaimEnd(slot, levels[k], njobs > before,
+							  njobs > before ? jobs[njobs - 1].run_at : 0,
+							  njobs > before ? jobs[njobs - 1].id : 0);
 		}
 	}
 	else

@@ -65,6 +65,11 @@ typedef struct JobqWorkerSlot
 	bool		settled;		/* has passed its first journal settlement */
 	int64		job_id;			/* job being executed, 0 if none */
 	Oid			job_owner;		/* its owner */
+	/* a claim in progress, and the smallest key that appeared meanwhile */
+	bool		claiming;
+	int16		claim_level;
+	TimestampTz taint_run_at;
+	int64		taint_id;
 	int32		job_attempt;	/* its attempt number */
 	TimestampTz job_started_at; /* when that attempt started */
 } JobqWorkerSlot;
@@ -102,7 +107,6 @@ typedef struct JobqSharedState
 	/* claim floors, highest priority first; see claim.c */
 	bool		floors_valid;	/* levels known and floors usable */
 	bool		floors_overflowed;	/* more levels than JOBQ_FLOOR_LEVELS */
-	uint64		floors_version; /* bumped by every enqueue and lowering */
 	TimestampTz floors_rediscover_at;	/* next safety-net rediscovery */
 	int			nfloors;
 	JobqFloor	floors[JOBQ_FLOOR_LEVELS];
@@ -130,9 +134,10 @@ extern void JobqShmemInstallHooks(void);
 extern void JobqWakeWorkers(int n);
 extern void JobqWakeAllWorkers(void);
 extern void JobqNoteEnqueue(TimestampTz run_at, int16 priority, int64 id);
-extern bool JobqFloorsGet(JobqFloor *floors, int *n, uint64 *version);
-extern void JobqFloorRaise(int16 priority, TimestampTz run_at, int64 id,
-						   uint64 version);
+extern bool JobqFloorsGet(int16 *levels, int *n);
+extern bool JobqFloorClaimBegin(int slot, int16 priority, JobqFloor *floor);
+extern void JobqFloorClaimEnd(int slot, int16 priority, bool raise,
+							  TimestampTz run_at, int64 id);
 extern void JobqFloorLower(int16 priority, TimestampTz run_at, int64 id);
 extern void JobqFloorsReset(void);
 extern bool JobqFloorsRediscoveryDue(void);
@@ -186,7 +191,7 @@ typedef struct JobqOutcome
 
 /* claim.c: the SQL that moves jobs through their life */
 extern bool JobqLockTables(void);
-extern int	JobqClaimInTransaction(int limit, MemoryContext cxt,
+extern int	JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 								   JobqJob **jobs, TimestampTz *next_due);
 extern void JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n);
 extern int	JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,

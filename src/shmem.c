@@ -48,6 +48,9 @@ static bool pending_any = false;
 /* the smallest key enqueued per priority level, for the claim floors */
 #define JOBQ_PENDING_LEVELS		8
 static int	n_pending_levels = 0;
+
+static void taint_claims_locked(int16 priority, bool all, TimestampTz run_at,
+								int64 id);
 static bool pending_levels_overflow = false;
 static JobqFloor pending_levels[JOBQ_PENDING_LEVELS];
 
@@ -164,7 +167,7 @@ JobqNoteWorkerDeath(void)
 	JobqShared->deaths++;
 	/* its claimed jobs are claimable again, wherever the floors are */
 	JobqShared->floors_valid = false;
-	JobqShared->floors_version++;
+	taint_claims_locked(0, true, DT_NOBEGIN, 0);
 	SpinLockRelease(&JobqShared->mutex);
 }
 
@@ -224,6 +227,29 @@ find_level(int16 priority)
 }
 
 /*
+ * A key appeared below which a claim in progress (of that level, or of
+ * any level with all) must not raise its floor; caller holds the mutex.
+ */
+static void
+taint_claims_locked(int16 priority, bool all, TimestampTz run_at, int64 id)
+{
+	int			i;
+
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+	{
+		JobqWorkerSlot *w = &JobqShared->workers[i];
+
+		if (w->claiming && (all || w->claim_level == priority) &&
+			(run_at < w->taint_run_at ||
+			 (run_at == w->taint_run_at && id < w->taint_id)))
+		{
+			w->taint_run_at = run_at;
+			w->taint_id = id;
+		}
+	}
+}
+
+/*
  * Lower (or add) the floor of a level; caller holds the mutex.  The list
  * of levels is kept even while the floors are not valid, so that a
  * rediscovery misses no level enqueued after its snapshot.
@@ -233,6 +259,7 @@ lower_floor_locked(int16 priority, TimestampTz run_at, int64 id)
 {
 	int			k = find_level(priority);
 
+	taint_claims_locked(priority, false, run_at, id);
 	if (k >= 0)
 	{
 		if (key_less(run_at, id, &JobqShared->floors[k]))
@@ -264,8 +291,8 @@ lower_floor_locked(int16 priority, TimestampTz run_at, int64 id)
 /*
  * At the end of a transaction that enqueued (commit or abort, and also at
  * PREPARE): every key it enqueued must be at or above its level's floor,
- * and the version moves on, so that no worker raises a floor past jobs
- * its snapshot may not have seen.  Lowering for an abort is merely
+ * and taints the claims in progress, so that no worker raises a floor past
+ * jobs its snapshot may not have seen.  Lowering for an abort is merely
  * conservative.
  */
 static void
@@ -283,47 +310,88 @@ note_enqueued_keys(void)
 	{
 		JobqShared->floors_overflowed = true;
 		JobqShared->floors_valid = false;
+		taint_claims_locked(0, true, DT_NOBEGIN, 0);
 	}
-	JobqShared->floors_version++;
 	SpinLockRelease(&JobqShared->mutex);
 }
 
 /*
- * Copy the floors; false if they are not valid (claim from the start).
+ * Copy the priority levels, highest first; false if the floors are not
+ * valid (claim from the start).
  */
 bool
-JobqFloorsGet(JobqFloor *floors, int *n, uint64 *version)
+JobqFloorsGet(int16 *levels, int *n)
 {
 	bool		valid;
+	int			i;
 
 	SpinLockAcquire(&JobqShared->mutex);
 	valid = JobqShared->floors_valid;
-	*version = JobqShared->floors_version;
 	*n = JobqShared->nfloors;
-	memcpy(floors, JobqShared->floors, sizeof(JobqFloor) * JobqShared->nfloors);
+	for (i = 0; i < JobqShared->nfloors; i++)
+		levels[i] = JobqShared->floors[i].priority;
 	SpinLockRelease(&JobqShared->mutex);
 	return valid;
 }
 
 /*
- * Raise a level's floor to a key the caller's claim reached, unless
- * anything was enqueued or lowered since the caller read version (before
- * its claim took its snapshot).
+ * A claim of one level begins: *floor is where it starts.  From now until
+ * JobqFloorClaimEnd, every key that appears in that level (an enqueue's
+ * commit, a job let go) taints the claim: it will not raise the floor
+ * past that key, which its snapshot may not have seen.  False if the
+ * level has no floor (claim from the start).
+ */
+bool
+JobqFloorClaimBegin(int slot, int16 priority, JobqFloor *floor)
+{
+	JobqWorkerSlot *w = &JobqShared->workers[slot];
+	int			k;
+	bool		ok = false;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	k = find_level(priority);
+	if (JobqShared->floors_valid && k >= 0)
+	{
+		*floor = JobqShared->floors[k];
+		w->claiming = true;
+		w->claim_level = priority;
+		w->taint_run_at = DT_NOEND;
+		w->taint_id = PG_INT64_MAX;
+		ok = true;
+	}
+	SpinLockRelease(&JobqShared->mutex);
+	return ok;
+}
+
+/*
+ * The claim is over; with raise, it locked jobs up to key (run_at, id):
+ * raise the level's floor there, or to the claim's taint if lower.
  */
 void
-JobqFloorRaise(int16 priority, TimestampTz run_at, int64 id, uint64 version)
+JobqFloorClaimEnd(int slot, int16 priority, bool raise,
+				  TimestampTz run_at, int64 id)
 {
+	JobqWorkerSlot *w = &JobqShared->workers[slot];
+	JobqFloor	target = {priority, run_at, id};
 	int			k;
 
 	SpinLockAcquire(&JobqShared->mutex);
 	k = find_level(priority);
-	if (JobqShared->floors_valid && JobqShared->floors_version == version &&
-		k >= 0 && key_less(JobqShared->floors[k].run_at, JobqShared->floors[k].id,
-						   &(JobqFloor) {priority, run_at, id}))
+	if (raise && JobqShared->floors_valid && k >= 0)
 	{
-		JobqShared->floors[k].run_at = run_at;
-		JobqShared->floors[k].id = id;
+		if (key_less(w->taint_run_at, w->taint_id, &target))
+		{
+			target.run_at = w->taint_run_at;
+			target.id = w->taint_id;
+		}
+		if (key_less(JobqShared->floors[k].run_at, JobqShared->floors[k].id,
+					 &target))
+		{
+			JobqShared->floors[k].run_at = target.run_at;
+			JobqShared->floors[k].id = target.id;
+		}
 	}
+	w->claiming = false;
 	SpinLockRelease(&JobqShared->mutex);
 }
 
@@ -336,7 +404,6 @@ JobqFloorLower(int16 priority, TimestampTz run_at, int64 id)
 {
 	SpinLockAcquire(&JobqShared->mutex);
 	lower_floor_locked(priority, run_at, id);
-	JobqShared->floors_version++;
 	SpinLockRelease(&JobqShared->mutex);
 }
 
@@ -349,7 +416,7 @@ JobqFloorsReset(void)
 {
 	SpinLockAcquire(&JobqShared->mutex);
 	JobqShared->floors_valid = false;
-	JobqShared->floors_version++;
+	taint_claims_locked(0, true, DT_NOBEGIN, 0);
 	SpinLockRelease(&JobqShared->mutex);
 }
 
@@ -405,7 +472,8 @@ JobqFloorsInstall(const int16 *levels, int n)
 		JobqShared->floors[i].id = 0;
 	}
 	JobqShared->floors_valid = !JobqShared->floors_overflowed;
-	JobqShared->floors_version++;
+	/* a claim in progress started above the floors now at the start */
+	taint_claims_locked(0, true, DT_NOBEGIN, 0);
 	SpinLockRelease(&JobqShared->mutex);
 }
 

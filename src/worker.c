@@ -153,6 +153,7 @@ worker_detach(int code, Datum arg)
 		JobqShared->workers[slot].busy = false;
 		JobqShared->workers[slot].settled = false;
 		JobqShared->workers[slot].job_id = 0;
+		JobqShared->workers[slot].claiming = false;
 	}
 	SpinLockRelease(&JobqShared->mutex);
 }
@@ -278,7 +279,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 		return -1;
 	}
 
-	njobs = JobqClaimInTransaction(Min(*claim_limit, JOBQ_CHUNK_MAX_JOBS),
+	njobs = JobqClaimInTransaction(my_slot, Min(*claim_limit, JOBQ_CHUNK_MAX_JOBS),
 								   ChunkContext, &jobs, next_due);
 	if (njobs == 0)
 	{
@@ -383,6 +384,7 @@ JobqWorkerMain(Datum main_arg)
 	JobqShared->workers[my_slot].busy = false;
 	JobqShared->workers[my_slot].settled = false;
 	JobqShared->workers[my_slot].job_id = 0;
+	JobqShared->workers[my_slot].claiming = false;
 	SpinLockRelease(&JobqShared->mutex);
 	before_shmem_exit(worker_detach, Int32GetDatum(my_slot));
 
@@ -451,6 +453,7 @@ JobqWorkerMain(Datum main_arg)
 		SpinLockAcquire(&JobqShared->mutex);
 		JobqShared->workers[my_slot].job_id = 0;
 		JobqShared->workers[my_slot].settled = false;
+		JobqShared->workers[my_slot].claiming = false;
 		SpinLockRelease(&JobqShared->mutex);
 		/* and the claim floors may lie above them */
 		JobqFloorsReset();
