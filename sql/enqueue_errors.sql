@@ -50,6 +50,31 @@ SET jobq.database = 'other';
 SET jobq.no_such_setting = 1;
 SHOW jobq.default_max_attempts;
 
+-- a read-only transaction cannot enqueue
+BEGIN READ ONLY;
+SELECT jobq.enqueue('SELECT 1');
+ROLLBACK;
+
+-- enqueue writes the table's indexes itself: one created or a column
+-- added after the first enqueue of a session is written too
+BEGIN;
+SELECT jobq.enqueue('SELECT 1', queue => 'regress_idx_a') > 0 AS ok;
+CREATE INDEX regress_job_queue_idx ON jobq.job (queue);
+ALTER TABLE jobq.job ADD COLUMN regress_extra integer;
+SELECT jobq.enqueue('SELECT 2', queue => 'regress_idx_b') > 0 AS ok;
+ALTER TABLE jobq.job DROP COLUMN regress_extra;
+SELECT jobq.enqueue('SELECT 3', queue => 'regress_idx_b') > 0 AS ok;
+SET LOCAL enable_seqscan = off;
+SET LOCAL enable_bitmapscan = off;
+EXPLAIN (COSTS OFF) SELECT command FROM jobq.job WHERE queue = 'regress_idx_b';
+SELECT command FROM jobq.job WHERE queue = 'regress_idx_a';
+SELECT command FROM jobq.job WHERE queue = 'regress_idx_b' ORDER BY command;
+-- and the claim index, through which workers find jobs
+EXPLAIN (COSTS OFF) SELECT id FROM jobq.job WHERE state = 'pending' ORDER BY priority DESC, run_at, id;
+SELECT count(*) FROM (SELECT id FROM jobq.job WHERE state = 'pending'
+                       AND queue LIKE 'regress_idx_%' ORDER BY priority DESC, run_at, id) s;
+ROLLBACK;
+
 -- status of a job that does not exist
 SELECT jobq.status(-1);
 SELECT jobq.status(NULL) IS NULL AS null_status;

@@ -4,14 +4,14 @@
  *		SQL-callable functions of jobq written in C.
  *
  * jobq.enqueue() validates its arguments, records the calling role
- * (current_user) as the job's owner and inserts the job.  Users have no
- * privileges on jobq's tables: the insert runs with the identity of the
- * tables' owner, switched with SetUserIdAndSecContext as SECURITY DEFINER
- * functions do, and switched back before returning (an error restores it
- * through transaction abort).  Nothing is written before every argument
- * has been checked.  The insert joins the caller's transaction, so a job
- * enqueued by a transaction that rolls back never exists; at commit, idle
- * workers are woken (shmem.c).
+ * (current_user) as the job's owner and inserts the job.  Nothing is
+ * written before every argument has been checked.  The insert joins the
+ * caller's transaction, so a job enqueued by a transaction that rolls back
+ * never exists; at commit, idle workers are woken (shmem.c).
+ *
+ * The row goes straight into the heap and the indexes of jobq.job, with
+ * no SQL statement (store.c): a statement enqueueing 100k jobs through SPI
+ * ran at 24k jobs/s.
  *
  * IDENTIFICATION
  *		src/api.c
@@ -23,18 +23,22 @@
 #include <ctype.h>
 
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
-#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
-#include "executor/spi.h"
+#include "commands/sequence.h"
+#include "executor/executor.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -43,34 +47,119 @@
 PG_FUNCTION_INFO_V1(jobq_enqueue);
 PG_FUNCTION_INFO_V1(jobq_running_jobs);
 
-static SPIPlanPtr insert_plan = NULL;
+/* the columns of jobq.job that an enqueue writes */
+typedef enum JobColumn
+{
+	COL_ID,
+	COL_QUEUE,
+	COL_STATE,
+	COL_PRIORITY,
+	COL_RUN_AT,
+	COL_ATTEMPTS,
+	COL_MAX_ATTEMPTS,
+	COL_TIMEOUT,
+	COL_OWNER,
+	COL_COMMAND,
+	COL_CREATED_AT,
+	NUM_JOB_COLUMNS
+} JobColumn;
 
-static const char *insert_sql =
-"INSERT INTO jobq.job (queue, priority, run_at, max_attempts, timeout, owner, command)"
-" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+static const struct
+{
+	const char *name;
+	Oid			type;
+}			job_columns[NUM_JOB_COLUMNS] = {
+	[COL_ID] = {"id", INT8OID},
+	[COL_QUEUE] = {"queue", TEXTOID},
+	[COL_STATE] = {"state", ANYENUMOID},
+	[COL_PRIORITY] = {"priority", INT2OID},
+	[COL_RUN_AT] = {"run_at", TIMESTAMPTZOID},
+	[COL_ATTEMPTS] = {"attempts", INT4OID},
+	[COL_MAX_ATTEMPTS] = {"max_attempts", INT4OID},
+	[COL_TIMEOUT] = {"timeout", INTERVALOID},
+	[COL_OWNER] = {"owner", REGROLEOID},
+	[COL_COMMAND] = {"command", TEXTOID},
+	[COL_CREATED_AT] = {"created_at", TIMESTAMPTZOID},
+};
+
+static JobqTable job_table = {.relname = "job"};
+static uint64 job_columns_generation = 0;
+static AttrNumber job_attno[NUM_JOB_COLUMNS];
+static Datum pending_state;		/* 'pending'::jobq.job_state */
+static Oid	job_seqid = InvalidOid;
 
 /*
- * Owner of jobq's tables: the identity under which the API writes them.
+ * Insert one pending job into jobq.job; returns its id.  values are
+ * indexed by JobColumn; COL_ID, COL_STATE, COL_ATTEMPTS and COL_CREATED_AT
+ * are filled here.  See store.c.
  */
-static Oid
-jobq_tables_owner(void)
+static int64
+insert_job(Datum *values, bool *nulls)
 {
-	Oid			nsp = get_namespace_oid("jobq", false);
-	Oid			relid = get_relname_relid("job", nsp);
-	HeapTuple	tup;
-	Oid			owner;
+	Relation	rel = JobqTableOpen(&job_table);
+	TupleTableSlot *slot;
+	int64		id;
+	int			i;
 
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"jobq.job\" does not exist"),
-				 errhint("Reinstall the extension with DROP EXTENSION jobq and CREATE EXTENSION jobq.")));
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
+	if (job_columns_generation != job_table.generation)
+	{
+		Oid			seqid = get_relname_relid("job_id_seq",
+											  RelationGetNamespace(rel));
+
+		for (i = 0; i < NUM_JOB_COLUMNS; i++)
+			job_attno[i] = JobqTableColumn(&job_table, job_columns[i].name,
+										   job_columns[i].type, true);
+		/* a column this library does not know stays null: it must allow it */
+		for (i = 0; i < job_table.desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(job_table.desc, i);
+			int			c;
+
+			for (c = 0; c < NUM_JOB_COLUMNS; c++)
+				if (job_attno[c] == att->attnum)
+					break;
+			if (c == NUM_JOB_COLUMNS && att->attnotnull && !att->attisdropped)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("column \"%s\" of relation \"jobq.job\" is unknown to this version of the jobq library",
+								NameStr(att->attname)),
+						 errhint("Install the jobq library that matches the extension's version.")));
+		}
+		if (!OidIsValid(seqid))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("relation \"jobq.job_id_seq\" does not exist"),
+					 errhint("Reinstall the extension with DROP EXTENSION jobq and CREATE EXTENSION jobq.")));
+		pending_state =
+			DirectFunctionCall2(enum_in, CStringGetDatum("pending"),
+								ObjectIdGetDatum(TupleDescAttr(job_table.desc,
+															   job_attno[COL_STATE] - 1)->atttypid));
+		job_seqid = seqid;
+		job_columns_generation = job_table.generation;
+	}
+
+	id = nextval_internal(job_seqid, false);
+	values[COL_ID] = Int64GetDatum(id);
+	nulls[COL_ID] = false;
+	values[COL_STATE] = pending_state;
+	nulls[COL_STATE] = false;
+	values[COL_ATTEMPTS] = Int32GetDatum(0);
+	nulls[COL_ATTEMPTS] = false;
+	values[COL_CREATED_AT] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	nulls[COL_CREATED_AT] = false;
+
+	slot = JobqTableSlot(&job_table);
+	for (i = 0; i < NUM_JOB_COLUMNS; i++)
+	{
+		slot->tts_values[job_attno[i] - 1] = values[i];
+		slot->tts_isnull[job_attno[i] - 1] = nulls[i];
+	}
+	ExecStoreVirtualTuple(slot);
+	JobqTableInsert(&job_table, rel, &slot, 1);
+	ExecDropSingleTupleTableSlot(slot);
+
+	table_close(rel, NoLock);
+	return id;
 }
 
 /*
@@ -124,10 +213,12 @@ check_jobq_database(void)
 }
 
 static bool
-is_blank(const char *s)
+is_blank(const char *s, int len)
 {
-	for (; *s; s++)
-		if (!isspace((unsigned char) *s))
+	int			i;
+
+	for (i = 0; i < len; i++)
+		if (!isspace((unsigned char) s[i]))
 			return false;
 	return true;
 }
@@ -156,7 +247,7 @@ interval_ms(Interval *iv)
 Datum
 jobq_enqueue(PG_FUNCTION_ARGS)
 {
-	char	   *command;
+	text	   *command;
 	text	   *queue;
 	int32		priority;
 	TimestampTz run_at;
@@ -164,23 +255,22 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 	Datum		timeout = (Datum) 0;
 	bool		timeout_null = true;
 	Oid			owner = GetUserId();
-	Oid			save_userid;
-	int			save_sec_context;
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	Datum		id;
-	bool		isnull;
+	Datum		values[NUM_JOB_COLUMNS];
+	bool		nulls[NUM_JOB_COLUMNS];
+	int64		id;
 
 	JobqCheckPreloaded();
 	check_jobq_database();
+	PreventCommandIfReadOnly("jobq.enqueue()");
+	PreventCommandIfParallelMode("jobq.enqueue()");
 
 	/* command */
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("job command must not be null")));
-	command = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	if (is_blank(command))
+	command = PG_GETARG_TEXT_PP(0);
+	if (is_blank(VARDATA_ANY(command), VARSIZE_ANY_EXHDR(command)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("job command must not be empty")));
@@ -265,46 +355,21 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 
 	check_role_can_own_jobs(owner);
 
-	values[0] = PointerGetDatum(queue);
-	values[1] = Int16GetDatum((int16) priority);
-	values[2] = TimestampTzGetDatum(run_at);
-	values[3] = Int32GetDatum(max_attempts);
-	values[4] = timeout;
-	nulls[4] = timeout_null ? 'n' : ' ';
-	values[5] = ObjectIdGetDatum(owner);
-	values[6] = CStringGetTextDatum(command);
+	values[COL_QUEUE] = PointerGetDatum(queue);
+	values[COL_PRIORITY] = Int16GetDatum((int16) priority);
+	values[COL_RUN_AT] = TimestampTzGetDatum(run_at);
+	values[COL_MAX_ATTEMPTS] = Int32GetDatum(max_attempts);
+	values[COL_TIMEOUT] = timeout;
+	values[COL_OWNER] = ObjectIdGetDatum(owner);
+	values[COL_COMMAND] = PointerGetDatum(command);
+	memset(nulls, false, sizeof(nulls));
+	nulls[COL_TIMEOUT] = timeout_null;
 
-	/* Write as the tables' owner; see the file header. */
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(jobq_tables_owner(),
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	id = insert_job(values, nulls);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (insert_plan == NULL)
-	{
-		Oid			argtypes[7] = {TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID,
-		INTERVALOID, REGROLEOID, TEXTOID};
-		SPIPlanPtr	plan = SPI_prepare_cursor(insert_sql, 7, argtypes,
-											  CURSOR_OPT_GENERIC_PLAN);
+	JobqNoteEnqueue(run_at, (int16) priority, id);
 
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		insert_plan = plan;
-	}
-	if (SPI_execute_plan(insert_plan, values, nulls, false, 1) !=
-		SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-		elog(ERROR, "could not insert job");
-	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	SPI_finish();
-
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-
-	JobqNoteEnqueue(run_at, (int16) priority, DatumGetInt64(id));
-
-	PG_RETURN_DATUM(id);
+	PG_RETURN_INT64(id);
 }
 
 /*

@@ -28,9 +28,13 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -52,14 +56,14 @@ static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr claim_level_plan = NULL;
 static SPIPlanPtr levels_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
-static SPIPlanPtr outcome_plan = NULL;
+static SPIPlanPtr retry_plan = NULL;
 static SPIPlanPtr crashed_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
 
 static const char *claim_sql =
 "SELECT id, owner::pg_catalog.oid, command,"
 "       COALESCE((EXTRACT(epoch FROM timeout) * 1000)::pg_catalog.int8, 0),"
-"       attempts + 1, max_attempts, priority, run_at"
+"       attempts + 1, max_attempts, priority, run_at, ctid"
 "  FROM jobq.job"
 " WHERE state = 'pending' AND run_at <= pg_catalog.now()"
 " ORDER BY priority DESC, run_at, id"
@@ -75,7 +79,7 @@ static const char *claim_sql =
 static const char *claim_level_sql =
 "SELECT id, owner::pg_catalog.oid, command,"
 "       COALESCE((EXTRACT(epoch FROM timeout) * 1000)::pg_catalog.int8, 0),"
-"       attempts + 1, max_attempts, priority, run_at"
+"       attempts + 1, max_attempts, priority, run_at, ctid"
 "  FROM jobq.job"
 " WHERE state = 'pending' AND priority = $1"
 "   AND (run_at, id) >= ($2, $3) AND run_at <= pg_catalog.now()"
@@ -105,45 +109,21 @@ static const char *next_due_sql =
 " WHERE state = 'pending' AND run_at > pg_catalog.now()";
 
 /*
- * One statement records the outcomes of a chunk.  Finished jobs leave the
- * hot table (and enter the history when $10); a job to retry stays, with
- * its attempt counted and its next run_at.
+ * Jobs to retry stay in jobq.job, with their attempt counted, their next
+ * run_at and the error.  (Finished jobs are moved by record_finished.)
  */
-static const char *outcome_sql =
-"WITH o AS ("
-"  SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
-"                           pg_catalog.unnest($2::pg_catalog.text[]),"
-"                           pg_catalog.unnest($3::pg_catalog.jsonb[]),"
-"                           pg_catalog.unnest($4::pg_catalog.text[]),"
-"                           pg_catalog.unnest($5::pg_catalog.text[]),"
-"                           pg_catalog.unnest($6::pg_catalog.timestamptz[]),"
-"                           pg_catalog.unnest($7::pg_catalog.timestamptz[]),"
-"                           pg_catalog.unnest($8::pg_catalog.timestamptz[]),"
-"                           pg_catalog.unnest($9::pg_catalog.int4[]))"
-"         AS o(id, kind, result, error, sqlstate, started_at, finished_at,"
-"              next_run_at, attempt)"
-"), done AS ("
-"  DELETE FROM jobq.job j USING o"
-"   WHERE j.id = o.id AND o.kind IN ('succeeded', 'failed')"
-"  RETURNING j.id, j.queue, o.kind, j.priority, j.run_at, o.attempt,"
-"            j.max_attempts, j.timeout, j.owner, j.command, j.created_at,"
-"            o.started_at, o.finished_at, o.result,"
-"            COALESCE(o.error, j.last_error) AS last_error,"
-"            CASE WHEN o.error IS NULL THEN j.last_sqlstate ELSE o.sqlstate END AS last_sqlstate"
-"), kept AS ("
-"  INSERT INTO jobq.job_history (id, queue, state, priority, run_at, attempts,"
-"         max_attempts, timeout, owner, command, created_at, started_at,"
-"         finished_at, result, last_error, last_sqlstate, worker_pid)"
-"  SELECT id, queue, kind::jobq.job_state, priority, run_at, attempt,"
-"         max_attempts, timeout, owner, command, created_at, started_at,"
-"         finished_at, result, last_error, last_sqlstate, $11"
-"    FROM done WHERE $10"
-")"
+static const char *retry_sql =
 "UPDATE jobq.job j"
 "   SET attempts = o.attempt, run_at = o.next_run_at, started_at = o.started_at,"
 "       last_error = o.error, last_sqlstate = o.sqlstate"
-"  FROM o"
-" WHERE j.id = o.id AND o.kind = 'retry'";
+"  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
+"                  pg_catalog.unnest($2::pg_catalog.text[]),"
+"                  pg_catalog.unnest($3::pg_catalog.text[]),"
+"                  pg_catalog.unnest($4::pg_catalog.timestamptz[]),"
+"                  pg_catalog.unnest($5::pg_catalog.timestamptz[]),"
+"                  pg_catalog.unnest($6::pg_catalog.int4[]))"
+"       AS o(id, error, sqlstate, started_at, next_run_at, attempt)"
+" WHERE j.id = o.id";
 
 /*
  * Attempts of jobs whose worker died in them (journal.c): count the
@@ -336,6 +316,7 @@ collect_jobs(JobqJob *jobs, int *njobs, MemoryContext cxt)
 		job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 		job->priority = DatumGetInt16(SPI_getbinval(tup, desc, 7, &isnull));
 		job->run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
+		job->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 9, &isnull));
 	}
 }
 
@@ -514,6 +495,251 @@ datum_array(Datum *values, bool *nulls, int n, Oid elemtype)
 }
 
 /*
+ * Finished jobs leave jobq.job by their tuple id and enter jobq.job_history
+ * in one multi-insert, without SQL (store.c).  A history row is the job's
+ * row, column by column by name, with the columns of its end set here.
+ */
+typedef enum HistorySource
+{
+	HS_NULL,					/* a column this library does not fill */
+	HS_JOB,						/* copied from jobq.job's column */
+	HS_STATE,
+	HS_ATTEMPTS,
+	HS_STARTED_AT,
+	HS_FINISHED_AT,
+	HS_RESULT,
+	HS_LAST_ERROR,
+	HS_LAST_SQLSTATE,
+	HS_WORKER_PID
+} HistorySource;
+
+static JobqTable job_store = {.relname = "job"};
+static JobqTable history_store = {.relname = "job_history"};
+static uint64 history_map_job_gen = 0;
+static uint64 history_map_history_gen = 0;
+static HistorySource *history_source;	/* per history column */
+static AttrNumber *history_job_attno;	/* per history column, for HS_JOB */
+static AttrNumber job_id_attno;
+static AttrNumber job_last_error_attno;
+static AttrNumber job_last_sqlstate_attno;
+static Datum state_succeeded;
+static Datum state_failed;
+
+static void
+build_history_map(void)
+{
+	TupleDesc	hdesc = history_store.desc;
+	MemoryContext old = MemoryContextSwitchTo(history_store.cxt);
+	int			i;
+
+	history_source = palloc(sizeof(HistorySource) * hdesc->natts);
+	history_job_attno = palloc0(sizeof(AttrNumber) * hdesc->natts);
+	MemoryContextSwitchTo(old);
+
+	job_id_attno = JobqTableColumn(&job_store, "id", INT8OID, true);
+	job_last_error_attno = JobqTableColumn(&job_store, "last_error", TEXTOID, true);
+	job_last_sqlstate_attno = JobqTableColumn(&job_store, "last_sqlstate", TEXTOID, true);
+
+	for (i = 0; i < hdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(hdesc, i);
+		const char *name = NameStr(att->attname);
+		HistorySource src = HS_NULL;
+
+		if (att->attisdropped)
+			;
+		else if (strcmp(name, "state") == 0)
+		{
+			(void) JobqTableColumn(&history_store, name, ANYENUMOID, true);
+			state_succeeded = DirectFunctionCall2(enum_in, CStringGetDatum("succeeded"),
+												  ObjectIdGetDatum(att->atttypid));
+			state_failed = DirectFunctionCall2(enum_in, CStringGetDatum("failed"),
+											   ObjectIdGetDatum(att->atttypid));
+			src = HS_STATE;
+		}
+		else if (strcmp(name, "attempts") == 0)
+			src = HS_ATTEMPTS;
+		else if (strcmp(name, "started_at") == 0)
+			src = HS_STARTED_AT;
+		else if (strcmp(name, "finished_at") == 0)
+			src = HS_FINISHED_AT;
+		else if (strcmp(name, "result") == 0)
+			src = HS_RESULT;
+		else if (strcmp(name, "last_error") == 0)
+			src = HS_LAST_ERROR;
+		else if (strcmp(name, "last_sqlstate") == 0)
+			src = HS_LAST_SQLSTATE;
+		else if (strcmp(name, "worker_pid") == 0)
+			src = HS_WORKER_PID;
+		else
+		{
+			AttrNumber	j = JobqTableColumn(&job_store, name, InvalidOid, false);
+
+			if (j != InvalidAttrNumber &&
+				TupleDescAttr(job_store.desc, j - 1)->atttypid == att->atttypid)
+			{
+				src = HS_JOB;
+				history_job_attno[i] = j;
+			}
+		}
+		if (src == HS_NULL && att->attnotnull && !att->attisdropped)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("column \"%s\" of relation \"jobq.job_history\" is unknown to this version of the jobq library",
+							name),
+					 errhint("Install the jobq library that matches the extension's version.")));
+		history_source[i] = src;
+	}
+	/* the columns filled here must have the types they are given */
+	(void) JobqTableColumn(&history_store, "attempts", INT4OID, true);
+	(void) JobqTableColumn(&history_store, "started_at", TIMESTAMPTZOID, true);
+	(void) JobqTableColumn(&history_store, "finished_at", TIMESTAMPTZOID, true);
+	(void) JobqTableColumn(&history_store, "result", JSONBOID, true);
+	(void) JobqTableColumn(&history_store, "last_error", TEXTOID, true);
+	(void) JobqTableColumn(&history_store, "last_sqlstate", TEXTOID, true);
+	(void) JobqTableColumn(&history_store, "worker_pid", INT4OID, true);
+
+	history_map_job_gen = job_store.generation;
+	history_map_history_gen = history_store.generation;
+}
+
+/*
+ * Move the finished jobs among n to the history (or drop them when
+ * jobq.retention is 0).  Each is locked by this transaction's claim, so
+ * its row is where the claim found it and nobody else can change it.
+ */
+static void
+record_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
+{
+	bool		keep = jobq_retention > 0;
+	Relation	jobrel = JobqTableOpen(&job_store);
+	Relation	histrel = keep ? JobqTableOpen(&history_store) : NULL;
+	TupleTableSlot *jslot;
+	TupleTableSlot **hslots = NULL;
+	CommandId	cid = GetCurrentCommandId(true);
+	int			nh = 0;
+	int			i;
+
+	if (keep && (history_map_job_gen != job_store.generation ||
+				 history_map_history_gen != history_store.generation))
+		build_history_map();
+	jslot = MakeSingleTupleTableSlot(job_store.desc, &TTSOpsBufferHeapTuple);
+	if (keep)
+		hslots = palloc(sizeof(TupleTableSlot *) * n);
+
+	for (i = 0; i < n; i++)
+	{
+		JobqOutcome *o = &outcomes[i];
+		TM_FailureData tmfd;
+		TM_Result	tmr;
+
+		if (o->kind != JOBQ_SUCCEEDED && o->kind != JOBQ_FAILED)
+			continue;
+
+		if (!table_tuple_fetch_row_version(jobrel, &jobs[i].tid, SnapshotAny, jslot) ||
+			DatumGetInt64(slot_getattr(jslot, job_id_attno, &(bool) {false})) != jobs[i].id)
+			elog(ERROR, "jobq job " INT64_FORMAT " is not where its claim found it",
+				 jobs[i].id);
+
+		if (keep)
+		{
+			TupleTableSlot *h = JobqTableSlot(&history_store);
+			TupleDesc	hdesc = history_store.desc;
+			int			c;
+
+			slot_getallattrs(jslot);
+			for (c = 0; c < hdesc->natts; c++)
+			{
+				Datum		v = (Datum) 0;
+				bool		isnull = false;
+
+				switch (history_source[c])
+				{
+					case HS_NULL:
+						isnull = true;
+						break;
+					case HS_JOB:
+						v = jslot->tts_values[history_job_attno[c] - 1];
+						isnull = jslot->tts_isnull[history_job_attno[c] - 1];
+						break;
+					case HS_STATE:
+						v = o->kind == JOBQ_SUCCEEDED ? state_succeeded : state_failed;
+						break;
+					case HS_ATTEMPTS:
+						v = Int32GetDatum(jobs[i].attempts);
+						break;
+					case HS_STARTED_AT:
+						v = TimestampTzGetDatum(o->started_at);
+						break;
+					case HS_FINISHED_AT:
+						v = TimestampTzGetDatum(o->finished_at);
+						break;
+					case HS_RESULT:
+						v = o->result;
+						isnull = (o->result == (Datum) 0);
+						break;
+					case HS_LAST_ERROR:
+						/* an error of this attempt, or the last one before */
+						if (o->error != NULL)
+							v = CStringGetTextDatum(o->error);
+						else
+						{
+							v = jslot->tts_values[job_last_error_attno - 1];
+							isnull = jslot->tts_isnull[job_last_error_attno - 1];
+						}
+						break;
+					case HS_LAST_SQLSTATE:
+						if (o->error != NULL)
+							v = CStringGetTextDatum(o->sqlstate);
+						else
+						{
+							v = jslot->tts_values[job_last_sqlstate_attno - 1];
+							isnull = jslot->tts_isnull[job_last_sqlstate_attno - 1];
+						}
+						break;
+					case HS_WORKER_PID:
+						v = Int32GetDatum(MyProcPid);
+						break;
+				}
+				h->tts_values[c] = v;
+				h->tts_isnull[c] = isnull;
+			}
+			ExecStoreVirtualTuple(h);
+			/* copy what points into the job's buffer before it is let go */
+			ExecMaterializeSlot(h);
+			hslots[nh++] = h;
+		}
+		ExecClearTuple(jslot);
+
+		tmr = heap_delete(jobrel, &jobs[i].tid, cid, InvalidSnapshot, true,
+						  &tmfd, false);
+		if (tmr == TM_SelfModified)
+		{
+			/* the job itself (as a superuser) changed or deleted its row */
+			ereport(WARNING,
+					(errmsg("jobq job " INT64_FORMAT " changed its own row in jobq.job; its outcome is not recorded",
+							jobs[i].id)));
+			if (keep)
+				ExecDropSingleTupleTableSlot(hslots[--nh]);
+			continue;
+		}
+		if (tmr != TM_Ok)
+			elog(ERROR, "jobq could not delete finished job " INT64_FORMAT ": %d",
+				 jobs[i].id, (int) tmr);
+	}
+	ExecDropSingleTupleTableSlot(jslot);
+
+	if (nh > 0)
+		JobqTableInsert(&history_store, histrel, hslots, nh);
+	for (i = 0; i < nh; i++)
+		ExecDropSingleTupleTableSlot(hslots[i]);
+
+	if (histrel != NULL)
+		table_close(histrel, NoLock);
+	table_close(jobrel, NoLock);
+}
+
+/*
  * Write the outcomes of n claimed jobs (those released by a shutdown are
  * left as they are).  Runs in the caller's execution transaction; the
  * arrays are built in CurrentMemoryContext.
@@ -522,82 +748,53 @@ void
 JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * n);
-	char	  **kinds = palloc(sizeof(char *) * n);
-	Datum	   *results = palloc(sizeof(Datum) * n);
 	char	  **errors = palloc(sizeof(char *) * n);
 	char	  **sqlstates = palloc(sizeof(char *) * n);
 	Datum	   *started = palloc(sizeof(Datum) * n);
-	Datum	   *finished = palloc(sizeof(Datum) * n);
 	Datum	   *next_run = palloc(sizeof(Datum) * n);
-	bool	   *nonulls = palloc0(sizeof(bool) * n);
-	bool	   *result_nulls = palloc(sizeof(bool) * n);
-	bool	   *error_nulls = palloc(sizeof(bool) * n);
-	bool	   *time_nulls = palloc(sizeof(bool) * n);
-	bool	   *next_nulls = palloc(sizeof(bool) * n);
 	Datum	   *attempts = palloc(sizeof(Datum) * n);
-	Oid			argtypes[11] = {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID,
-		TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-	TIMESTAMPTZARRAYOID, INT4ARRAYOID, BOOLOID, INT4OID};
-	Datum		values[11];
+	bool	   *nonulls = palloc0(sizeof(bool) * n);
+	bool	   *error_nulls = palloc(sizeof(bool) * n);
+	Oid			argtypes[6] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID};
+	Datum		values[6];
 	int			rc;
 	int			i;
 	int			k = 0;
+
+	record_finished(jobs, outcomes, n);
 
 	for (i = 0; i < n; i++)
 	{
 		JobqOutcome *o = &outcomes[i];
 
-		if (o->kind == JOBQ_RELEASE)
+		if (o->kind != JOBQ_RETRY)
 			continue;
 		ids[k] = Int64GetDatum(jobs[i].id);
-		attempts[k] = Int32GetDatum(jobs[i].attempts);
-		switch (o->kind)
-		{
-			case JOBQ_SUCCEEDED:
-				kinds[k] = "succeeded";
-				break;
-			case JOBQ_RETRY:
-				kinds[k] = "retry";
-				break;
-			case JOBQ_FAILED:
-				kinds[k] = "failed";
-				break;
-			case JOBQ_RELEASE:
-				break;
-		}
-		results[k] = o->result;
-		result_nulls[k] = (o->result == (Datum) 0);
 		errors[k] = o->error;
 		error_nulls[k] = (o->error == NULL);
 		sqlstates[k] = o->sqlstate;
 		started[k] = TimestampTzGetDatum(o->started_at);
-		finished[k] = TimestampTzGetDatum(o->finished_at);
-		time_nulls[k] = false;
 		next_run[k] = TimestampTzGetDatum(o->next_run_at);
-		next_nulls[k] = (o->kind != JOBQ_RETRY);
+		attempts[k] = Int32GetDatum(jobs[i].attempts);
 		k++;
 	}
 	if (k == 0)
 		return;
 
 	values[0] = datum_array(ids, nonulls, k, INT8OID);
-	values[1] = text_array(kinds, k, nonulls);
-	values[2] = datum_array(results, result_nulls, k, JSONBOID);
-	values[3] = text_array(errors, k, error_nulls);
-	values[4] = text_array(sqlstates, k, error_nulls);
-	values[5] = datum_array(started, time_nulls, k, TIMESTAMPTZOID);
-	values[6] = datum_array(finished, time_nulls, k, TIMESTAMPTZOID);
-	values[7] = datum_array(next_run, next_nulls, k, TIMESTAMPTZOID);
-	values[8] = datum_array(attempts, nonulls, k, INT4OID);
-	values[9] = BoolGetDatum(jobq_retention > 0);
-	values[10] = Int32GetDatum(MyProcPid);
+	values[1] = text_array(errors, k, error_nulls);
+	values[2] = text_array(sqlstates, k, error_nulls);
+	values[3] = datum_array(started, nonulls, k, TIMESTAMPTZOID);
+	values[4] = datum_array(next_run, nonulls, k, TIMESTAMPTZOID);
+	values[5] = datum_array(attempts, nonulls, k, INT4OID);
 
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	rc = execute_kept(keep_plan(&outcome_plan, outcome_sql, 11, argtypes),
+	rc = execute_kept(keep_plan(&retry_plan, retry_sql, 6, argtypes),
 					  values, false);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "jobq could not record job outcomes: %s",
+	if (rc != SPI_OK_UPDATE || SPI_processed != k)
+		elog(ERROR, "jobq could not record job retries: %s",
 			 SPI_result_code_string(rc));
 	PopActiveSnapshot();
 	SPI_finish();

@@ -20,8 +20,13 @@
 
 #include <signal.h>
 
+#include "access/attnum.h"
+#include "access/tupdesc.h"
 #include "datatype/timestamp.h"
+#include "nodes/execnodes.h"
+#include "storage/itemptr.h"
 #include "storage/spin.h"
+#include "utils/relcache.h"
 
 /* Upper bound of jobq.workers; the shared segment has this many slots. */
 #define JOBQ_MAX_WORKERS		64
@@ -166,6 +171,7 @@ typedef struct JobqJob
 	int32		max_attempts;
 	int16		priority;
 	TimestampTz run_at;
+	ItemPointerData tid;		/* its row, locked by the claim */
 } JobqJob;
 
 /* What became of a claimed job. */
@@ -197,6 +203,28 @@ extern void JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n);
 extern int	JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 									 TimestampTz *started, int32 *pids);
 extern int	JobqPruneHistory(void);
+
+/* store.c: direct writes to jobq's tables */
+typedef struct JobqTable
+{
+	const char *relname;		/* in schema jobq */
+	bool		valid;
+	uint64		generation;		/* bumped by every rebuild */
+	MemoryContext cxt;
+	Oid			relid;
+	TupleDesc	desc;			/* a copy: not reference counted */
+	EState	   *estate;		/* evaluates partial-index predicates */
+	int			nindexes;
+	Oid		   *indexids;
+	IndexInfo **indexinfo;
+} JobqTable;
+
+extern Relation JobqTableOpen(JobqTable *t);
+extern AttrNumber JobqTableColumn(JobqTable *t, const char *name, Oid type,
+								  bool required);
+extern void JobqTableInsert(JobqTable *t, Relation rel,
+							TupleTableSlot **slots, int n);
+extern TupleTableSlot *JobqTableSlot(JobqTable *t);
 
 /* journal.c: the attempt a worker is in, kept outside the database */
 extern void JobqJournalBegin(int slot, const JobqJob *job, TimestampTz started);
