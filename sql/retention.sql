@@ -5,6 +5,16 @@ ALTER SYSTEM SET jobq.retention = 0;
 SELECT pg_reload_conf();
 SELECT jobq.enqueue('SELECT 1') AS job \gset
 SELECT wait_gone(:job) AS deleted_on_finish;
+-- also by workers that never kept a finished job (fresh processes)
+ALTER SYSTEM SET jobq.workers = 0;
+SELECT pg_reload_conf();
+SELECT wait_workers(0);
+ALTER SYSTEM RESET jobq.workers;
+SELECT pg_reload_conf();
+SELECT wait_workers(2);
+SELECT jobq.enqueue('SELECT 1') AS job \gset
+SELECT wait_gone(:job) AS deleted_on_finish;
+SELECT count(*) AS kept FROM jobq.job_history WHERE id = :job;
 
 ALTER SYSTEM SET jobq.retention = '1s';
 SELECT pg_reload_conf();

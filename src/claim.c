@@ -515,6 +515,7 @@ typedef enum HistorySource
 
 static JobqTable job_store = {.relname = "job"};
 static JobqTable history_store = {.relname = "job_history"};
+static uint64 job_map_gen = 0;
 static uint64 history_map_job_gen = 0;
 static uint64 history_map_history_gen = 0;
 static HistorySource *history_source;	/* per history column */
@@ -535,10 +536,6 @@ build_history_map(void)
 	history_source = palloc(sizeof(HistorySource) * hdesc->natts);
 	history_job_attno = palloc0(sizeof(AttrNumber) * hdesc->natts);
 	MemoryContextSwitchTo(old);
-
-	job_id_attno = JobqTableColumn(&job_store, "id", INT8OID, true);
-	job_last_error_attno = JobqTableColumn(&job_store, "last_error", TEXTOID, true);
-	job_last_sqlstate_attno = JobqTableColumn(&job_store, "last_sqlstate", TEXTOID, true);
 
 	for (i = 0; i < hdesc->natts; i++)
 	{
@@ -620,6 +617,13 @@ record_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 	int			nh = 0;
 	int			i;
 
+	if (job_map_gen != job_store.generation)
+	{
+		job_id_attno = JobqTableColumn(&job_store, "id", INT8OID, true);
+		job_last_error_attno = JobqTableColumn(&job_store, "last_error", TEXTOID, true);
+		job_last_sqlstate_attno = JobqTableColumn(&job_store, "last_sqlstate", TEXTOID, true);
+		job_map_gen = job_store.generation;
+	}
 	if (keep && (history_map_job_gen != job_store.generation ||
 				 history_map_history_gen != history_store.generation))
 		build_history_map();

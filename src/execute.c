@@ -475,6 +475,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 		AtEOXact_GUC(false, save_nestlevel);
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 
+		out->subxid = TransactionIdIsValid(GetCurrentTransactionIdIfAny());
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(outercxt);
 		CurrentResourceOwner = outerowner;

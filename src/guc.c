@@ -22,7 +22,7 @@
 char	   *jobq_database = NULL;
 int			jobq_workers = 2;
 int			jobq_poll_interval = 5000;
-int			jobq_batch_size = 32;
+int			jobq_batch_size = 128;
 int			jobq_default_max_attempts = 5;
 int			jobq_default_timeout = 0;
 int			jobq_retention = 7 * 24 * 3600;
@@ -83,7 +83,7 @@ JobqDefineGucs(void)
 							"Largest number of jobs a worker claims in one transaction.",
 							NULL,
 							&jobq_batch_size,
-							32, 1, 1000,
+							128, 1, 1000,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

@@ -42,12 +42,23 @@
 #define JOBQ_MAX_QUEUE_NAME		(NAMEDATALEN - 1)
 
 /*
- * An execution transaction commits after this many jobs, staying below the
- * 64 subtransaction XIDs that PGPROC caches, or after this many
- * milliseconds, so one slow job never holds finished ones uncommitted.
+ * An execution transaction commits after this many jobs that wrote (each
+ * committed subtransaction with an XID), staying below the 64 that PGPROC
+ * caches: beyond, every snapshot in the server would have to look into
+ * pg_subtrans.  Jobs that only read take no XID and do not count.
  */
-#define JOBQ_CHUNK_MAX_JOBS		63
+#define JOBQ_CHUNK_MAX_SUBXIDS	63
+
+/*
+ * It also commits after JOBQ_CHUNK_BUDGET_MS milliseconds of jobs, so that
+ * one slow job never holds finished ones uncommitted; or, when commits
+ * are slow (a busy disk), after up to JOBQ_CHUNK_COMMIT_FACTOR times the
+ * time its recent commits took, at most JOBQ_CHUNK_BUDGET_MAX_MS, so that
+ * waiting for WAL to be flushed stays a small part of a worker's time.
+ */
 #define JOBQ_CHUNK_BUDGET_MS	10
+#define JOBQ_CHUNK_COMMIT_FACTOR	4
+#define JOBQ_CHUNK_BUDGET_MAX_MS	100
 
 /*
  * After a job that took this long, a worker hands the rest of its batch
@@ -193,6 +204,7 @@ typedef struct JobqOutcome
 	TimestampTz started_at;
 	TimestampTz finished_at;
 	TimestampTz next_run_at;	/* for JOBQ_RETRY */
+	bool		subxid;			/* its committed subtransaction has an XID */
 } JobqOutcome;
 
 /* claim.c: the SQL that moves jobs through their life */

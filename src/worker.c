@@ -11,8 +11,9 @@
  *	   while we look is not lost;
  *	2. settle the journal if a worker died since we last looked (journal.c);
  *	3. run one execution transaction: claim up to claim_limit due jobs
- *	   with row locks (claim.c), run them one subtransaction each, for at
- *	   most JOBQ_CHUNK_MAX_JOBS jobs or JOBQ_CHUNK_BUDGET_MS milliseconds,
+ *	   with row locks (claim.c), run them one subtransaction each, until
+ *	   JOBQ_CHUNK_MAX_SUBXIDS of them wrote or the chunk's time budget is
+ *	   spent (JOBQ_CHUNK_BUDGET_MS, longer when commits are slow),
  *	   write their outcomes, commit: one commit per chunk covers the claim,
  *	   the jobs' effects and their outcomes.  Claimed jobs the chunk did
  *	   not get to are simply unlocked by the commit;
@@ -236,6 +237,28 @@ prune_again_soon(void)
 }
 
 /*
+ * How long recent commits of this worker's chunks took (microseconds, a
+ * moving average), and the time budget of a chunk that follows from it.
+ */
+static int64 commit_us = 0;
+
+static void
+note_commit_time(TimestampTz start)
+{
+	int64		us = GetCurrentTimestamp() - start;
+
+	commit_us = (commit_us * 7 + us) / 8;
+}
+
+static int
+chunk_budget_ms(void)
+{
+	int64		ms = commit_us * JOBQ_CHUNK_COMMIT_FACTOR / 1000;
+
+	return (int) Max(JOBQ_CHUNK_BUDGET_MS, Min(ms, JOBQ_CHUNK_BUDGET_MAX_MS));
+}
+
+/*
  * One execution transaction: claim up to *claim_limit due jobs, run them,
  * record their outcomes, commit.  Adapts *claim_limit: doubled (up to
  * jobq.batch_size) when every claimed job ran and they took under
@@ -256,7 +279,9 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	int			njobs;
 	int			next = 0;
 	int			left_over = 0;
+	int			subxids = 0;
 	bool		slow = false;
+	TimestampTz commit_start;
 	int			i;
 
 	*next_due = DT_NOEND;
@@ -279,8 +304,8 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 		return -1;
 	}
 
-	njobs = JobqClaimInTransaction(my_slot, Min(*claim_limit, JOBQ_CHUNK_MAX_JOBS),
-								   ChunkContext, &jobs, next_due);
+	njobs = JobqClaimInTransaction(my_slot, *claim_limit, ChunkContext,
+								   &jobs, next_due);
 	if (njobs == 0)
 	{
 		CommitTransactionCommand();
@@ -312,8 +337,10 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 			slow = true;
 			break;
 		}
+		if (outcomes[next - 1].subxid && ++subxids >= JOBQ_CHUNK_MAX_SUBXIDS)
+			break;
 		if (TimestampDifferenceExceeds(chunk_start, GetCurrentTimestamp(),
-									   JOBQ_CHUNK_BUDGET_MS))
+									   chunk_budget_ms()))
 			break;
 	}
 	left_over = njobs - next;
@@ -331,7 +358,9 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	else
 		*claim_limit = 1;
 
+	commit_start = GetCurrentTimestamp();
 	CommitTransactionCommand();
+	note_commit_time(commit_start);
 	MemoryContextSwitchTo(oldcxt);
 
 	/*
