@@ -26,6 +26,26 @@ SELECT wait_job(:job);
 SELECT (jobq.status(:job)).result IS NULL AS null_result;
 SELECT * FROM exec_log ORDER BY n;
 
+-- a command too large to keep inline (stored out of line, in TOAST)
+SELECT jobq.enqueue('SELECT length(' || quote_literal(string_agg(md5(i::text), '')) || ') AS n')
+       AS job FROM generate_series(1, 1000) i \gset
+SELECT wait_job(:job);
+SELECT pg_column_size(command) > 8000 AS stored_large, result, length(command)
+  FROM jobq.job_history WHERE id = :job;
+
+-- a job that (as a superuser) updates its own row: its outcome is recorded
+-- on the row as the job left it; one that deletes its own row leaves
+-- nothing behind; the jobs after them run as usual
+SELECT jobq.enqueue($$UPDATE jobq.job SET last_error = 'noted by itself'
+                       WHERE command LIKE '%self-update marker%'$$) AS job \gset
+SELECT wait_job(:job);
+SELECT state, last_error FROM jobq.status(:job);
+SELECT jobq.enqueue($$DELETE FROM jobq.job WHERE command LIKE '%self-delete marker%'$$) AS job \gset
+SELECT wait_gone(:job) AS deleted_itself;
+SELECT count(*) AS kept FROM jobq.job_history WHERE id = :job;
+SELECT jobq.enqueue('SELECT 1 AS after') AS job \gset
+SELECT wait_job(:job);
+
 -- an error is kept, the job is retried until max_attempts, then fails
 SELECT jobq.enqueue('SELECT 1/0', max_attempts => 3) AS job \gset
 SELECT wait_job(:job);

@@ -57,6 +57,7 @@ static SPIPlanPtr claim_level_plan = NULL;
 static SPIPlanPtr levels_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr retry_plan = NULL;
+static SPIPlanPtr find_job_plan = NULL;
 static SPIPlanPtr crashed_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
 
@@ -124,6 +125,10 @@ static const char *retry_sql =
 "                  pg_catalog.unnest($6::pg_catalog.int4[]))"
 "       AS o(id, error, sqlstate, started_at, next_run_at, attempt)"
 " WHERE j.id = o.id";
+
+/* where a job's row is now, after the job itself updated it */
+static const char *find_job_sql =
+"SELECT ctid FROM jobq.job WHERE id = $1";
 
 /*
  * Attempts of jobs whose worker died in them (journal.c): count the
@@ -412,9 +417,19 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 		{
 			int			before = njobs;
 			JobqFloor	floor;
+			bool		floored;
 
-			if (!JobqFloorClaimBegin(slot, levels[k], &floor))
-				continue;
+			/*
+			 * Without a floor (the floors were reset since they were read),
+			 * the level is claimed from its start, and raises nothing.
+			 */
+			floored = JobqFloorClaimBegin(slot, levels[k], &floor);
+			if (!floored)
+			{
+				floor.priority = levels[k];
+				floor.run_at = DT_NOBEGIN;
+				floor.id = PG_INT64_MIN;
+			}
 			values[0] = Int16GetDatum(floor.priority);
 			values[1] = TimestampTzGetDatum(floor.run_at);
 			values[2] = Int64GetDatum(floor.id);
@@ -424,9 +439,10 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 			if (rc != SPI_OK_SELECT)
 				elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
 			collect_jobs(jobs, &njobs, cxt);
-			JobqFloorClaimEnd(slot, levels[k], njobs > before,
-							  njobs > before ? jobs[njobs - 1].run_at : 0,
-							  njobs > before ? jobs[njobs - 1].id : 0);
+			if (floored)
+				JobqFloorClaimEnd(slot, levels[k], njobs > before,
+								  njobs > before ? jobs[njobs - 1].run_at : 0,
+								  njobs > before ? jobs[njobs - 1].id : 0);
 		}
 	}
 	else
@@ -530,12 +546,20 @@ static void
 build_history_map(void)
 {
 	TupleDesc	hdesc = history_store.desc;
-	MemoryContext old = MemoryContextSwitchTo(history_store.cxt);
 	int			i;
 
-	history_source = palloc(sizeof(HistorySource) * hdesc->natts);
-	history_job_attno = palloc0(sizeof(AttrNumber) * hdesc->natts);
-	MemoryContextSwitchTo(old);
+	/* rebuilt whenever either table's description is */
+	if (history_source != NULL)
+	{
+		pfree(history_source);
+		pfree(history_job_attno);
+		history_source = NULL;
+		history_job_attno = NULL;
+	}
+	history_source = MemoryContextAlloc(TopMemoryContext,
+										sizeof(HistorySource) * hdesc->natts);
+	history_job_attno = MemoryContextAllocZero(TopMemoryContext,
+											   sizeof(AttrNumber) * hdesc->natts);
 
 	for (i = 0; i < hdesc->natts; i++)
 	{
@@ -601,6 +625,61 @@ build_history_map(void)
 }
 
 /*
+ * Read a claimed job's row into slot: the version the claim locked, or,
+ * if the job itself (run by a superuser) updated that row, its newest
+ * version.  False if the job deleted its own row.
+ */
+static bool spi_connected = false;
+
+static bool
+fetch_claimed(Relation jobrel, JobqJob *job, TupleTableSlot *slot)
+{
+	HeapTuple	tup;
+	bool		should_free;
+
+	if (!table_tuple_fetch_row_version(jobrel, &job->tid, SnapshotAny, slot) ||
+		DatumGetInt64(slot_getattr(slot, job_id_attno, &(bool) {false})) != job->id)
+		elog(ERROR, "jobq job " INT64_FORMAT " is not where its claim found it",
+			 job->id);
+
+	/*
+	 * Only this transaction can have touched a row it holds locked, and
+	 * only by the job's own statements: then xmax is an updater, not just
+	 * the claim's lock.  Find the row again by id, as a statement would.
+	 */
+	tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+	Assert(!should_free);
+	if ((tup->t_data->t_infomask & HEAP_XMAX_INVALID) ||
+		HEAP_XMAX_IS_LOCKED_ONLY(tup->t_data->t_infomask))
+		return true;
+	ExecClearTuple(slot);
+
+	if (!spi_connected)
+	{
+		SPI_connect();
+		spi_connected = true;
+	}
+	{
+		Oid			argtypes[1] = {INT8OID};
+		Datum		values[1] = {Int64GetDatum(job->id)};
+		bool		isnull;
+
+		if (execute_kept(keep_plan(&find_job_plan, find_job_sql, 1, argtypes),
+						 values, false) != SPI_OK_SELECT)
+			elog(ERROR, "jobq could not look up job " INT64_FORMAT, job->id);
+		if (SPI_processed == 0)
+			return false;
+		job->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0],
+															   SPI_tuptable->tupdesc,
+															   1, &isnull));
+	}
+	if (!table_tuple_fetch_row_version(jobrel, &job->tid, SnapshotAny, slot))
+		elog(ERROR, "jobq job " INT64_FORMAT " is not where it was found",
+			 job->id);
+	return true;
+}
+
+/*
  * Move the finished jobs among n to the history (or drop them when
  * jobq.retention is 0).  Each is locked by this transaction's claim, so
  * its row is where the claim found it and nobody else can change it.
@@ -617,6 +696,7 @@ record_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 	int			nh = 0;
 	int			i;
 
+	spi_connected = false;
 	if (job_map_gen != job_store.generation)
 	{
 		job_id_attno = JobqTableColumn(&job_store, "id", INT8OID, true);
@@ -631,6 +711,9 @@ record_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 	if (keep)
 		hslots = palloc(sizeof(TupleTableSlot *) * n);
 
+	/* TOAST reads and deletes need one */
+	PushActiveSnapshot(GetTransactionSnapshot());
+
 	for (i = 0; i < n; i++)
 	{
 		JobqOutcome *o = &outcomes[i];
@@ -640,10 +723,9 @@ record_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 		if (o->kind != JOBQ_SUCCEEDED && o->kind != JOBQ_FAILED)
 			continue;
 
-		if (!table_tuple_fetch_row_version(jobrel, &jobs[i].tid, SnapshotAny, jslot) ||
-			DatumGetInt64(slot_getattr(jslot, job_id_attno, &(bool) {false})) != jobs[i].id)
-			elog(ERROR, "jobq job " INT64_FORMAT " is not where its claim found it",
-				 jobs[i].id);
+		if (!fetch_claimed(jobrel, &jobs[i], jslot))
+			continue;			/* the job deleted its own row */
+		cid = GetCurrentCommandId(true);
 
 		if (keep)
 		{
@@ -717,16 +799,6 @@ record_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 
 		tmr = heap_delete(jobrel, &jobs[i].tid, cid, InvalidSnapshot, true,
 						  &tmfd, false);
-		if (tmr == TM_SelfModified)
-		{
-			/* the job itself (as a superuser) changed or deleted its row */
-			ereport(WARNING,
-					(errmsg("jobq job " INT64_FORMAT " changed its own row in jobq.job; its outcome is not recorded",
-							jobs[i].id)));
-			if (keep)
-				ExecDropSingleTupleTableSlot(hslots[--nh]);
-			continue;
-		}
 		if (tmr != TM_Ok)
 			elog(ERROR, "jobq could not delete finished job " INT64_FORMAT ": %d",
 				 jobs[i].id, (int) tmr);
@@ -737,6 +809,9 @@ record_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 		JobqTableInsert(&history_store, histrel, hslots, nh);
 	for (i = 0; i < nh; i++)
 		ExecDropSingleTupleTableSlot(hslots[i]);
+	PopActiveSnapshot();
+	if (spi_connected)
+		SPI_finish();
 
 	if (histrel != NULL)
 		table_close(histrel, NoLock);

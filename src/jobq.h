@@ -42,10 +42,11 @@
 #define JOBQ_MAX_QUEUE_NAME		(NAMEDATALEN - 1)
 
 /*
- * An execution transaction commits after this many jobs that wrote (each
- * committed subtransaction with an XID), staying below the 64 that PGPROC
- * caches: beyond, every snapshot in the server would have to look into
- * pg_subtrans.  Jobs that only read take no XID and do not count.
+ * An execution transaction commits once this many of its committed
+ * subtransactions (jobs that wrote, and their own savepoints) have XIDs,
+ * staying below the 64 that PGPROC caches: beyond, every snapshot in the
+ * server would have to look into pg_subtrans.  Jobs that only read take
+ * no XID and do not count.
  */
 #define JOBQ_CHUNK_MAX_SUBXIDS	63
 
@@ -204,7 +205,6 @@ typedef struct JobqOutcome
 	TimestampTz started_at;
 	TimestampTz finished_at;
 	TimestampTz next_run_at;	/* for JOBQ_RETRY */
-	bool		subxid;			/* its committed subtransaction has an XID */
 } JobqOutcome;
 
 /* claim.c: the SQL that moves jobs through their life */
@@ -221,6 +221,7 @@ typedef struct JobqTable
 {
 	const char *relname;		/* in schema jobq */
 	bool		valid;
+	bool		stale;			/* invalidated since the last build began */
 	uint64		generation;		/* bumped by every rebuild */
 	MemoryContext cxt;
 	Oid			relid;

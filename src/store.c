@@ -60,7 +60,10 @@ table_invalidate(Datum arg, Oid relid)
 
 	for (i = 0; i < ntables; i++)
 		if (relid == InvalidOid || relid == tables[i]->relid)
+		{
 			tables[i]->valid = false;
+			tables[i]->stale = true;
+		}
 }
 
 static void
@@ -86,12 +89,15 @@ table_build(JobqTable *t, Relation rel)
 	}
 	else
 		MemoryContextReset(t->cxt);
+	/* an invalidation that arrives while the catalogs are read sets stale */
 	t->valid = false;
+	t->stale = false;
 	t->relid = RelationGetRelid(rel);
 	t->generation++;
 
 	old = MemoryContextSwitchTo(t->cxt);
-	t->desc = CreateTupleDescCopy(RelationGetDescr(rel));
+	/* with defaults: a column added later reads as its default in old rows */
+	t->desc = CreateTupleDescCopyConstr(RelationGetDescr(rel));
 	t->estate = CreateExecutorState();
 	indexids = RelationGetIndexList(rel);
 	t->nindexes = list_length(indexids);
@@ -108,7 +114,7 @@ table_build(JobqTable *t, Relation rel)
 		i++;
 	}
 	MemoryContextSwitchTo(old);
-	t->valid = true;
+	t->valid = !t->stale;
 }
 
 /*
@@ -128,7 +134,7 @@ JobqTableOpen(JobqTable *t)
 				 errmsg("relation \"jobq.%s\" does not exist", t->relname),
 				 errhint("Reinstall the extension with DROP EXTENSION jobq and CREATE EXTENSION jobq.")));
 	rel = table_open(relid, RowExclusiveLock);
-	if (!t->valid || t->relid != relid)
+	while (!t->valid || t->relid != relid)
 		table_build(t, rel);
 	return rel;
 }

@@ -279,7 +279,6 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	int			njobs;
 	int			next = 0;
 	int			left_over = 0;
-	int			subxids = 0;
 	bool		slow = false;
 	TimestampTz commit_start;
 	int			i;
@@ -337,7 +336,8 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 			slow = true;
 			break;
 		}
-		if (outcomes[next - 1].subxid && ++subxids >= JOBQ_CHUNK_MAX_SUBXIDS)
+		if (MyProc->subxidStatus.overflowed ||
+			MyProc->subxidStatus.count >= JOBQ_CHUNK_MAX_SUBXIDS)
 			break;
 		if (TimestampDifferenceExceeds(chunk_start, GetCurrentTimestamp(),
 									   chunk_budget_ms()))
