@@ -537,8 +537,6 @@ static uint64 history_map_history_gen = 0;
 static HistorySource *history_source;	/* per history column */
 static AttrNumber *history_job_attno;	/* per history column, for HS_JOB */
 static AttrNumber job_id_attno;
-static AttrNumber job_last_error_attno;
-static AttrNumber job_last_sqlstate_attno;
 static Datum state_succeeded;
 static Datum state_failed;
 
@@ -586,10 +584,13 @@ build_history_map(void)
 			src = HS_FINISHED_AT;
 		else if (strcmp(name, "result") == 0)
 			src = HS_RESULT;
-		else if (strcmp(name, "last_error") == 0)
-			src = HS_LAST_ERROR;
-		else if (strcmp(name, "last_sqlstate") == 0)
-			src = HS_LAST_SQLSTATE;
+		else if (strcmp(name, "last_error") == 0 ||
+				 strcmp(name, "last_sqlstate") == 0)
+		{
+			/* this attempt's error, or else the job's last one */
+			src = strcmp(name, "last_error") == 0 ? HS_LAST_ERROR : HS_LAST_SQLSTATE;
+			history_job_attno[i] = JobqTableColumn(&job_store, name, TEXTOID, true);
+		}
 		else if (strcmp(name, "worker_pid") == 0)
 			src = HS_WORKER_PID;
 		else
@@ -700,8 +701,6 @@ record_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 	if (job_map_gen != job_store.generation)
 	{
 		job_id_attno = JobqTableColumn(&job_store, "id", INT8OID, true);
-		job_last_error_attno = JobqTableColumn(&job_store, "last_error", TEXTOID, true);
-		job_last_sqlstate_attno = JobqTableColumn(&job_store, "last_sqlstate", TEXTOID, true);
 		job_map_gen = job_store.generation;
 	}
 	if (keep && (history_map_job_gen != job_store.generation ||
@@ -744,6 +743,15 @@ record_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 					case HS_NULL:
 						isnull = true;
 						break;
+					case HS_LAST_ERROR:
+					case HS_LAST_SQLSTATE:
+						if (o->error != NULL)
+						{
+							v = CStringGetTextDatum(history_source[c] == HS_LAST_ERROR ?
+													o->error : o->sqlstate);
+							break;
+						}
+						/* FALLTHROUGH */
 					case HS_JOB:
 						v = jslot->tts_values[history_job_attno[c] - 1];
 						isnull = jslot->tts_isnull[history_job_attno[c] - 1];
@@ -763,25 +771,6 @@ record_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 					case HS_RESULT:
 						v = o->result;
 						isnull = (o->result == (Datum) 0);
-						break;
-					case HS_LAST_ERROR:
-						/* an error of this attempt, or the last one before */
-						if (o->error != NULL)
-							v = CStringGetTextDatum(o->error);
-						else
-						{
-							v = jslot->tts_values[job_last_error_attno - 1];
-							isnull = jslot->tts_isnull[job_last_error_attno - 1];
-						}
-						break;
-					case HS_LAST_SQLSTATE:
-						if (o->error != NULL)
-							v = CStringGetTextDatum(o->sqlstate);
-						else
-						{
-							v = jslot->tts_values[job_last_sqlstate_attno - 1];
-							isnull = jslot->tts_isnull[job_last_sqlstate_attno - 1];
-						}
 						break;
 					case HS_WORKER_PID:
 						v = Int32GetDatum(MyProcPid);
