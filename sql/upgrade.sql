@@ -37,3 +37,19 @@ SELECT extversion, to_regprocedure('jobq.running_jobs()') IS NOT NULL AS has_run
 SELECT wait_job(:legacy);
 SELECT attempts, result, worker_pid <> 2147483647 AS new_worker
   FROM jobq.status(:legacy);
+
+--
+-- from 0.2.0, with this library: SQL jobs run before the update (the
+-- workers read no task columns from tables that lack them), tasks after
+--
+DROP EXTENSION jobq;
+CREATE EXTENSION jobq VERSION '0.2.0';
+SELECT jobq.enqueue('SELECT ''on 0.2.0'' AS tables') AS old_tables \gset
+SELECT wait_job(:old_tables);
+SELECT (jobq.status(:old_tables)).result;
+ALTER EXTENSION jobq UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'jobq';
+SELECT jobq.enqueue_task('jobq.noop', '{"on": "0.3.0"}') AS new_tables \gset
+SELECT wait_job(:new_tables);
+SELECT result, task, command FROM jobq.status(:new_tables);
+SELECT (jobq.status(:old_tables)).result AS kept;

@@ -22,6 +22,7 @@
 
 #include <ctype.h>
 
+#include "access/detoast.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -37,6 +38,7 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
@@ -45,6 +47,9 @@
 #include "jobq.h"
 
 PG_FUNCTION_INFO_V1(jobq_enqueue);
+PG_FUNCTION_INFO_V1(jobq_enqueue_task);
+PG_FUNCTION_INFO_V1(jobq_current_job);
+PG_FUNCTION_INFO_V1(jobq_worker_info);
 PG_FUNCTION_INFO_V1(jobq_running_jobs);
 
 /* the columns of jobq.job that an enqueue writes */
@@ -61,6 +66,8 @@ typedef enum JobColumn
 	COL_OWNER,
 	COL_COMMAND,
 	COL_CREATED_AT,
+	COL_TASK,
+	COL_PAYLOAD,
 	NUM_JOB_COLUMNS
 } JobColumn;
 
@@ -80,7 +87,12 @@ static const struct
 	[COL_OWNER] = {"owner", REGROLEOID},
 	[COL_COMMAND] = {"command", TEXTOID},
 	[COL_CREATED_AT] = {"created_at", TIMESTAMPTZOID},
+	[COL_TASK] = {"task", TEXTOID},
+	[COL_PAYLOAD] = {"payload", JSONBOID},
 };
+
+/* columns that a jobq.job of version 0.2.0 does not have */
+#define JOB_COLUMN_OPTIONAL(c)	((c) == COL_TASK || (c) == COL_PAYLOAD)
 
 static JobqTable job_table = {.relname = "job"};
 static uint64 job_columns_generation = 0;
@@ -108,7 +120,8 @@ insert_job(Datum *values, bool *nulls)
 
 		for (i = 0; i < NUM_JOB_COLUMNS; i++)
 			job_attno[i] = JobqTableColumn(&job_table, job_columns[i].name,
-										   job_columns[i].type, true);
+										   job_columns[i].type,
+										   !JOB_COLUMN_OPTIONAL(i));
 		/* a column this library does not know stays null: it must allow it */
 		for (i = 0; i < job_table.desc->natts; i++)
 		{
@@ -151,6 +164,17 @@ insert_job(Datum *values, bool *nulls)
 	slot = JobqTableSlot(&job_table);
 	for (i = 0; i < NUM_JOB_COLUMNS; i++)
 	{
+		if (job_attno[i] == InvalidAttrNumber)
+		{
+			/* a task's job needs the columns of 0.3.0 */
+			if (!nulls[i])
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("relation \"jobq.job\" has no column \"%s\"",
+								job_columns[i].name),
+						 errhint("Update the extension with ALTER EXTENSION jobq UPDATE.")));
+			continue;
+		}
 		slot->tts_values[job_attno[i] - 1] = values[i];
 		slot->tts_isnull[job_attno[i] - 1] = nulls[i];
 	}
@@ -241,13 +265,15 @@ interval_ms(Interval *iv)
 }
 
 /*
- * jobq.enqueue(command, queue, priority, run_at, max_attempts, timeout)
- *		returns the new job's id.
+ * Queue a job: SQL (command) or a call of a registered task (task and
+ * payload).  The options (queue, priority, run_at, max_attempts, timeout)
+ * are the arguments of fcinfo from number opt on.  Returns the job's id.
+ * Every argument is checked before anything is written.
  */
-Datum
-jobq_enqueue(PG_FUNCTION_ARGS)
+static int64
+enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
+			Jsonb *payload)
 {
-	text	   *command;
 	text	   *queue;
 	int32		priority;
 	TimestampTz run_at;
@@ -259,29 +285,13 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 	bool		nulls[NUM_JOB_COLUMNS];
 	int64		id;
 
-	JobqCheckPreloaded();
-	check_jobq_database();
-	PreventCommandIfReadOnly("jobq.enqueue()");
-	PreventCommandIfParallelMode("jobq.enqueue()");
-
-	/* command */
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("job command must not be null")));
-	command = PG_GETARG_TEXT_PP(0);
-	if (is_blank(VARDATA_ANY(command), VARSIZE_ANY_EXHDR(command)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("job command must not be empty")));
-
 	/* queue */
-	if (PG_ARGISNULL(1))
+	if (PG_ARGISNULL(opt))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("queue name must not be null"),
 				 errhint("Omit the queue argument to use queue \"default\".")));
-	queue = PG_GETARG_TEXT_PP(1);
+	queue = PG_GETARG_TEXT_PP(opt);
 	if (VARSIZE_ANY_EXHDR(queue) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -294,12 +304,12 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 						   JOBQ_MAX_QUEUE_NAME)));
 
 	/* priority */
-	if (PG_ARGISNULL(2))
+	if (PG_ARGISNULL(opt + 1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("priority must not be null"),
 				 errhint("Omit the priority argument to use priority 0.")));
-	priority = PG_GETARG_INT32(2);
+	priority = PG_GETARG_INT32(opt + 1);
 	if (priority < JOBQ_MIN_PRIORITY || priority > JOBQ_MAX_PRIORITY)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
@@ -308,19 +318,20 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 						   JOBQ_MIN_PRIORITY, JOBQ_MAX_PRIORITY)));
 
 	/* run_at */
-	if (PG_ARGISNULL(3))
+	if (PG_ARGISNULL(opt + 2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("run_at must not be null"),
 				 errhint("Omit the run_at argument to run the job as soon as possible.")));
-	run_at = PG_GETARG_TIMESTAMPTZ(3);
+	run_at = PG_GETARG_TIMESTAMPTZ(opt + 2);
 	if (TIMESTAMP_NOT_FINITE(run_at))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("run_at must be a finite timestamp")));
 
 	/* max_attempts */
-	max_attempts = PG_ARGISNULL(4) ? jobq_default_max_attempts : PG_GETARG_INT32(4);
+	max_attempts = PG_ARGISNULL(opt + 3) ? jobq_default_max_attempts :
+		PG_GETARG_INT32(opt + 3);
 	if (max_attempts < 1 || max_attempts > JOBQ_MAX_ATTEMPTS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -328,9 +339,9 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 						JOBQ_MAX_ATTEMPTS, max_attempts)));
 
 	/* timeout: NULL means jobq.default_timeout; zero means no limit */
-	if (!PG_ARGISNULL(5))
+	if (!PG_ARGISNULL(opt + 4))
 	{
-		Interval   *iv = PG_GETARG_INTERVAL_P(5);
+		Interval   *iv = PG_GETARG_INTERVAL_P(opt + 4);
 		int64		ms = interval_ms(iv);
 
 		if (ms < 0 || iv->time < 0 || iv->day < 0 || iv->month < 0)
@@ -355,21 +366,98 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 
 	check_role_can_own_jobs(owner);
 
+	memset(nulls, false, sizeof(nulls));
 	values[COL_QUEUE] = PointerGetDatum(queue);
 	values[COL_PRIORITY] = Int16GetDatum((int16) priority);
 	values[COL_RUN_AT] = TimestampTzGetDatum(run_at);
 	values[COL_MAX_ATTEMPTS] = Int32GetDatum(max_attempts);
 	values[COL_TIMEOUT] = timeout;
+	nulls[COL_TIMEOUT] = timeout_null;
 	values[COL_OWNER] = ObjectIdGetDatum(owner);
 	values[COL_COMMAND] = PointerGetDatum(command);
-	memset(nulls, false, sizeof(nulls));
-	nulls[COL_TIMEOUT] = timeout_null;
+	nulls[COL_COMMAND] = (command == NULL);
+	values[COL_TASK] = PointerGetDatum(task);
+	nulls[COL_TASK] = (task == NULL);
+	values[COL_PAYLOAD] = PointerGetDatum(payload);
+	nulls[COL_PAYLOAD] = (payload == NULL);
 
 	id = insert_job(values, nulls);
 
 	JobqNoteEnqueue(run_at, (int16) priority, id);
+	return id;
+}
 
-	PG_RETURN_INT64(id);
+static void
+enqueue_checks(const char *what)
+{
+	JobqCheckPreloaded();
+	check_jobq_database();
+	PreventCommandIfReadOnly(what);
+	PreventCommandIfParallelMode(what);
+}
+
+/*
+ * jobq.enqueue(command, queue, priority, run_at, max_attempts, timeout)
+ *		returns the new job's id.
+ */
+Datum
+jobq_enqueue(PG_FUNCTION_ARGS)
+{
+	text	   *command;
+
+	enqueue_checks("jobq.enqueue()");
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job command must not be null")));
+	command = PG_GETARG_TEXT_PP(0);
+	if (is_blank(VARDATA_ANY(command), VARSIZE_ANY_EXHDR(command)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job command must not be empty")));
+
+	PG_RETURN_INT64(enqueue_job(fcinfo, 1, command, NULL, NULL));
+}
+
+/*
+ * jobq.enqueue_task(task, payload, queue, priority, run_at, max_attempts,
+ *					 timeout) returns the new job's id.  The task must be
+ * registered and the caller allowed to execute its function; the function
+ * itself is looked up again when the job runs (task.c).
+ */
+Datum
+jobq_enqueue_task(PG_FUNCTION_ARGS)
+{
+	text	   *task;
+	Jsonb	   *payload;
+	Size		size;
+
+	enqueue_checks("jobq.enqueue_task()");
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task name must not be null")));
+	task = PG_GETARG_TEXT_PP(0);
+	(void) JobqTaskForEnqueue(text_to_cstring(task));
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payload must not be null"),
+				 errhint("Omit the payload argument to pass an empty object.")));
+	/* the size of the value, as stored before any compression */
+	size = toast_raw_datum_size(PG_GETARG_DATUM(1)) - VARHDRSZ;
+	if (size > (Size) jobq_max_payload_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("payload of %zu bytes is too large", size),
+				 errdetail("Payloads are limited to %d bytes by \"jobq.max_payload_size\".",
+						   jobq_max_payload_size)));
+	payload = PG_GETARG_JSONB_P(1);
+
+	PG_RETURN_INT64(enqueue_job(fcinfo, 2, NULL, task, payload));
 }
 
 /*
@@ -410,6 +498,86 @@ jobq_running_jobs(PG_FUNCTION_ARGS)
 		values[1] = Int32GetDatum((int32) slots[i].pid);
 		values[2] = Int32GetDatum(slots[i].job_attempt);
 		values[3] = TimestampTzGetDatum(slots[i].job_started_at);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	PG_RETURN_VOID();
+}
+
+/*
+ * jobq.current_job(): inside a job, its id; null elsewhere.
+ */
+Datum
+jobq_current_job(PG_FUNCTION_ARGS)
+{
+	if (jobq_current_job_id == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(jobq_current_job_id);
+}
+
+/*
+ * jobq.worker_info(): one row per worker slot, for jobq.workers.  Slots
+ * up to jobq.workers are shown, and any slot beyond that still held by a
+ * worker (the pool is shrinking).  Which job a worker runs, and its
+ * queue, are shown as jobq.running_jobs() shows jobs: to its owner, to
+ * superusers and to members of pg_monitor.
+ */
+Datum
+jobq_worker_info(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	JobqWorkerSlot *slots;
+	bool		see_all;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (JobqShared == NULL)
+		PG_RETURN_VOID();
+	see_all = superuser() || has_privs_of_role(GetUserId(), ROLE_PG_MONITOR);
+
+	slots = palloc(sizeof(JobqWorkerSlot) * JOBQ_MAX_WORKERS);
+	SpinLockAcquire(&JobqShared->mutex);
+	memcpy(slots, JobqShared->workers, sizeof(JobqWorkerSlot) * JOBQ_MAX_WORKERS);
+	SpinLockRelease(&JobqShared->mutex);
+
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+	{
+		JobqWorkerSlot *w = &slots[i];
+		Datum		values[10];
+		bool		nulls[10];
+		bool		running;
+
+		if (i >= jobq_workers && w->pid == 0)
+			continue;
+		memset(nulls, true, sizeof(nulls));
+		running = w->pid != 0 && w->job_id != 0;
+
+		values[0] = Int32GetDatum(i + 1);
+		nulls[0] = false;
+		if (w->pid != 0)
+		{
+			values[1] = Int32GetDatum((int32) w->pid);
+			nulls[1] = false;
+		}
+		values[2] = CStringGetTextDatum(w->pid == 0 ? "starting" :
+										running ? "busy" : "idle");
+		nulls[2] = false;
+		if (running && (see_all || w->job_owner == GetUserId()))
+		{
+			values[3] = Int64GetDatum(w->job_id);
+			nulls[3] = false;
+			values[4] = CStringGetTextDatum(w->job_queue);
+			nulls[4] = false;
+			values[5] = TimestampTzGetDatum(w->job_started_at);
+			nulls[5] = false;
+		}
+		if (w->pid != 0)
+		{
+			values[6] = Int64GetDatum((int64) w->n_succeeded);
+			values[7] = Int64GetDatum((int64) w->n_retried);
+			values[8] = Int64GetDatum((int64) w->n_failed);
+			values[9] = TimestampTzGetDatum(w->started_at);
+			nulls[6] = nulls[7] = nulls[8] = nulls[9] = false;
+		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	PG_RETURN_VOID();

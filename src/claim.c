@@ -61,10 +61,18 @@ static SPIPlanPtr find_job_plan = NULL;
 static SPIPlanPtr crashed_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
 
+/*
+ * What a claim reads of a job.  The %s is for the columns of tasks, which
+ * a jobq.job of version 0.2.0 (the library updated, the extension not
+ * yet) does not have: see task_columns().
+ */
+#define CLAIM_COLUMNS \
+"SELECT id, owner::pg_catalog.oid, command," \
+"       COALESCE((EXTRACT(epoch FROM timeout) * 1000)::pg_catalog.int8, 0)," \
+"       attempts + 1, max_attempts, priority, run_at, ctid, queue, %s"
+
 static const char *claim_sql =
-"SELECT id, owner::pg_catalog.oid, command,"
-"       COALESCE((EXTRACT(epoch FROM timeout) * 1000)::pg_catalog.int8, 0),"
-"       attempts + 1, max_attempts, priority, run_at, ctid"
+CLAIM_COLUMNS
 "  FROM jobq.job"
 " WHERE state = 'pending' AND run_at <= pg_catalog.now()"
 " ORDER BY priority DESC, run_at, id"
@@ -78,9 +86,7 @@ static const char *claim_sql =
  * keep from being cleaned up for minutes.
  */
 static const char *claim_level_sql =
-"SELECT id, owner::pg_catalog.oid, command,"
-"       COALESCE((EXTRACT(epoch FROM timeout) * 1000)::pg_catalog.int8, 0),"
-"       attempts + 1, max_attempts, priority, run_at, ctid"
+CLAIM_COLUMNS
 "  FROM jobq.job"
 " WHERE state = 'pending' AND priority = $1"
 "   AND (run_at, id) >= ($2, $3) AND run_at <= pg_catalog.now()"
@@ -156,10 +162,10 @@ static const char *crashed_sql =
 "), kept AS ("
 "  INSERT INTO jobq.job_history (id, queue, state, priority, run_at, attempts,"
 "         max_attempts, timeout, owner, command, created_at, started_at,"
-"         finished_at, result, last_error, last_sqlstate, worker_pid)"
+"         finished_at, result, last_error, last_sqlstate, worker_pid%s)"
 "  SELECT id, queue, 'failed', priority, run_at, l_attempt, max_attempts,"
 "         timeout, owner, command, created_at, l_started_at, pg_catalog.now(),"
-"         NULL, $5, NULL, l_pid"
+"         NULL, $5, NULL, l_pid%s"
 "    FROM done WHERE $6"
 "), back AS ("
 "  UPDATE jobq.job j"
@@ -212,6 +218,47 @@ jobq_tables(Oid *job, Oid *history)
 	*job = get_relname_relid("job", nsp);
 	*history = get_relname_relid("job_history", nsp);
 	return OidIsValid(*job) && OidIsValid(*history);
+}
+
+/*
+ * Whether jobq.job has the columns of tasks (version 0.3.0 on), and the
+ * kept statements that read them fit.  A library newer than the installed
+ * extension runs the SQL jobs the older tables hold until ALTER EXTENSION
+ * UPDATE, then its statements are prepared again.
+ */
+static int	plans_have_tasks = -1;
+
+static bool
+task_columns(void)
+{
+	Oid			job;
+	Oid			history;
+	bool		tasks;
+
+	tasks = jobq_tables(&job, &history) &&
+		get_attnum(job, "task") != InvalidAttrNumber &&
+		get_attnum(history, "task") != InvalidAttrNumber;
+	if ((int) tasks != plans_have_tasks)
+	{
+		SPIPlanPtr *plans[] = {&claim_plan, &claim_level_plan, &crashed_plan};
+		int			i;
+
+		for (i = 0; i < lengthof(plans); i++)
+			if (*plans[i] != NULL)
+			{
+				SPI_freeplan(*plans[i]);
+				*plans[i] = NULL;
+			}
+		plans_have_tasks = (int) tasks;
+	}
+	return tasks;
+}
+
+static const char *
+claim_statement(const char *sql)
+{
+	return psprintf(sql, task_columns() ? "task, payload" :
+					"NULL::pg_catalog.text, NULL::pg_catalog.jsonb");
 }
 
 static bool
@@ -314,14 +361,28 @@ collect_jobs(JobqJob *jobs, int *njobs, MemoryContext cxt)
 
 		job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		job->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
-		d = SPI_getbinval(tup, desc, 3, &isnull);
-		job->command = MemoryContextStrdup(cxt, TextDatumGetCString(d));
 		job->timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 		job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 		job->priority = DatumGetInt16(SPI_getbinval(tup, desc, 7, &isnull));
 		job->run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
 		job->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 9, &isnull));
+		d = SPI_getbinval(tup, desc, 10, &isnull);
+		job->queue = MemoryContextStrdup(cxt, TextDatumGetCString(d));
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		job->command = isnull ? NULL : MemoryContextStrdup(cxt, TextDatumGetCString(d));
+		d = SPI_getbinval(tup, desc, 11, &isnull);
+		job->task = isnull ? NULL : MemoryContextStrdup(cxt, TextDatumGetCString(d));
+		d = SPI_getbinval(tup, desc, 12, &isnull);
+		if (isnull)
+			job->payload = (Datum) 0;
+		else
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			job->payload = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+			MemoryContextSwitchTo(old);
+		}
 	}
 }
 
@@ -411,6 +472,7 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 	{
 		Oid			argtypes[4] = {INT2OID, TIMESTAMPTZOID, INT8OID, INT4OID};
 		Datum		values[4];
+		const char *level_sql = claim_statement(claim_level_sql);
 		int			k;
 
 		for (k = 0; k < nlevels && njobs < limit; k++)
@@ -434,7 +496,7 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 			values[1] = TimestampTzGetDatum(floor.run_at);
 			values[2] = Int64GetDatum(floor.id);
 			values[3] = Int32GetDatum(limit - njobs);
-			rc = execute_kept(keep_plan(&claim_level_plan, claim_level_sql, 4, argtypes),
+			rc = execute_kept(keep_plan(&claim_level_plan, level_sql, 4, argtypes),
 							  values, false);
 			if (rc != SPI_OK_SELECT)
 				elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
@@ -451,7 +513,7 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 		Datum		values[1];
 
 		values[0] = Int32GetDatum(limit);
-		rc = execute_kept(keep_plan(&claim_plan, claim_sql, 1, argtypes),
+		rc = execute_kept(keep_plan(&claim_plan, claim_statement(claim_sql), 1, argtypes),
 						  values, false);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
@@ -888,6 +950,8 @@ JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 	bool		isnull;
 	int			changed;
 	int			i;
+	const char *crashed_stmt;
+	bool		tasks;
 
 	if (!extension_present())
 		return 0;
@@ -909,7 +973,11 @@ JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "jobq: counting attempts of exited workers");
-	if (execute_kept(keep_plan(&crashed_plan, crashed_sql, 6, argtypes),
+	/* prepared again if the tables changed: see task_columns() */
+	tasks = task_columns();
+	crashed_stmt = psprintf(crashed_sql, tasks ? ", task, payload" : "",
+							tasks ? ", task, payload" : "");
+	if (execute_kept(keep_plan(&crashed_plan, crashed_stmt, 6, argtypes),
 					 values, false) != SPI_OK_SELECT)
 		elog(ERROR, "jobq could not count the attempts of exited workers");
 	changed = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],

@@ -370,6 +370,37 @@ first_row_as_jsonb(HeapTuple tuple, TupleDesc tupdesc)
 }
 
 /*
+ * Call a task's function with the job's payload, inside the job's
+ * subtransaction and as its owner; its return value, copied into
+ * result_cxt, is the job's result.  The function sees the database as a
+ * statement would: a snapshot is taken for it.
+ */
+static Datum
+call_task(FmgrInfo *fn, Datum payload, MemoryContext result_cxt)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		d;
+	Datum		result = (Datum) 0;
+
+	InitFunctionCallInfoData(*fcinfo, fn, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = payload;
+	fcinfo->args[0].isnull = (payload == (Datum) 0);
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	d = FunctionCallInvoke(fcinfo);
+	PopActiveSnapshot();
+
+	if (!fcinfo->isnull)
+	{
+		MemoryContext old = MemoryContextSwitchTo(result_cxt);
+
+		result = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+		MemoryContextSwitchTo(old);
+	}
+	return result;
+}
+
+/*
  * Delay before the next attempt: jobq.retry_delay doubled per attempt
  * made, capped, with +/-25% jitter so that failures do not retry in step.
  */
@@ -399,8 +430,19 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 
 	memset(out, 0, sizeof(*out));
 	out->started_at = GetCurrentTimestamp();
-	pgstat_report_activity(STATE_RUNNING, job->command);
-	debug_query_string = job->command;
+	if (job->task != NULL)
+	{
+		static char activity[NAMEDATALEN + 16];
+
+		snprintf(activity, sizeof(activity), "jobq task %s", job->task);
+		pgstat_report_activity(STATE_RUNNING, activity);
+		debug_query_string = activity;
+	}
+	else
+	{
+		pgstat_report_activity(STATE_RUNNING, job->command);
+		debug_query_string = job->command;
+	}
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(job_context);
@@ -413,8 +455,16 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 		int64		timeout_ms;
 		int			rc;
 		Datum		result = (Datum) 0;
+		FmgrInfo   *task_fn = NULL;
 
 		check_owner(job->owner, &permanent);
+		if (job->task != NULL)
+		{
+			/* looked up as the worker: the owner's grants do not matter */
+			PushActiveSnapshot(GetTransactionSnapshot());
+			task_fn = JobqTaskForJob(job->task, job->owner, &permanent);
+			PopActiveSnapshot();
+		}
 
 		GetUserIdAndSecContext(&save_userid, &save_sec_context);
 		SetUserIdAndSecContext(job->owner,
@@ -443,11 +493,19 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 		}
 		RESUME_CANCEL_INTERRUPTS();
 
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		PushActiveSnapshot(GetTransactionSnapshot());
-		rc = execute_command(job->command, job->owner);
-		PopActiveSnapshot();
+		if (task_fn != NULL)
+		{
+			result = call_task(task_fn, job->payload, outercxt);
+			rc = 0;
+		}
+		else
+		{
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			PushActiveSnapshot(GetTransactionSnapshot());
+			rc = execute_command(job->command, job->owner);
+			PopActiveSnapshot();
+		}
 		if (rc == SPI_ERROR_TRANSACTION)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
@@ -467,15 +525,18 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 		if (timeout_ms > 0)
 			disable_timeout(STATEMENT_TIMEOUT, false);
 
-		if (SPI_tuptable != NULL && SPI_processed > 0)
+		if (task_fn == NULL)
 		{
-			MemoryContext spicxt = MemoryContextSwitchTo(outercxt);
+			if (SPI_tuptable != NULL && SPI_processed > 0)
+			{
+				MemoryContext spicxt = MemoryContextSwitchTo(outercxt);
 
-			result = first_row_as_jsonb(SPI_tuptable->vals[0],
-										SPI_tuptable->tupdesc);
-			MemoryContextSwitchTo(spicxt);
+				result = first_row_as_jsonb(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc);
+				MemoryContextSwitchTo(spicxt);
+			}
+			SPI_finish();
 		}
-		SPI_finish();
 
 		/*
 		 * Still as the owner and inside the subtransaction: fire the job's

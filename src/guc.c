@@ -16,6 +16,7 @@
 #include <limits.h>
 
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "jobq.h"
 
@@ -27,6 +28,7 @@ int			jobq_default_max_attempts = 5;
 int			jobq_default_timeout = 0;
 int			jobq_retention = 7 * 24 * 3600;
 int			jobq_retry_delay = 1000;
+int			jobq_max_payload_size = 1024 * 1024;
 
 /*
  * jobq.database must name a database: not empty, and short enough to be a
@@ -122,6 +124,15 @@ JobqDefineGucs(void)
 							1000, 0, JOBQ_MAX_RETRY_DELAY_MS,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.max_payload_size",
+							"Largest payload a task's job may be enqueued with.",
+							"Measured as the jsonb value's size in bytes.",
+							&jobq_max_payload_size,
+							1024 * 1024, 1024, MaxAllocSize / 2,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("jobq");

@@ -23,6 +23,7 @@
 #include "access/attnum.h"
 #include "access/tupdesc.h"
 #include "datatype/timestamp.h"
+#include "fmgr.h"
 #include "nodes/execnodes.h"
 #include "storage/itemptr.h"
 #include "storage/spin.h"
@@ -89,6 +90,11 @@ typedef struct JobqWorkerSlot
 	int64		taint_id;
 	int32		job_attempt;	/* its attempt number */
 	TimestampTz job_started_at; /* when that attempt started */
+	char		job_queue[NAMEDATALEN]; /* its queue */
+	/* outcomes of the jobs this worker ran, counted when they commit */
+	uint64		n_succeeded;
+	uint64		n_retried;
+	uint64		n_failed;
 } JobqWorkerSlot;
 
 /*
@@ -140,6 +146,7 @@ extern int	jobq_default_max_attempts;
 extern int	jobq_default_timeout;
 extern int	jobq_retention;
 extern int	jobq_retry_delay;
+extern int	jobq_max_payload_size;
 extern void JobqDefineGucs(void);
 
 /* jobq.c */
@@ -171,13 +178,17 @@ extern PGDLLEXPORT void JobqLauncherMain(Datum main_arg);
 extern PGDLLEXPORT void JobqWorkerMain(Datum main_arg);
 extern volatile sig_atomic_t jobq_in_job;
 extern volatile sig_atomic_t jobq_shutdown_requested;
+extern int64 jobq_current_job_id;
 
 /* A claimed job, as the worker holds it between claim and outcome. */
 typedef struct JobqJob
 {
 	int64		id;
 	Oid			owner;
-	char	   *command;
+	char	   *queue;
+	char	   *command;		/* SQL, or NULL for a task */
+	char	   *task;			/* registered task, or NULL for SQL */
+	Datum		payload;		/* the task's argument (jsonb) */
 	int64		timeout_ms;		/* 0: no limit */
 	int32		attempts;		/* this attempt's number, from 1 */
 	int32		max_attempts;
@@ -243,6 +254,12 @@ extern TupleTableSlot *JobqTableSlot(JobqTable *t);
 extern void JobqJournalBegin(int slot, const JobqJob *job, TimestampTz started);
 extern void JobqJournalEnd(int slot);
 extern void JobqJournalSettle(int slot);
+
+/* task.c: registered tasks */
+extern void JobqCheckTaskName(const char *name);
+extern Oid	JobqTaskForEnqueue(const char *name);
+extern FmgrInfo *JobqTaskForJob(const char *name, Oid owner,
+								volatile bool *permanent);
 
 /* execute.c */
 extern void JobqExecuteJob(JobqJob *job, JobqOutcome *outcome,

@@ -76,6 +76,7 @@
 
 volatile sig_atomic_t jobq_in_job = false;
 volatile sig_atomic_t jobq_shutdown_requested = false;
+int64		jobq_current_job_id = 0;
 
 static int	my_slot = -1;
 static int	claim_limit = 1;
@@ -194,16 +195,46 @@ begin_job(JobqJob *job)
 	JobqShared->workers[my_slot].job_owner = job->owner;
 	JobqShared->workers[my_slot].job_attempt = job->attempts;
 	JobqShared->workers[my_slot].job_started_at = now;
+	strlcpy(JobqShared->workers[my_slot].job_queue, job->queue, NAMEDATALEN);
 	SpinLockRelease(&JobqShared->mutex);
+	jobq_current_job_id = job->id;
 }
 
 static void
 end_job(void)
 {
+	jobq_current_job_id = 0;
 	SpinLockAcquire(&JobqShared->mutex);
 	JobqShared->workers[my_slot].job_id = 0;
 	SpinLockRelease(&JobqShared->mutex);
 	JobqJournalEnd(my_slot);
+}
+
+/*
+ * Count the committed outcomes of a chunk, for jobq.workers.
+ */
+static void
+count_outcomes(JobqOutcome *outcomes, int n)
+{
+	uint64		succeeded = 0;
+	uint64		retried = 0;
+	uint64		failed = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		if (outcomes[i].kind == JOBQ_SUCCEEDED)
+			succeeded++;
+		else if (outcomes[i].kind == JOBQ_RETRY)
+			retried++;
+		else if (outcomes[i].kind == JOBQ_FAILED)
+			failed++;
+	}
+	SpinLockAcquire(&JobqShared->mutex);
+	JobqShared->workers[my_slot].n_succeeded += succeeded;
+	JobqShared->workers[my_slot].n_retried += retried;
+	JobqShared->workers[my_slot].n_failed += failed;
+	SpinLockRelease(&JobqShared->mutex);
 }
 
 /*
@@ -372,6 +403,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 		if (i >= next || outcomes[i].kind == JOBQ_RETRY ||
 			outcomes[i].kind == JOBQ_RELEASE)
 			JobqFloorLower(jobs[i].priority, jobs[i].run_at, jobs[i].id);
+	count_outcomes(outcomes, next);
 	MemoryContextReset(ChunkContext);
 	set_busy(false);
 
@@ -414,6 +446,9 @@ JobqWorkerMain(Datum main_arg)
 	JobqShared->workers[my_slot].settled = false;
 	JobqShared->workers[my_slot].job_id = 0;
 	JobqShared->workers[my_slot].claiming = false;
+	JobqShared->workers[my_slot].n_succeeded = 0;
+	JobqShared->workers[my_slot].n_retried = 0;
+	JobqShared->workers[my_slot].n_failed = 0;
 	SpinLockRelease(&JobqShared->mutex);
 	before_shmem_exit(worker_detach, Int32GetDatum(my_slot));
 
@@ -457,6 +492,7 @@ JobqWorkerMain(Datum main_arg)
 		error_context_stack = NULL;
 		HOLD_INTERRUPTS();
 		jobq_in_job = false;
+		jobq_current_job_id = 0;
 		disable_all_timeouts(false);
 		arm_watchdog();
 		QueryCancelPending = false;

@@ -4,7 +4,7 @@
 -- columns, keys and the claim index, the types, the view, row-level
 -- security being on, and the registration of the tables for pg_dump.
 BEGIN;
-SELECT plan(88);
+SELECT plan(115);
 
 SET LOCAL search_path = public;
 
@@ -34,7 +34,7 @@ SELECT has_table('jobq', 'job', 'table jobq.job exists');
 SELECT columns_are('jobq', 'job', ARRAY[
     'id', 'queue', 'state', 'priority', 'run_at', 'attempts', 'max_attempts',
     'timeout', 'owner', 'command', 'created_at', 'started_at', 'worker_pid',
-    'last_error', 'last_sqlstate'],
+    'last_error', 'last_sqlstate', 'task', 'payload'],
     'jobq.job has exactly the documented columns');
 SELECT col_type_is('jobq', 'job', c, t, format('jobq.job.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
@@ -51,10 +51,18 @@ SELECT col_type_is('jobq', 'job', c, t, format('jobq.job.%s is %s', c, t))
                ('started_at', 'timestamp with time zone'),
                ('worker_pid', 'integer'),
                ('last_error', 'text'),
-               ('last_sqlstate', 'text')) AS v(c, t);
+               ('last_sqlstate', 'text'),
+               ('task', 'text'),
+               ('payload', 'jsonb')) AS v(c, t);
 SELECT col_not_null('jobq', 'job', c, format('jobq.job.%s is NOT NULL', c))
   FROM unnest(ARRAY['id', 'queue', 'state', 'priority', 'run_at', 'attempts',
-                    'max_attempts', 'owner', 'command', 'created_at']) AS c;
+                    'max_attempts', 'owner', 'created_at']) AS c;
+-- a job is SQL or a task, never both, never neither
+SELECT is(
+    (SELECT pg_get_constraintdef(oid) FROM pg_constraint
+      WHERE conrelid = to_regclass('jobq.job') AND conname = 'job_command_or_task'),
+    'CHECK (((command IS NULL) <> (task IS NULL)))',
+    'jobq.job holds either a command or a task');
 SELECT has_pk('jobq', 'job', 'jobq.job has a primary key');
 SELECT col_is_pk('jobq', 'job', 'id', 'the primary key of jobq.job is id');
 
@@ -73,7 +81,7 @@ SELECT has_table('jobq', 'job_history', 'table jobq.job_history exists');
 SELECT columns_are('jobq', 'job_history', ARRAY[
     'id', 'queue', 'state', 'priority', 'run_at', 'attempts', 'max_attempts',
     'timeout', 'owner', 'command', 'created_at', 'started_at', 'finished_at',
-    'result', 'last_error', 'last_sqlstate', 'worker_pid'],
+    'result', 'last_error', 'last_sqlstate', 'worker_pid', 'task', 'payload'],
     'jobq.job_history has exactly the documented columns');
 SELECT col_type_is('jobq', 'job_history', c, t, format('jobq.job_history.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
@@ -92,7 +100,9 @@ SELECT col_type_is('jobq', 'job_history', c, t, format('jobq.job_history.%s is %
                ('result', 'jsonb'),
                ('last_error', 'text'),
                ('last_sqlstate', 'text'),
-               ('worker_pid', 'integer')) AS v(c, t);
+               ('worker_pid', 'integer'),
+               ('task', 'text'),
+               ('payload', 'jsonb')) AS v(c, t);
 SELECT has_pk('jobq', 'job_history', 'jobq.job_history has a primary key');
 SELECT col_is_pk('jobq', 'job_history', 'id', 'the primary key of jobq.job_history is id');
 
@@ -143,7 +153,9 @@ SELECT results_eq(
              ('last_sqlstate', 'text'),
              ('worker_pid', 'integer'),
              ('owner', 'regrole'),
-             ('command', 'text')$$,
+             ('command', 'text'),
+             ('task', 'text'),
+             ('payload', 'jsonb')$$,
     'jobq.job_status has the documented attributes, types and order');
 
 /*
@@ -153,7 +165,7 @@ SELECT has_view('jobq', 'jobs', 'view jobq.jobs exists');
 SELECT columns_are('jobq', 'jobs', ARRAY[
     'id', 'queue', 'state', 'priority', 'attempts', 'max_attempts', 'run_at',
     'created_at', 'started_at', 'finished_at', 'result', 'last_error',
-    'last_sqlstate', 'worker_pid', 'owner', 'command'],
+    'last_sqlstate', 'worker_pid', 'owner', 'command', 'task', 'payload'],
     'jobq.jobs has exactly the documented columns');
 SELECT col_type_is('jobq', 'jobs', c, t, format('jobq.jobs.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
@@ -171,7 +183,9 @@ SELECT col_type_is('jobq', 'jobs', c, t, format('jobq.jobs.%s is %s', c, t))
                ('last_sqlstate', 'text'),
                ('worker_pid', 'integer'),
                ('owner', 'regrole'),
-               ('command', 'text')) AS v(c, t);
+               ('command', 'text'),
+               ('task', 'text'),
+               ('payload', 'jsonb')) AS v(c, t);
 -- jobq.status() reads a row of jobq.jobs into a jobq.job_status
 SELECT results_eq(
     $$SELECT attname::text, atttypid FROM pg_attribute
@@ -202,12 +216,53 @@ SELECT ok(
     coalesce((SELECT extconfig @> ARRAY[to_regclass('jobq.job_id_seq')::oid]
                 FROM pg_extension WHERE extname = 'jobq'), false),
     'jobq.job_id_seq is registered with pg_extension_config_dump');
+SELECT ok(
+    coalesce((SELECT extconfig @> ARRAY[to_regclass('jobq.task')::oid]
+                FROM pg_extension WHERE extname = 'jobq'), false),
+    'jobq.task is registered with pg_extension_config_dump');
 SELECT is(
     (SELECT array_agg(c ORDER BY c)
        FROM pg_extension e, unnest(e.extcondition) AS c
       WHERE e.extname = 'jobq'),
-    ARRAY['', '', '']::text[],
-    'pg_dump dumps every row of the registered tables (no filter condition)');
+    ARRAY['', '', '', $$WHERE task OPERATOR(pg_catalog.!~) '^jobq\.'$$]::text[],
+    'pg_dump dumps every job and every task but the built-in ones');
+
+/*
+ * jobq.task: registered tasks
+ */
+SELECT has_table('jobq', 'task', 'table jobq.task exists');
+SELECT columns_are('jobq', 'task', ARRAY['task', 'fn', 'registered_by', 'registered_at'],
+    'jobq.task has exactly the documented columns');
+SELECT col_type_is('jobq', 'task', c, t, format('jobq.task.%s is %s', c, t))
+  FROM (VALUES ('task', 'text'),
+               ('fn', 'regprocedure'),
+               ('registered_by', 'regrole'),
+               ('registered_at', 'timestamp with time zone')) AS v(c, t);
+SELECT col_is_pk('jobq', 'task', 'task', 'the primary key of jobq.task is task');
+SELECT results_eq(
+    $$SELECT task, fn::text FROM jobq.task WHERE task LIKE 'jobq.%' ORDER BY task$$,
+    $$VALUES ('jobq.noop', 'jobq.noop(jsonb)'), ('jobq.sleep', 'jobq.sleep(jsonb)')$$,
+    'the built-in tasks jobq.noop and jobq.sleep are registered');
+
+/*
+ * View jobq.workers
+ */
+SELECT has_view('jobq', 'workers', 'view jobq.workers exists');
+SELECT columns_are('jobq', 'workers', ARRAY[
+    'worker', 'pid', 'state', 'job_id', 'queue', 'job_started_at',
+    'jobs_succeeded', 'jobs_retried', 'jobs_failed', 'started_at'],
+    'jobq.workers has exactly the documented columns');
+SELECT col_type_is('jobq', 'workers', c, t, format('jobq.workers.%s is %s', c, t))
+  FROM (VALUES ('worker', 'integer'),
+               ('pid', 'integer'),
+               ('state', 'text'),
+               ('job_id', 'bigint'),
+               ('queue', 'text'),
+               ('job_started_at', 'timestamp with time zone'),
+               ('jobs_succeeded', 'bigint'),
+               ('jobs_retried', 'bigint'),
+               ('jobs_failed', 'bigint'),
+               ('started_at', 'timestamp with time zone')) AS v(c, t);
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -4,7 +4,7 @@
 -- volatility and strictness of jobq.enqueue and jobq.status; a pinned
 -- search_path on every function; a COMMENT on every user-facing object.
 BEGIN;
-SELECT plan(45);
+SELECT plan(53);
 
 SET LOCAL search_path = public;
 
@@ -39,6 +39,33 @@ SELECT is(
       WHERE pronamespace = to_regnamespace('jobq') AND proname = 'enqueue'),
     1,
     'jobq.enqueue is not overloaded');
+
+/*
+ * jobq.enqueue_task(task, payload, queue, priority, run_at, max_attempts,
+ * timeout), jobq.register_task(task, fn), jobq.unregister_task(task)
+ */
+SELECT function_returns('jobq', 'enqueue_task',
+    ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval'],
+    'bigint', 'jobq.enqueue_task() returns bigint');
+SELECT is(
+    pg_get_function_arguments(to_regprocedure('jobq.enqueue_task(text, jsonb, text, integer, timestamptz, integer, interval)')),
+    'task text, payload jsonb DEFAULT ''{}''::jsonb, queue text DEFAULT ''default''::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT now(), max_attempts integer DEFAULT NULL::integer, timeout interval DEFAULT NULL::interval',
+    'jobq.enqueue_task() takes the task, its payload and the options of jobq.enqueue(), with the same defaults');
+SELECT isnt_definer('jobq', 'enqueue_task',
+    ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval'],
+    'jobq.enqueue_task() is not SECURITY DEFINER (the job owner is the caller)');
+SELECT function_returns('jobq', 'register_task', ARRAY['text', 'regprocedure'], 'void',
+    'jobq.register_task(text, regprocedure) returns void');
+SELECT is(
+    pg_get_function_arguments(to_regprocedure('jobq.register_task(text, regprocedure)')),
+    'task text, fn regprocedure',
+    'jobq.register_task() takes task and fn');
+SELECT function_returns('jobq', 'unregister_task', ARRAY['text'], 'boolean',
+    'jobq.unregister_task(text) returns boolean');
+SELECT function_returns('jobq', 'noop', ARRAY['jsonb'], 'jsonb',
+    'built-in task function jobq.noop(jsonb) returns jsonb');
+SELECT function_returns('jobq', 'sleep', ARRAY['jsonb'], 'jsonb',
+    'built-in task function jobq.sleep(jsonb) returns jsonb');
 
 /*
  * jobq.status(id)
@@ -179,8 +206,8 @@ SELECT is(
       WHERE a.attrelid = to_regclass('jobq.jobs')
         AND a.attnum > 0 AND NOT a.attisdropped
         AND coalesce(col_description(a.attrelid, a.attnum), '') <> ''),
-    16,
-    'all 16 columns of jobq.jobs have a comment');
+    18,
+    'all 18 columns of jobq.jobs have a comment');
 
 /*
  * What the functions do with their arguments, seen from the caller's

@@ -6,7 +6,7 @@
 -- The roles are created inside the transaction and rolled back with it,
 -- and so are the jobs enqueued here: they never run.
 BEGIN;
-SELECT plan(44);
+SELECT plan(59);
 
 SET LOCAL search_path = public;
 
@@ -42,6 +42,17 @@ SELECT ok(NOT has_table_privilege('public', 'jobq.job', p),
 SELECT ok(NOT has_table_privilege('public', 'jobq.job_history', p),
           format('PUBLIC has no %s on jobq.job_history', p))
   FROM unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p;
+
+SELECT is(pg_temp.public_privs(to_regclass('jobq.task')), ARRAY['SELECT'],
+    'PUBLIC holds SELECT and nothing else on jobq.task');
+SELECT is(pg_temp.public_privs(to_regclass('jobq.workers')), ARRAY['SELECT'],
+    'PUBLIC holds SELECT and nothing else on jobq.workers');
+SELECT ok(has_function_privilege('public', p, 'EXECUTE'),
+          format('PUBLIC may execute %s', p))
+  FROM unnest(ARRAY['jobq.enqueue_task(text, jsonb, text, integer, timestamptz, integer, interval)',
+                    'jobq.register_task(text, regprocedure)', 'jobq.unregister_task(text)',
+                    'jobq.noop(jsonb)', 'jobq.sleep(jsonb)', 'jobq.worker_info()',
+                    'jobq.current_job()']) AS p;
 
 SELECT ok(NOT has_schema_privilege('public', 'jobq', 'USAGE'),
     'PUBLIC has no USAGE on schema jobq: an administrator grants it');
@@ -94,6 +105,23 @@ SELECT throws_ok($$SELECT nextval('jobq.job_id_seq')$$,
 SELECT throws_ok($$SELECT setval('jobq.job_id_seq', 1)$$,
     '42501', 'permission denied for sequence job_id_seq',
     'a user cannot reset jobq.job_id_seq');
+
+-- tasks: only jobq.register_task() and jobq.unregister_task() write them
+SELECT throws_ok(
+    $$INSERT INTO jobq.task (task, fn, registered_by)
+      VALUES ('sneaky', 'jobq.noop(jsonb)', current_user::regrole)$$,
+    '42501', 'permission denied for table task', 'a user cannot INSERT INTO jobq.task');
+SELECT throws_ok($$UPDATE jobq.task SET fn = 'jobq.sleep(jsonb)'$$,
+    '42501', NULL, 'a user cannot UPDATE jobq.task');
+SELECT throws_ok('DELETE FROM jobq.task',
+    '42501', NULL, 'a user cannot DELETE FROM jobq.task');
+SELECT lives_ok($$SELECT jobq.register_task('tap_task', 'jobq.noop(jsonb)')$$,
+    'a user with USAGE on schema jobq can register a task');
+SELECT is(current_user::text, 'jobq_tap_user',
+    'jobq.register_task() gives the caller its identity back');
+SELECT results_eq($$SELECT fn::text, registered_by::text FROM jobq.task WHERE task = 'tap_task'$$,
+    $$VALUES ('jobq.noop(jsonb)', 'jobq_tap_user')$$,
+    'the task is registered by the user');
 
 SELECT lives_ok(
     $$INSERT INTO tap_ids SELECT 'user', jobq.enqueue('SELECT 1')$$,

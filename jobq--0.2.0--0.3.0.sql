@@ -1,0 +1,147 @@
+/* jobq--0.2.0--0.3.0.sql: registered tasks, the workers view */
+
+\echo Use "ALTER EXTENSION jobq UPDATE TO '0.3.0'" to load this file. \quit
+
+/*
+ * Tasks.  A task is a name under which a function (jsonb) -> jsonb is
+ * registered; jobq.enqueue_task() queues a call of it with a payload.  A
+ * job is either a command (SQL) or a task with its payload.  The function
+ * is looked up by the task's name when the job runs, so a task can be
+ * registered again to another function, and a job whose task was
+ * unregistered fails with a clear error.
+ */
+CREATE TABLE jobq.task (
+    task          text NOT NULL PRIMARY KEY,
+    fn            regprocedure NOT NULL,
+    registered_by regrole NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE jobq.task IS 'registered tasks: the function each task name calls; written by jobq.register_task() and jobq.unregister_task()';
+COMMENT ON COLUMN jobq.task.task IS 'name given to jobq.enqueue_task()';
+COMMENT ON COLUMN jobq.task.fn IS 'function (jsonb) -> jsonb that runs the task, with the payload';
+COMMENT ON COLUMN jobq.task.registered_by IS 'role that registered the task; it (or a superuser) may register it again or unregister it';
+COMMENT ON COLUMN jobq.task.registered_at IS 'when the task was last registered';
+REVOKE ALL ON jobq.task FROM PUBLIC;
+GRANT SELECT ON jobq.task TO PUBLIC;
+-- pg_dump keeps the tasks users registered; the built-in ones come with
+-- CREATE EXTENSION
+SELECT pg_catalog.pg_extension_config_dump('jobq.task',
+    $$WHERE task OPERATOR(pg_catalog.!~) '^jobq\.'$$);
+
+ALTER TABLE jobq.job ALTER COLUMN command DROP NOT NULL;
+ALTER TABLE jobq.job ADD COLUMN task text;
+ALTER TABLE jobq.job ADD COLUMN payload jsonb;
+ALTER TABLE jobq.job ADD CONSTRAINT job_command_or_task
+    CHECK ((command IS NULL) <> (task IS NULL));
+ALTER TABLE jobq.job_history ALTER COLUMN command DROP NOT NULL;
+ALTER TABLE jobq.job_history ADD COLUMN task text;
+ALTER TABLE jobq.job_history ADD COLUMN payload jsonb;
+
+ALTER TYPE jobq.job_status ADD ATTRIBUTE task text;
+ALTER TYPE jobq.job_status ADD ATTRIBUTE payload jsonb;
+
+CREATE OR REPLACE VIEW jobq.jobs WITH (security_invoker = true) AS
+    SELECT j.id, j.queue,
+           CASE WHEN r.id IS NULL THEN j.state ELSE 'running' END AS state,
+           j.priority, COALESCE(r.attempts, j.attempts) AS attempts,
+           j.max_attempts, j.run_at, j.created_at,
+           COALESCE(r.started_at, j.started_at) AS started_at,
+           NULL::timestamptz AS finished_at, NULL::jsonb AS result,
+           j.last_error, j.last_sqlstate, r.worker_pid, j.owner, j.command,
+           j.task, j.payload
+      FROM jobq.job j LEFT JOIN jobq.running_jobs() r ON r.id = j.id
+    UNION ALL
+    SELECT id, queue, state, priority, attempts, max_attempts, run_at,
+           created_at, started_at, finished_at, result, last_error,
+           last_sqlstate, worker_pid, owner, command, task, payload
+      FROM jobq.job_history;
+COMMENT ON COLUMN jobq.jobs.command IS 'the SQL the job runs; null for a task';
+COMMENT ON COLUMN jobq.jobs.task IS 'the registered task the job calls; null for SQL';
+COMMENT ON COLUMN jobq.jobs.payload IS 'argument of the task''s function';
+COMMENT ON COLUMN jobq.jobs.result IS 'a task''s return value, or the first row of the last statement of an SQL job as a JSON object';
+
+CREATE FUNCTION jobq.register_task(task text, fn regprocedure)
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_register_task';
+COMMENT ON FUNCTION jobq.register_task(text, regprocedure) IS
+'register function fn(jsonb) returns jsonb under the name task, or register the task again to another function';
+
+CREATE FUNCTION jobq.unregister_task(task text)
+RETURNS boolean
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_unregister_task';
+COMMENT ON FUNCTION jobq.unregister_task(text) IS
+'remove a registered task; false if it was not registered. Queued jobs of the task fail when they run';
+
+CREATE FUNCTION jobq.enqueue_task(
+    task         text,
+    payload      jsonb DEFAULT '{}',
+    queue        text DEFAULT 'default',
+    priority     integer DEFAULT 0,
+    run_at       timestamptz DEFAULT pg_catalog.now(),
+    max_attempts integer DEFAULT NULL,
+    timeout      interval DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_enqueue_task';
+COMMENT ON FUNCTION jobq.enqueue_task(text, jsonb, text, integer, timestamptz, integer, interval) IS
+'queue a call of the function registered as task, with payload, that runs as the current role; returns the job id. Other arguments as for jobq.enqueue()';
+
+CREATE FUNCTION jobq.current_job()
+RETURNS bigint
+LANGUAGE C VOLATILE PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'jobq_current_job';
+COMMENT ON FUNCTION jobq.current_job() IS
+'inside a job: its id; null elsewhere';
+
+/*
+ * Built-in tasks, written in C: jobq.noop returns its payload, jobq.sleep
+ * sleeps for the payload's "seconds".  Task names that begin with "jobq."
+ * belong to the extension.
+ */
+CREATE FUNCTION jobq.noop(payload jsonb)
+RETURNS jsonb
+LANGUAGE C VOLATILE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'jobq_noop';
+COMMENT ON FUNCTION jobq.noop(jsonb) IS 'built-in task jobq.noop: returns its payload';
+
+CREATE FUNCTION jobq.sleep(payload jsonb)
+RETURNS jsonb
+LANGUAGE C VOLATILE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'jobq_sleep';
+COMMENT ON FUNCTION jobq.sleep(jsonb) IS
+'built-in task jobq.sleep: sleeps for the payload''s "seconds" (a number from 0 to 86400), interruptibly; returns the payload';
+
+INSERT INTO jobq.task (task, fn, registered_by)
+VALUES ('jobq.noop', 'jobq.noop(jsonb)', CURRENT_USER::regrole),
+       ('jobq.sleep', 'jobq.sleep(jsonb)', CURRENT_USER::regrole);
+
+/*
+ * The worker pool, from the workers' shared slots.
+ */
+CREATE FUNCTION jobq.worker_info()
+RETURNS TABLE (worker integer, pid integer, state text, job_id bigint,
+               queue text, job_started_at timestamptz,
+               jobs_succeeded bigint, jobs_retried bigint, jobs_failed bigint,
+               started_at timestamptz)
+LANGUAGE C VOLATILE PARALLEL RESTRICTED ROWS 8
+AS 'MODULE_PATHNAME', 'jobq_worker_info';
+COMMENT ON FUNCTION jobq.worker_info() IS 'one row per worker slot of the pool; see jobq.workers';
+
+CREATE VIEW jobq.workers AS
+    SELECT worker, pid, state, job_id, queue, job_started_at,
+           jobs_succeeded, jobs_retried, jobs_failed, started_at
+      FROM jobq.worker_info();
+GRANT SELECT ON jobq.workers TO PUBLIC;
+COMMENT ON VIEW jobq.workers IS 'the worker pool: one row per slot, what each worker runs now and what it ran since it started';
+COMMENT ON COLUMN jobq.workers.worker IS 'slot number, from 1 to jobq.workers';
+COMMENT ON COLUMN jobq.workers.pid IS 'process id of the worker; null while it is starting';
+COMMENT ON COLUMN jobq.workers.state IS 'starting, idle or busy (running a job)';
+COMMENT ON COLUMN jobq.workers.job_id IS 'job being run; null if none, or if it is another role''s and you are not a member of pg_monitor';
+COMMENT ON COLUMN jobq.workers.queue IS 'queue of the job being run';
+COMMENT ON COLUMN jobq.workers.job_started_at IS 'when the attempt being run started';
+COMMENT ON COLUMN jobq.workers.jobs_succeeded IS 'jobs the worker ran that succeeded, since it started';
+COMMENT ON COLUMN jobq.workers.jobs_retried IS 'attempts the worker ran that failed and were scheduled again, since it started';
+COMMENT ON COLUMN jobq.workers.jobs_failed IS 'jobs the worker ran that failed for good, since it started';
+COMMENT ON COLUMN jobq.workers.started_at IS 'when the worker started';

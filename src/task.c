@@ -1,0 +1,581 @@
+/*-------------------------------------------------------------------------
+ *
+ * task.c
+ *		Registered tasks: names under which functions (jsonb) -> jsonb are
+ *		called, and the built-in tasks jobq.noop and jobq.sleep.
+ *
+ * jobq.task maps a task's name to its function.  jobq.register_task() and
+ * jobq.unregister_task() write it, as the table's owner (users may only
+ * read it), after checking what the caller may do: the function must
+ * have the signature of a task and the caller must be allowed to execute
+ * it; a task may be registered again or unregistered only by the role
+ * that registered it, or by a superuser; names that begin with "jobq."
+ * are the extension's own.
+ *
+ * A job of a task is resolved by name when it runs, so a task registered
+ * again calls its new function, and a task unregistered after its jobs
+ * were queued fails them with an error that says so.  Every backend keeps
+ * what it resolved (the function, and its FmgrInfo, which is how a
+ * worker calls it) in a small cache, emptied when jobq.task changes (the
+ * API sends a relcache invalidation for the table, delivered to every
+ * backend at commit) and when any function is altered or dropped.
+ *
+ * IDENTIFICATION
+ *		src/task.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/regproc.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "jobq.h"
+
+PG_FUNCTION_INFO_V1(jobq_register_task);
+PG_FUNCTION_INFO_V1(jobq_unregister_task);
+PG_FUNCTION_INFO_V1(jobq_noop);
+PG_FUNCTION_INFO_V1(jobq_sleep);
+
+/* what the task cache knows of one task */
+typedef struct TaskEntry
+{
+	char		name[NAMEDATALEN];	/* hash key */
+	Oid			fn;
+	bool		flinfo_ready;
+	FmgrInfo	flinfo;			/* for calls; fn_mcxt is the cache's */
+} TaskEntry;
+
+static HTAB *task_cache = NULL;
+static MemoryContext TaskCacheContext = NULL;
+static bool task_cache_valid = false;
+static Oid	task_relid = InvalidOid;
+static bool callbacks_registered = false;
+
+static void
+task_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == task_relid)
+		task_cache_valid = false;
+}
+
+static void
+task_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	task_cache_valid = false;
+}
+
+/* an empty cache */
+static void
+task_cache_reset(void)
+{
+	HASHCTL		ctl;
+
+	if (!callbacks_registered)
+	{
+		CacheRegisterRelcacheCallback(task_relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, task_syscache_callback, (Datum) 0);
+		callbacks_registered = true;
+	}
+	if (TaskCacheContext == NULL)
+		TaskCacheContext = AllocSetContextCreate(TopMemoryContext,
+												 "jobq task cache",
+												 ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(TaskCacheContext);
+	ctl.keysize = NAMEDATALEN;
+	ctl.entrysize = sizeof(TaskEntry);
+	ctl.hcxt = TaskCacheContext;
+	task_cache = hash_create("jobq task cache", 16, &ctl,
+							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	task_cache_valid = true;
+}
+
+/* the OID of jobq.task, or InvalidOid if the extension has no such table */
+static Oid
+task_table(void)
+{
+	Oid			nsp = get_namespace_oid("jobq", true);
+
+	return OidIsValid(nsp) ? get_relname_relid("task", nsp) : InvalidOid;
+}
+
+/*
+ * A task name is at most NAMEDATALEN - 1 bytes long and not empty.
+ */
+void
+JobqCheckTaskName(const char *name)
+{
+	if (name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("task name must not be empty")));
+	if (strlen(name) > NAMEDATALEN - 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("task name \"%s\" is too long", name),
+				 errdetail("Task names are at most %d bytes long.",
+						   NAMEDATALEN - 1)));
+}
+
+/*
+ * The cache entry of task name, looked up in jobq.task if the cache does
+ * not have it; NULL if the task is not registered.  Needs a transaction
+ * and an active snapshot; runs as the current user, who needs SELECT on
+ * jobq.task (granted to PUBLIC).
+ */
+static TaskEntry *
+task_lookup(const char *name)
+{
+	TaskEntry  *entry;
+	bool		found;
+	bool		stale;
+	Oid			fn = InvalidOid;
+
+	/* a name that long cannot be registered */
+	if (strlen(name) > NAMEDATALEN - 1)
+		return NULL;
+
+	/* AcceptInvalidationMessages may run below; a reset clears the table */
+	if (!task_cache_valid || task_cache == NULL)
+		task_cache_reset();
+	entry = hash_search(task_cache, name, HASH_FIND, NULL);
+	if (entry != NULL)
+		return entry;
+
+	task_relid = task_table();
+	{
+		Oid			argtypes[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(name)};
+		bool		isnull;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args("SELECT fn::pg_catalog.oid FROM jobq.task"
+								  " WHERE task OPERATOR(pg_catalog.=) $1",
+								  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not look up jobq task \"%s\"", name);
+		if (SPI_processed > 0)
+			fn = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_finish();
+	}
+	if (!OidIsValid(fn))
+		return NULL;
+
+	/*
+	 * An invalidation processed while the statement ran may be for a change
+	 * it did not see: then the entry serves this call only.
+	 */
+	stale = !task_cache_valid;
+	if (stale)
+		task_cache_reset();
+	entry = hash_search(task_cache, name, HASH_ENTER, &found);
+	entry->fn = fn;
+	entry->flinfo_ready = false;
+	if (stale)
+		task_cache_valid = false;
+	return entry;
+}
+
+/* schema-qualified name of function fn, for messages */
+static char *
+qualified_function_name(Oid fn)
+{
+	char	   *nsp = get_namespace_name(get_func_namespace(fn));
+	char	   *name = get_func_name(fn);
+
+	if (nsp == NULL || name == NULL)
+		return psprintf("with OID %u", fn);
+	return quote_qualified_identifier(nsp, name);
+}
+
+/*
+ * jobq.enqueue_task(): the function that task name calls now, which the
+ * caller must be allowed to execute.
+ */
+Oid
+JobqTaskForEnqueue(const char *name)
+{
+	TaskEntry  *entry;
+	AclResult	aclresult;
+
+	JobqCheckTaskName(name);
+	entry = task_lookup(name);
+	if (entry == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("task \"%s\" is not registered", name),
+				 errhint("Register it with jobq.register_task().")));
+	aclresult = pg_proc_aclcheck(entry->fn, GetUserId(), ACL_EXECUTE);
+	if (aclresult != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s of task \"%s\"",
+						qualified_function_name(entry->fn), name),
+				 errdetail("A task's job runs as the role that enqueued it, which must be allowed to execute the task's function.")));
+	return entry->fn;
+}
+
+/*
+ * A worker, about to run a job of task name for role owner: the function
+ * to call, in an FmgrInfo of CurrentMemoryContext (the cache may be
+ * emptied while the function runs: by a job that creates a function, for
+ * one).  Errors that retrying cannot help set *permanent first: the task
+ * is no longer registered, its function is gone, or the owner may not
+ * execute it.  Needs an active snapshot.
+ */
+FmgrInfo *
+JobqTaskForJob(const char *name, Oid owner, volatile bool *permanent)
+{
+	TaskEntry  *entry = task_lookup(name);
+	AclResult	aclresult;
+	FmgrInfo   *flinfo;
+
+	if (entry == NULL)
+	{
+		*permanent = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("task \"%s\" is not registered", name),
+				 errdetail("The task was unregistered after the job was enqueued.")));
+	}
+	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(entry->fn)))
+	{
+		*permanent = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function with OID %u of task \"%s\" does not exist",
+						entry->fn, name),
+				 errdetail("The task's function was dropped after the task was registered.")));
+	}
+	aclresult = pg_proc_aclcheck(entry->fn, owner, ACL_EXECUTE);
+	if (aclresult != ACLCHECK_OK)
+	{
+		*permanent = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s of task \"%s\"",
+						qualified_function_name(entry->fn), name),
+				 errdetail("The job's owner, role \"%s\", may not execute it.",
+						   GetUserNameFromId(owner, false))));
+	}
+	if (!entry->flinfo_ready)
+	{
+		fmgr_info_cxt(entry->fn, &entry->flinfo, TaskCacheContext);
+		entry->flinfo_ready = true;
+	}
+	flinfo = palloc(sizeof(FmgrInfo));
+	fmgr_info_copy(flinfo, &entry->flinfo, CurrentMemoryContext);
+	return flinfo;
+}
+
+/*
+ * A task's function takes one jsonb and returns one jsonb; it is a plain
+ * function (a procedure could commit, which a job cannot).
+ */
+static void
+check_task_function(Oid fn)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc proc;
+	bool		ok;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function with OID %u does not exist", fn)));
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	ok = proc->prokind == PROKIND_FUNCTION && !proc->proretset &&
+		proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID &&
+		proc->prorettype == JSONBOID;
+	ReleaseSysCache(tup);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("function %s cannot be a task", format_procedure(fn)),
+				 errdetail("A task's function takes one argument of type jsonb and returns jsonb.")));
+}
+
+static void
+check_not_builtin(const char *name)
+{
+	if (strncmp(name, "jobq.", 5) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_RESERVED_NAME),
+				 errmsg("task name \"%s\" is reserved", name),
+				 errdetail("Task names that begin with \"jobq.\" belong to the jobq extension.")));
+}
+
+static Oid
+table_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * Run statement sql on jobq.task as the table's owner, with search_path
+ * pinned, returning what SPI_execute_with_args returns.  Users may only
+ * read the table; the API writes it, as SECURITY DEFINER functions would.
+ */
+static int
+execute_as_table_owner(const char *sql, int nargs, Oid *argtypes, Datum *values)
+{
+	Oid			relid = task_table();
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	int			rc;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"jobq.task\" does not exist"),
+				 errhint("Update the extension with ALTER EXTENSION jobq UPDATE.")));
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(table_owner(relid),
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args(sql, nargs, argtypes, values, NULL, false, 0);
+
+	/* every backend forgets what it knew of the tasks, at commit */
+	CacheInvalidateRelcacheByRelid(relid);
+	AtEOXact_GUC(true, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return rc;
+}
+
+/*
+ * jobq.register_task(task text, fn regprocedure)
+ */
+Datum
+jobq_register_task(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Oid			fn;
+	Oid			caller = GetUserId();
+	AclResult	aclresult;
+	Oid			argtypes[4] = {TEXTOID, OIDOID, OIDOID, BOOLOID};
+	Datum		values[4];
+	int			rc;
+
+	JobqCheckPreloaded();
+	PreventCommandIfReadOnly("jobq.register_task()");
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task name must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task function must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	fn = PG_GETARG_OID(1);
+
+	JobqCheckTaskName(name);
+	check_not_builtin(name);
+	check_task_function(fn);
+	aclresult = pg_proc_aclcheck(fn, caller, ACL_EXECUTE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
+
+	/*
+	 * One statement, so that two registrations of a new name cannot both
+	 * think the name was free: the second updates the first's row only if
+	 * it may.
+	 */
+	values[0] = CStringGetTextDatum(name);
+	values[1] = ObjectIdGetDatum(fn);
+	values[2] = ObjectIdGetDatum(caller);
+	values[3] = BoolGetDatum(superuser());
+	rc = execute_as_table_owner(
+		"INSERT INTO jobq.task AS t (task, fn, registered_by, registered_at)"
+		" VALUES ($1, $2::pg_catalog.regprocedure, $3::pg_catalog.regrole, pg_catalog.now())"
+		" ON CONFLICT (task) DO UPDATE"
+		"   SET fn = excluded.fn, registered_by = excluded.registered_by,"
+		"       registered_at = excluded.registered_at"
+		" WHERE t.registered_by OPERATOR(pg_catalog.=) excluded.registered_by OR $4"
+		" RETURNING 1",
+		4, argtypes, values);
+	if (rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not register jobq task \"%s\"", name);
+	if (SPI_processed == 0)
+	{
+		Oid			argtypes1[1] = {TEXTOID};
+		bool		isnull;
+		Oid			owner;
+
+		if (SPI_execute_with_args("SELECT registered_by::pg_catalog.oid FROM jobq.task"
+								  " WHERE task OPERATOR(pg_catalog.=) $1",
+								  1, argtypes1, values, NULL, true, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "could not look up jobq task \"%s\"", name);
+		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("task \"%s\" is registered by role \"%s\"",
+						name, GetUserNameFromId(owner, true) ?
+						GetUserNameFromId(owner, true) : "?"),
+				 errdetail("Only the role that registered a task, or a superuser, may register it again or unregister it.")));
+	}
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * jobq.unregister_task(task text): false if there was no such task.
+ */
+Datum
+jobq_unregister_task(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Oid			argtypes[3] = {TEXTOID, OIDOID, BOOLOID};
+	Datum		values[3];
+	bool		isnull;
+	int			rc;
+	Datum		allowed;
+
+	JobqCheckPreloaded();
+	PreventCommandIfReadOnly("jobq.unregister_task()");
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task name must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	check_not_builtin(name);
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = ObjectIdGetDatum(GetUserId());
+	values[2] = BoolGetDatum(superuser());
+	rc = execute_as_table_owner(
+		"WITH t AS (SELECT task, registered_by OPERATOR(pg_catalog.=) $2::pg_catalog.regrole OR $3 AS allowed"
+		"             FROM jobq.task WHERE task OPERATOR(pg_catalog.=) $1 FOR UPDATE),"
+		"     d AS (DELETE FROM jobq.task USING t"
+		"            WHERE task.task OPERATOR(pg_catalog.=) t.task AND t.allowed)"
+		"SELECT allowed FROM t",
+		3, argtypes, values);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not unregister jobq task \"%s\"", name);
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
+	allowed = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	SPI_finish();
+	if (!DatumGetBool(allowed))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to unregister task \"%s\"", name),
+				 errdetail("Only the role that registered a task, or a superuser, may register it again or unregister it.")));
+	PG_RETURN_BOOL(true);
+}
+
+/*
+ * Built-in task jobq.noop: returns its payload.
+ */
+Datum
+jobq_noop(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+}
+
+#define JOBQ_SLEEP_MAX_SECONDS	86400
+
+/*
+ * Built-in task jobq.sleep: sleeps for the payload's "seconds", a number
+ * from 0 to JOBQ_SLEEP_MAX_SECONDS, waking for interrupts (a cancel, a
+ * timeout, a shutdown end it with an error).  Returns its payload.
+ */
+Datum
+jobq_sleep(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *payload;
+	JsonbValue	key;
+	JsonbValue *v;
+	double		seconds = -1;
+	TimestampTz end;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payload of task \"jobq.sleep\" must not be null")));
+	payload = PG_GETARG_JSONB_P(0);
+	if (!JB_ROOT_IS_OBJECT(payload))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payload of task \"jobq.sleep\" must be a JSON object"),
+				 errhint("Pass an object such as {\"seconds\": 1.5}.")));
+	key.type = jbvString;
+	key.val.string.val = "seconds";
+	key.val.string.len = strlen("seconds");
+	v = findJsonbValueFromContainer(&payload->root, JB_FOBJECT, &key);
+	if (v != NULL && v->type == jbvNumeric)
+		seconds = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+													 NumericGetDatum(v->val.numeric)));
+	if (v == NULL || v->type != jbvNumeric || isnan(seconds) ||
+		seconds < 0 || seconds > JOBQ_SLEEP_MAX_SECONDS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payload of task \"jobq.sleep\" must have a key \"seconds\" with a number from 0 to %d",
+						JOBQ_SLEEP_MAX_SECONDS)));
+
+	end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+									  (int64) (seconds * 1000.0));
+	for (;;)
+	{
+		long		secs;
+		int			usecs;
+		long		ms;
+
+		CHECK_FOR_INTERRUPTS();
+		TimestampDifference(GetCurrentTimestamp(), end, &secs, &usecs);
+		ms = secs * 1000 + (usecs + 999) / 1000;
+		if (ms <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	PG_RETURN_JSONB_P(payload);
+}

@@ -1,0 +1,116 @@
+/*-------------------------------------------------------------------------
+ *
+ * jobq_test.c
+ *		C tasks for jobq's test suites: what a task module written in C
+ *		looks like.  A task is a function (jsonb) -> jsonb; it runs inside
+ *		its job's transaction, so what it writes through SPI commits
+ *		exactly when the job's success does, and an error rolls it back.
+ *
+ * IDENTIFICATION
+ *		test/modules/jobq_test/jobq_test.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+PG_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(jobq_test_spi_insert);
+PG_FUNCTION_INFO_V1(jobq_test_fail_until);
+
+/* the text of key in a JSON object, or an error */
+static char *
+payload_text(Jsonb *payload, const char *key, bool required)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+
+	if (!JB_ROOT_IS_OBJECT(payload))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payload must be a JSON object")));
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	v = findJsonbValueFromContainer(&payload->root, JB_FOBJECT, &k);
+	if (v == NULL)
+	{
+		if (!required)
+			return NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payload has no key \"%s\"", key)));
+	}
+	if (v->type == jbvString)
+		return pnstrdup(v->val.string.val, v->val.string.len);
+	if (v->type == jbvNumeric)
+		return DatumGetCString(DirectFunctionCall1(numeric_out,
+												   NumericGetDatum(v->val.numeric)));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("payload key \"%s\" must be a string or a number", key)));
+	return NULL;				/* keep compiler quiet */
+}
+
+static Jsonb *
+one_key_object(const char *key, int64 value)
+{
+	char	   *json = psprintf("{\"%s\": " INT64_FORMAT "}", key, value);
+
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+}
+
+Datum
+jobq_test_spi_insert(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *payload = PG_GETARG_JSONB_P(0);
+	char	   *table = payload_text(payload, "table", true);
+	char	   *value = payload_text(payload, "value", true);
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	uint64		n;
+
+	values[0] = CStringGetTextDatum(value);
+	SPI_connect();
+	if (SPI_execute_with_args(psprintf("INSERT INTO %s VALUES ($1)",
+									   quote_identifier(table)),
+							  1, argtypes, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "insert into \"%s\" failed", table);
+	n = SPI_processed;
+	SPI_finish();
+	PG_RETURN_JSONB_P(one_key_object("inserted", (int64) n));
+}
+
+Datum
+jobq_test_fail_until(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *payload = PG_GETARG_JSONB_P(0);
+	char	   *table = payload_text(payload, "table", true);
+	int			succeed_at = pg_strtoint32(payload_text(payload, "succeed_at", true));
+	int			attempt;
+	bool		isnull;
+
+	SPI_connect();
+	if (SPI_execute("SELECT attempts FROM jobq.jobs WHERE id = jobq.current_job()",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "not running in a jobq job");
+	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull));
+	if (SPI_execute(psprintf("INSERT INTO %s VALUES (%d)",
+							 quote_identifier(table), attempt),
+					false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "insert into \"%s\" failed", table);
+	SPI_finish();
+
+	if (attempt < succeed_at)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("attempt %d of %d failed on purpose", attempt, succeed_at)));
+	PG_RETURN_JSONB_P(one_key_object("attempt", attempt));
+}
