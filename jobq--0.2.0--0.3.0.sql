@@ -145,3 +145,27 @@ COMMENT ON COLUMN jobq.workers.jobs_succeeded IS 'jobs the worker ran that succe
 COMMENT ON COLUMN jobq.workers.jobs_retried IS 'attempts the worker ran that failed and were scheduled again, since it started';
 COMMENT ON COLUMN jobq.workers.jobs_failed IS 'jobs the worker ran that failed for good, since it started';
 COMMENT ON COLUMN jobq.workers.started_at IS 'when the worker started';
+
+/*
+ * Acting on one job: cancel, retry, wait.
+ */
+CREATE FUNCTION jobq.cancel(id bigint)
+RETURNS boolean
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_cancel';
+COMMENT ON FUNCTION jobq.cancel(bigint) IS
+'cancel a job: a pending one at once, a running one interrupted and rolled back; true if it ends cancelled, false if it had finished';
+
+CREATE FUNCTION jobq.retry(id bigint)
+RETURNS boolean
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_retry';
+COMMENT ON FUNCTION jobq.retry(bigint) IS
+'run a failed or cancelled job again, due now, with its attempts counted from zero; false for unfinished or succeeded jobs';
+
+CREATE FUNCTION jobq.wait(id bigint, timeout interval DEFAULT NULL)
+RETURNS jobq.job_status
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_wait';
+COMMENT ON FUNCTION jobq.wait(bigint, interval) IS
+'wait until the job has finished, or timeout has passed (NULL: no limit), and return its status; needs READ COMMITTED';

@@ -601,6 +601,7 @@ static AttrNumber *history_job_attno;	/* per history column, for HS_JOB */
 static AttrNumber job_id_attno;
 static Datum state_succeeded;
 static Datum state_failed;
+static Datum state_cancelled;
 
 static void
 build_history_map(void)
@@ -636,6 +637,8 @@ build_history_map(void)
 												  ObjectIdGetDatum(att->atttypid));
 			state_failed = DirectFunctionCall2(enum_in, CStringGetDatum("failed"),
 											   ObjectIdGetDatum(att->atttypid));
+			state_cancelled = DirectFunctionCall2(enum_in, CStringGetDatum("cancelled"),
+												  ObjectIdGetDatum(att->atttypid));
 			src = HS_STATE;
 		}
 		else if (strcmp(name, "attempts") == 0)
@@ -781,7 +784,8 @@ record_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 		TM_FailureData tmfd;
 		TM_Result	tmr;
 
-		if (o->kind != JOBQ_SUCCEEDED && o->kind != JOBQ_FAILED)
+		if (o->kind != JOBQ_SUCCEEDED && o->kind != JOBQ_FAILED &&
+			o->kind != JOBQ_CANCELLED)
 			continue;
 
 		if (!fetch_claimed(jobrel, &jobs[i], jslot))
@@ -819,7 +823,8 @@ record_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 						isnull = jslot->tts_isnull[history_job_attno[c] - 1];
 						break;
 					case HS_STATE:
-						v = o->kind == JOBQ_SUCCEEDED ? state_succeeded : state_failed;
+						v = o->kind == JOBQ_SUCCEEDED ? state_succeeded :
+							o->kind == JOBQ_CANCELLED ? state_cancelled : state_failed;
 						break;
 					case HS_ATTEMPTS:
 						v = Int32GetDatum(jobs[i].attempts);
@@ -985,6 +990,8 @@ JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 	PopActiveSnapshot();
 	SPI_finish();
 
+	if (changed > 0)
+		JobqNoteFinishedAtCommit();
 	if (changed > 0)
 		ereport(LOG,
 				(errmsg_plural("jobq counted the attempt of %d job whose worker exited while running it",

@@ -422,7 +422,8 @@ next_attempt_time(int attempts)
  * execution transaction; CurrentMemoryContext receives the outcome.
  */
 void
-JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
+JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
+			   bool here)
 {
 	MemoryContext outercxt = CurrentMemoryContext;
 	ResourceOwner outerowner = CurrentResourceOwner;
@@ -430,7 +431,9 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 
 	memset(out, 0, sizeof(*out));
 	out->started_at = GetCurrentTimestamp();
-	if (job->task != NULL)
+	if (here)
+		;						/* the caller's query stays what it shows */
+	else if (job->task != NULL)
 	{
 		static char activity[NAMEDATALEN + 16];
 
@@ -442,6 +445,19 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 	{
 		pgstat_report_activity(STATE_RUNNING, job->command);
 		debug_query_string = job->command;
+	}
+
+	/* cancelled by jobq.cancel() while it waited in this worker's claim */
+	if (JobqCancelRequested(job->id))
+	{
+		out->kind = JOBQ_CANCELLED;
+		out->error = pstrdup(JOBQ_CANCELLED_MESSAGE);
+		strlcpy(out->sqlstate, unpack_sql_state(ERRCODE_QUERY_CANCELED),
+				sizeof(out->sqlstate));
+		if (!here)
+			debug_query_string = NULL;
+		out->finished_at = GetCurrentTimestamp();
+		return;
 	}
 
 	BeginInternalSubTransaction(NULL);
@@ -474,24 +490,31 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 
 		/*
 		 * From here on the job may be cancelled (timeout, SIGTERM).  A cancel
-		 * that arrived while we were between jobs is stale: drop it.
+		 * that arrived while we were between jobs is stale: drop it.  Run
+		 * here, the caller's own statement timeout and cancel apply.
 		 */
-		QueryCancelPending = false;
+		if (!here)
+			QueryCancelPending = false;
 		/* the job's timeout, or the owner's statement_timeout if shorter */
-		timeout_ms = job->timeout_ms;
-		if (StatementTimeout > 0 &&
+		timeout_ms = here ? 0 : job->timeout_ms;
+		if (!here && StatementTimeout > 0 &&
 			(timeout_ms == 0 || StatementTimeout < timeout_ms))
 			timeout_ms = StatementTimeout;
 		if (timeout_ms > 0)
 			enable_timeout_after(STATEMENT_TIMEOUT,
 								 (int) Min(timeout_ms, (int64) INT_MAX));
-		jobq_in_job = true;
-		if (jobq_shutdown_requested)
+		if (!here)
 		{
-			QueryCancelPending = true;
-			InterruptPending = true;
+			jobq_in_job = true;
+			/* a cancel published before jobq_in_job was set: see worker.c */
+			pg_memory_barrier();
+			if (jobq_shutdown_requested || JobqCancelRequested(job->id))
+			{
+				QueryCancelPending = true;
+				InterruptPending = true;
+			}
+			RESUME_CANCEL_INTERRUPTS();
 		}
-		RESUME_CANCEL_INTERRUPTS();
 
 		if (task_fn != NULL)
 		{
@@ -503,7 +526,8 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
 			PushActiveSnapshot(GetTransactionSnapshot());
-			rc = execute_command(job->command, job->owner);
+			rc = here ? SPI_execute(job->command, false, 0) :
+				execute_command(job->command, job->owner);
 			PopActiveSnapshot();
 		}
 		if (rc == SPI_ERROR_TRANSACTION)
@@ -520,8 +544,11 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("could not run job: %s", SPI_result_code_string(rc))));
 
-		HOLD_CANCEL_INTERRUPTS();
-		jobq_in_job = false;
+		if (!here)
+		{
+			HOLD_CANCEL_INTERRUPTS();
+			jobq_in_job = false;
+		}
 		if (timeout_ms > 0)
 			disable_timeout(STATEMENT_TIMEOUT, false);
 
@@ -545,7 +572,14 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 		 * the session.  An error in either is the job's error.
 		 */
 		AfterTriggerFireDeferred();
-		reset_session_state(true);
+
+		/* a job that caught the cancel (or ended as it came) is undone */
+		if (JobqCancelRequested(job->id))
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg(JOBQ_CANCELLED_MESSAGE)));
+		if (!here)
+			reset_session_state(true);
 
 		/* undo the job's SET commands and the owner's role settings */
 		AtEOXact_GUC(false, save_nestlevel);
@@ -562,10 +596,13 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 	{
 		ErrorData  *edata;
 
-		jobq_in_job = false;
-		disable_timeout(STATEMENT_TIMEOUT, false);
-		/* the job may have died with cancel interrupts resumed */
-		QueryCancelHoldoffCount = 1;
+		if (!here)
+		{
+			jobq_in_job = false;
+			disable_timeout(STATEMENT_TIMEOUT, false);
+			/* the job may have died with cancel interrupts resumed */
+			QueryCancelHoldoffCount = 1;
+		}
 
 		MemoryContextSwitchTo(outercxt);
 		edata = CopyErrorData();
@@ -579,10 +616,25 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(outercxt);
 		CurrentResourceOwner = outerowner;
-		reset_session_state(false);
+		if (here)
+		{
+			/* the caller's own cancel is the caller's, not the job's */
+			if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+				ReThrowError(edata);
+		}
+		else
+			reset_session_state(false);
 
-		if (jobq_shutdown_requested &&
-			edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		if (JobqCancelRequested(job->id))
+		{
+			/* whatever the error was, the job was cancelled: not retried */
+			out->kind = JOBQ_CANCELLED;
+			out->error = pstrdup(JOBQ_CANCELLED_MESSAGE);
+			strlcpy(out->sqlstate, unpack_sql_state(ERRCODE_QUERY_CANCELED),
+					sizeof(out->sqlstate));
+		}
+		else if (jobq_shutdown_requested &&
+				 edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 		{
 			/* interrupted by shutdown: not the job's fault */
 			out->kind = JOBQ_RELEASE;
@@ -603,7 +655,8 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context)
 	}
 	PG_END_TRY();
 
-	debug_query_string = NULL;
+	if (!here)
+		debug_query_string = NULL;
 	out->finished_at = GetCurrentTimestamp();
 }
 

@@ -26,6 +26,8 @@
 #include "fmgr.h"
 #include "nodes/execnodes.h"
 #include "storage/itemptr.h"
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
 #include "storage/spin.h"
 #include "utils/relcache.h"
 
@@ -113,6 +115,9 @@ typedef struct JobqFloor
 	int64		id;
 } JobqFloor;
 
+/* Concurrent jobq.cancel() and jobq.wait() calls that shared memory tracks. */
+#define JOBQ_MAX_REQUESTS		64
+
 typedef struct JobqSharedState
 {
 	slock_t		mutex;
@@ -126,6 +131,17 @@ typedef struct JobqSharedState
 	TimestampTz prune_floor_reset_at;	/* when it goes back to the start */
 	int			next_wake;		/* round-robin start for wake-ups */
 	JobqWorkerSlot workers[JOBQ_MAX_WORKERS];
+
+	/*
+	 * Requests about single jobs, by job id, 0 where free (shmem.c):
+	 * cancels in progress (jobq.cancel() of a job a worker holds), and
+	 * jobq.wait() callers, woken through finished_cv when a job they wait
+	 * for finishes (all are, while wait_any is not 0: see JobqWaitBegin).
+	 */
+	pg_atomic_uint64 cancel_ids[JOBQ_MAX_REQUESTS];
+	pg_atomic_uint64 wait_ids[JOBQ_MAX_REQUESTS];
+	pg_atomic_uint32 wait_any;
+	ConditionVariable finished_cv;
 
 	/* claim floors, highest priority first; see claim.c */
 	bool		floors_valid;	/* levels known and floors usable */
@@ -169,6 +185,17 @@ extern void JobqFloorsInstall(const int16 *levels, int n);
 extern void JobqNoteWorkerDeath(void);
 extern bool JobqSettleNeeded(int slot);
 extern void JobqSetNextDue(TimestampTz due);
+extern int	JobqCancelRequestAdd(int64 id);
+extern void JobqCancelRequestRemove(int idx);
+extern bool JobqCancelRequested(int64 id);
+extern void JobqSignalJobWorker(int64 id);
+extern int	JobqWaitBegin(int64 id);
+extern void JobqWaitEnd(int idx);
+extern void JobqNoteFinished(const int64 *ids, int n);
+extern void JobqNoteFinishedAtCommit(void);
+
+/* last_error of a job that jobq.cancel() cancelled */
+#define JOBQ_CANCELLED_MESSAGE	"job cancelled by jobq.cancel()"
 
 /* launcher.c */
 extern void JobqRegisterLauncher(void);
@@ -178,7 +205,7 @@ extern PGDLLEXPORT void JobqLauncherMain(Datum main_arg);
 extern PGDLLEXPORT void JobqWorkerMain(Datum main_arg);
 extern volatile sig_atomic_t jobq_in_job;
 extern volatile sig_atomic_t jobq_shutdown_requested;
-extern int64 jobq_current_job_id;
+extern volatile int64 jobq_current_job_id;
 
 /* A claimed job, as the worker holds it between claim and outcome. */
 typedef struct JobqJob
@@ -203,6 +230,7 @@ typedef enum JobqOutcomeKind
 	JOBQ_SUCCEEDED,
 	JOBQ_RETRY,					/* error with attempts left */
 	JOBQ_FAILED,				/* error, no attempts left, or permanent */
+	JOBQ_CANCELLED,				/* by jobq.cancel(): effects rolled back */
 	JOBQ_RELEASE				/* interrupted by shutdown: stays pending,
 								 * attempt not counted */
 } JobqOutcomeKind;
@@ -228,6 +256,11 @@ extern int	JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 extern int	JobqPruneHistory(void);
 
 /* store.c: direct writes to jobq's tables */
+extern int	JobqExecuteAsOwner(const char *sql, int nargs, Oid *argtypes,
+							   Datum *values, bool read_only);
+extern int	JobqExecuteAsOwnerNulls(const char *sql, int nargs, Oid *argtypes,
+									Datum *values, const char *nulls,
+									bool read_only);
 typedef struct JobqTable
 {
 	const char *relname;		/* in schema jobq */
@@ -263,7 +296,7 @@ extern FmgrInfo *JobqTaskForJob(const char *name, Oid owner,
 
 /* execute.c */
 extern void JobqExecuteJob(JobqJob *job, JobqOutcome *outcome,
-						   MemoryContext job_context);
+						   MemoryContext job_context, bool here);
 extern void JobqForgetRoleSettings(void);
 
 #endif							/* JOBQ_H */

@@ -25,6 +25,7 @@
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -45,6 +46,7 @@ static bool release_callback_registered = false;
 static int	pending_due_jobs = 0;
 static TimestampTz pending_min_future = DT_NOEND;
 static bool pending_any = false;
+static bool pending_finished = false;	/* the transaction finished jobs */
 /* the smallest key enqueued per priority level, for the claim floors */
 #define JOBQ_PENDING_LEVELS		8
 static int	n_pending_levels = 0;
@@ -86,6 +88,13 @@ jobq_shmem_startup(void)
 		JobqShared->settled_deaths = 0;
 		/* levels unknown until a worker discovers them */
 		JobqShared->floors_valid = false;
+		for (int i = 0; i < JOBQ_MAX_REQUESTS; i++)
+		{
+			pg_atomic_init_u64(&JobqShared->cancel_ids[i], 0);
+			pg_atomic_init_u64(&JobqShared->wait_ids[i], 0);
+		}
+		pg_atomic_init_u32(&JobqShared->wait_any, 0);
+		ConditionVariableInit(&JobqShared->finished_cv);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -511,6 +520,9 @@ jobq_release_callback(ResourceReleasePhase phase, bool isCommit,
 			JobqWakeWorkers(1);
 		}
 	}
+	if (isCommit && pending_finished)
+		ConditionVariableBroadcast(&JobqShared->finished_cv);
+	pending_finished = false;
 	pending_due_jobs = 0;
 	pending_min_future = DT_NOEND;
 	pending_any = false;
@@ -561,4 +573,148 @@ JobqNoteEnqueue(TimestampTz run_at, int16 priority, int64 id)
 	}
 	else if (run_at < pending_min_future)
 		pending_min_future = run_at;
+}
+
+/*
+ * Requests about single jobs.  An entry of a request array holds a job id,
+ * 0 when free; entries are taken by compare-and-swap and read without a
+ * lock, from a worker's signal handler among others.
+ */
+static int
+request_add(pg_atomic_uint64 *ids, int64 id)
+{
+	int			i;
+
+	for (i = 0; i < JOBQ_MAX_REQUESTS; i++)
+	{
+		uint64		expected = 0;
+
+		if (pg_atomic_read_u64(&ids[i]) == 0 &&
+			pg_atomic_compare_exchange_u64(&ids[i], &expected, (uint64) id))
+			return i;
+	}
+	return -1;
+}
+
+static bool
+request_present(pg_atomic_uint64 *ids, int64 id)
+{
+	int			i;
+
+	for (i = 0; i < JOBQ_MAX_REQUESTS; i++)
+		if (pg_atomic_read_u64(&ids[i]) == (uint64) id)
+			return true;
+	return false;
+}
+
+/*
+ * jobq.cancel() of a job that a worker holds: publish the request (the
+ * worker checks it before it starts the job, when it starts it, and from
+ * its SIGUSR2 handler while it runs it).  Returns the entry to remove
+ * afterwards.  With every entry taken, waits for one.
+ */
+int
+JobqCancelRequestAdd(int64 id)
+{
+	int			idx;
+
+	while ((idx = request_add(JobqShared->cancel_ids, id)) < 0)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	pg_memory_barrier();
+	return idx;
+}
+
+void
+JobqCancelRequestRemove(int idx)
+{
+	pg_atomic_write_u64(&JobqShared->cancel_ids[idx], 0);
+}
+
+/* Has jobq.cancel() asked for job id?  Safe in a signal handler. */
+bool
+JobqCancelRequested(int64 id)
+{
+	if (JobqShared == NULL || id == 0)
+		return false;
+	return request_present(JobqShared->cancel_ids, id);
+}
+
+/*
+ * Interrupt the worker that is running job id, if one is: it checks the
+ * cancel requests on SIGUSR2.
+ */
+void
+JobqSignalJobWorker(int64 id)
+{
+	pid_t		pid = 0;
+	int			i;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+		if (JobqShared->workers[i].pid != 0 && JobqShared->workers[i].job_id == id)
+			pid = JobqShared->workers[i].pid;
+	SpinLockRelease(&JobqShared->mutex);
+	if (pid != 0)
+		(void) kill(pid, SIGUSR2);
+}
+
+/*
+ * jobq.wait() begins: workers wake finished_cv when job id finishes.
+ * Returns the entry for JobqWaitEnd; -1 if every entry is taken, and then
+ * every finishing commit wakes the waiters.
+ */
+int
+JobqWaitBegin(int64 id)
+{
+	int			idx = request_add(JobqShared->wait_ids, id);
+
+	if (idx < 0)
+		pg_atomic_fetch_add_u32(&JobqShared->wait_any, 1);
+	pg_memory_barrier();
+	return idx;
+}
+
+void
+JobqWaitEnd(int idx)
+{
+	if (idx < 0)
+		pg_atomic_fetch_sub_u32(&JobqShared->wait_any, 1);
+	else
+		pg_atomic_write_u64(&JobqShared->wait_ids[idx], 0);
+}
+
+/*
+ * A worker's chunk that finished jobs ids[0..n-1] has committed: wake
+ * whoever waits for one of them.
+ */
+void
+JobqNoteFinished(const int64 *ids, int n)
+{
+	bool		wake = pg_atomic_read_u32(&JobqShared->wait_any) > 0;
+	int			i;
+
+	for (i = 0; i < n && !wake; i++)
+		wake = request_present(JobqShared->wait_ids, ids[i]);
+	if (wake)
+		ConditionVariableBroadcast(&JobqShared->finished_cv);
+}
+
+/*
+ * The current transaction finishes jobs (jobq.cancel(), or the attempts of
+ * dead workers counted): wake the waiters when it commits.
+ */
+void
+JobqNoteFinishedAtCommit(void)
+{
+	if (!release_callback_registered)
+	{
+		RegisterResourceReleaseCallback(jobq_release_callback, NULL);
+		release_callback_registered = true;
+	}
+	pending_finished = true;
 }

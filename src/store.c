@@ -40,6 +40,12 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+#include "utils/syscache.h"
+#include "catalog/pg_class.h"
+#include "access/htup_details.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -227,4 +233,57 @@ JobqTableSlot(JobqTable *t)
 		slot->tts_isnull[i] = true;
 	}
 	return slot;
+}
+
+/*
+ * Run one SQL statement on jobq's tables as their owner (the owner of
+ * jobq.job), with search_path pinned to pg_catalog, the way a SECURITY
+ * DEFINER function would: users may read the tables, only the API writes
+ * them.  Connects to SPI and returns what SPI_execute_with_args returned;
+ * the caller reads SPI_tuptable and calls SPI_finish.  The caller's
+ * identity is back when this returns (an error restores it through the
+ * abort).
+ */
+int
+JobqExecuteAsOwner(const char *sql, int nargs, Oid *argtypes, Datum *values,
+				   bool read_only)
+{
+	return JobqExecuteAsOwnerNulls(sql, nargs, argtypes, values, NULL, read_only);
+}
+
+/* the same, with SPI's nulls ('n' for a null argument; NULL: none) */
+int
+JobqExecuteAsOwnerNulls(const char *sql, int nargs, Oid *argtypes, Datum *values,
+						const char *nulls, bool read_only)
+{
+	Oid			nsp = get_namespace_oid("jobq", false);
+	Oid			relid = get_relname_relid("job", nsp);
+	HeapTuple	tup;
+	Oid			owner;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	int			rc;
+
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"jobq.job\" does not exist"),
+				 errhint("Reinstall the extension with DROP EXTENSION jobq and CREATE EXTENSION jobq.")));
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, read_only, 0);
+	AtEOXact_GUC(true, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return rc;
 }

@@ -331,31 +331,15 @@ check_not_builtin(const char *name)
 				 errdetail("Task names that begin with \"jobq.\" belong to the jobq extension.")));
 }
 
-static Oid
-table_owner(Oid relid)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
 /*
- * Run statement sql on jobq.task as the table's owner, with search_path
- * pinned, returning what SPI_execute_with_args returns.  Users may only
- * read the table; the API writes it, as SECURITY DEFINER functions would.
+ * Run a statement that writes jobq.task, as the tables' owner, and have
+ * every backend forget what it knew of the tasks when the transaction
+ * commits.  Connects to SPI; the caller finishes.
  */
 static int
-execute_as_table_owner(const char *sql, int nargs, Oid *argtypes, Datum *values)
+execute_task_write(const char *sql, int nargs, Oid *argtypes, Datum *values)
 {
 	Oid			relid = task_table();
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
 	int			rc;
 
 	if (!OidIsValid(relid))
@@ -363,22 +347,8 @@ execute_as_table_owner(const char *sql, int nargs, Oid *argtypes, Datum *values)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation \"jobq.task\" does not exist"),
 				 errhint("Update the extension with ALTER EXTENSION jobq UPDATE.")));
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(table_owner(relid),
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_with_args(sql, nargs, argtypes, values, NULL, false, 0);
-
-	/* every backend forgets what it knew of the tasks, at commit */
+	rc = JobqExecuteAsOwner(sql, nargs, argtypes, values, false);
 	CacheInvalidateRelcacheByRelid(relid);
-	AtEOXact_GUC(true, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
 	return rc;
 }
 
@@ -425,7 +395,7 @@ jobq_register_task(PG_FUNCTION_ARGS)
 	values[1] = ObjectIdGetDatum(fn);
 	values[2] = ObjectIdGetDatum(caller);
 	values[3] = BoolGetDatum(superuser());
-	rc = execute_as_table_owner(
+	rc = execute_task_write(
 		"INSERT INTO jobq.task AS t (task, fn, registered_by, registered_at)"
 		" VALUES ($1, $2::pg_catalog.regprocedure, $3::pg_catalog.regrole, pg_catalog.now())"
 		" ON CONFLICT (task) DO UPDATE"
@@ -485,7 +455,7 @@ jobq_unregister_task(PG_FUNCTION_ARGS)
 	values[0] = CStringGetTextDatum(name);
 	values[1] = ObjectIdGetDatum(GetUserId());
 	values[2] = BoolGetDatum(superuser());
-	rc = execute_as_table_owner(
+	rc = execute_task_write(
 		"WITH t AS (SELECT task, registered_by OPERATOR(pg_catalog.=) $2::pg_catalog.regrole OR $3 AS allowed"
 		"             FROM jobq.task WHERE task OPERATOR(pg_catalog.=) $1 FOR UPDATE),"
 		"     d AS (DELETE FROM jobq.task USING t"

@@ -76,7 +76,7 @@
 
 volatile sig_atomic_t jobq_in_job = false;
 volatile sig_atomic_t jobq_shutdown_requested = false;
-int64		jobq_current_job_id = 0;
+volatile int64 jobq_current_job_id = 0;
 
 static int	my_slot = -1;
 static int	claim_limit = 1;
@@ -128,6 +128,29 @@ jobq_worker_sigterm(SIGNAL_ARGS)
 
 	jobq_shutdown_requested = true;
 	if (jobq_in_job)
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
+	SetLatch(MyLatch);
+
+	errno = save_errno;
+}
+
+/*
+ * SIGUSR2: jobq.cancel() asks for a job that a worker holds.  Cancel the
+ * job in hand if it is that job; a request for another job (one claimed
+ * but not started, or one that already finished) is not this job's: the
+ * worker finds it before it starts that job (execute.c).  The job's id is
+ * set before jobq_in_job, and execute.c checks the requests once more
+ * after setting jobq_in_job, so a request is never missed.
+ */
+static void
+jobq_worker_sigusr2(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	if (jobq_in_job && JobqCancelRequested(jobq_current_job_id))
 	{
 		QueryCancelPending = true;
 		InterruptPending = true;
@@ -235,6 +258,26 @@ count_outcomes(JobqOutcome *outcomes, int n)
 	JobqShared->workers[my_slot].n_retried += retried;
 	JobqShared->workers[my_slot].n_failed += failed;
 	SpinLockRelease(&JobqShared->mutex);
+}
+
+/*
+ * Wake the jobq.wait() callers of the jobs a chunk finished, now that it
+ * committed.
+ */
+static void
+note_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
+{
+	int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
+	int			k = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (outcomes[i].kind == JOBQ_SUCCEEDED || outcomes[i].kind == JOBQ_FAILED ||
+			outcomes[i].kind == JOBQ_CANCELLED)
+			ids[k++] = jobs[i].id;
+	if (k > 0)
+		JobqNoteFinished(ids, k);
+	pfree(ids);
 }
 
 /*
@@ -354,7 +397,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 			break;
 
 		begin_job(&jobs[next]);
-		JobqExecuteJob(&jobs[next], &outcomes[next], JobContext);
+		JobqExecuteJob(&jobs[next], &outcomes[next], JobContext, false);
 		end_job();
 		MemoryContextReset(JobContext);
 		next++;
@@ -367,6 +410,9 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 			slow = true;
 			break;
 		}
+		/* commit a cancelled job at once: jobq.cancel() waits for it */
+		if (outcomes[next - 1].kind == JOBQ_CANCELLED)
+			break;
 		if (MyProc->subxidStatus.overflowed ||
 			MyProc->subxidStatus.count >= JOBQ_CHUNK_MAX_SUBXIDS)
 			break;
@@ -404,6 +450,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 			outcomes[i].kind == JOBQ_RELEASE)
 			JobqFloorLower(jobs[i].priority, jobs[i].run_at, jobs[i].id);
 	count_outcomes(outcomes, next);
+	note_finished(jobs, outcomes, next);
 	MemoryContextReset(ChunkContext);
 	set_busy(false);
 
@@ -424,6 +471,7 @@ JobqWorkerMain(Datum main_arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, jobq_worker_sigterm);
+	pqsignal(SIGUSR2, jobq_worker_sigusr2);
 	BackgroundWorkerUnblockSignals();
 
 	/*

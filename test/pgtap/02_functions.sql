@@ -4,7 +4,7 @@
 -- volatility and strictness of jobq.enqueue and jobq.status; a pinned
 -- search_path on every function; a COMMENT on every user-facing object.
 BEGIN;
-SELECT plan(53);
+SELECT plan(59);
 
 SET LOCAL search_path = public;
 
@@ -66,6 +66,22 @@ SELECT function_returns('jobq', 'noop', ARRAY['jsonb'], 'jsonb',
     'built-in task function jobq.noop(jsonb) returns jsonb');
 SELECT function_returns('jobq', 'sleep', ARRAY['jsonb'], 'jsonb',
     'built-in task function jobq.sleep(jsonb) returns jsonb');
+
+/*
+ * jobq.cancel(id), jobq.retry(id), jobq.wait(id, timeout)
+ */
+SELECT function_returns('jobq', 'cancel', ARRAY['bigint'], 'boolean',
+    'jobq.cancel(bigint) returns boolean');
+SELECT function_returns('jobq', 'retry', ARRAY['bigint'], 'boolean',
+    'jobq.retry(bigint) returns boolean');
+SELECT function_returns('jobq', 'wait', ARRAY['bigint', 'interval'], 'jobq.job_status',
+    'jobq.wait(bigint, interval) returns jobq.job_status');
+SELECT is(
+    pg_get_function_arguments(to_regprocedure('jobq.wait(bigint, interval)')),
+    'id bigint, timeout interval DEFAULT NULL::interval',
+    'jobq.wait() takes id and an optional timeout');
+SELECT isnt_definer('jobq', f, ARRAY['bigint'], format('jobq.%s() is not SECURITY DEFINER', f))
+  FROM unnest(ARRAY['cancel', 'retry']) AS f;
 
 /*
  * jobq.status(id)

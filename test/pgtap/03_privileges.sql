@@ -6,7 +6,7 @@
 -- The roles are created inside the transaction and rolled back with it,
 -- and so are the jobs enqueued here: they never run.
 BEGIN;
-SELECT plan(59);
+SELECT plan(62);
 
 SET LOCAL search_path = public;
 
@@ -52,7 +52,8 @@ SELECT ok(has_function_privilege('public', p, 'EXECUTE'),
   FROM unnest(ARRAY['jobq.enqueue_task(text, jsonb, text, integer, timestamptz, integer, interval)',
                     'jobq.register_task(text, regprocedure)', 'jobq.unregister_task(text)',
                     'jobq.noop(jsonb)', 'jobq.sleep(jsonb)', 'jobq.worker_info()',
-                    'jobq.current_job()']) AS p;
+                    'jobq.current_job()', 'jobq.cancel(bigint)', 'jobq.retry(bigint)',
+                    'jobq.wait(bigint, interval)']) AS p;
 
 SELECT ok(NOT has_schema_privilege('public', 'jobq', 'USAGE'),
     'PUBLIC has no USAGE on schema jobq: an administrator grants it');

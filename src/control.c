@@ -1,0 +1,608 @@
+/*-------------------------------------------------------------------------
+ *
+ * control.c
+ *		jobq.cancel(), jobq.retry() and jobq.wait(): acting on one job.
+ *
+ * Who may act: a caller first looks the job up in jobq.jobs as itself, so
+ * row-level security decides whether the job exists for it (as for
+ * jobq.status()); cancelling or retrying it takes the privileges of its
+ * owner (membership in the owner role, as pg_cancel_backend() asks, or
+ * superuser).  The writes then run as the tables' owner (store.c).
+ *
+ * Cancel.  A pending job that no worker holds is moved to the history as
+ * cancelled, in the caller's transaction.  A job that a worker holds (it
+ * runs it, or it waits in the worker's claim) is locked by the worker's
+ * transaction: the cancel is published in shared memory and the worker
+ * running the job is sent SIGUSR2, which cancels the job if it is still
+ * the one in hand (a late signal never touches the next job); a worker
+ * also checks the requests before it starts a job and when the job ends,
+ * so a job that swallowed the cancel is rolled back all the same.  The
+ * worker records the job cancelled and commits at once; jobq.cancel()
+ * waits for that commit on the row lock, then reads what became of the
+ * job: cancelled, or finished first (false), or let go unrun (then it
+ * cancels the pending job itself).
+ *
+ * Wait.  jobq.wait() registers the job it waits for in shared memory and
+ * sleeps on a condition variable that a worker broadcasts after the
+ * commit of a chunk that finished a job somebody waits for (and that
+ * jobq.cancel() broadcasts at its commit).  Every wake-up reads the job's
+ * status with a new snapshot, so it needs read committed.
+ *
+ * IDENTIFICATION
+ *		src/control.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "jobq.h"
+
+PG_FUNCTION_INFO_V1(jobq_cancel);
+PG_FUNCTION_INFO_V1(jobq_retry);
+PG_FUNCTION_INFO_V1(jobq_wait);
+
+typedef enum JobPlace
+{
+	JOB_UNFINISHED,				/* in jobq.job: pending or running */
+	JOB_SUCCEEDED,
+	JOB_FAILED,
+	JOB_CANCELLED
+} JobPlace;
+
+/*
+ * Where job id is, as the caller sees it (row-level security applies);
+ * an error if the caller cannot see it, or (with what non-NULL) may not
+ * act on it.
+ */
+static JobPlace
+find_job(int64 id, const char *what)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(id)};
+	bool		isnull;
+	char	   *state;
+	Oid			owner;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT state::pg_catalog.text, owner::pg_catalog.oid"
+							  "  FROM jobq.jobs WHERE id OPERATOR(pg_catalog.=) $1",
+							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("job " INT64_FORMAT " does not exist", id),
+				 errdetail("It may have finished longer ago than jobq.retention, or belong to another role.")));
+	state = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 1, &isnull));
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 2, &isnull));
+	SPI_finish();
+
+	if (what != NULL && !has_privs_of_role(GetUserId(), owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to %s job " INT64_FORMAT, what, id),
+				 errdetail("Only the job's owner, role \"%s\", a member of it or a superuser may %s it.",
+						   GetUserNameFromId(owner, true) ? GetUserNameFromId(owner, true) : "?",
+						   what)));
+
+	if (strcmp(state, "succeeded") == 0)
+		return JOB_SUCCEEDED;
+	if (strcmp(state, "failed") == 0)
+		return JOB_FAILED;
+	if (strcmp(state, "cancelled") == 0)
+		return JOB_CANCELLED;
+	return JOB_UNFINISHED;
+}
+
+/*
+ * Lock the job's row in jobq.job, waiting for a worker that holds it if
+ * wait; false if the row is not there (finished), or, without wait, is
+ * locked.
+ */
+static bool
+lock_job(int64 id, bool wait)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(id)};
+	bool		found;
+
+	if (JobqExecuteAsOwner(wait ?
+						   "SELECT 1 FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE" :
+						   "SELECT 1 FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE SKIP LOCKED",
+						   1, argtypes, values, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock jobq job " INT64_FORMAT, id);
+	found = SPI_processed > 0;
+	SPI_finish();
+	return found;
+}
+
+/*
+ * Move the job, which the caller's transaction holds locked in jobq.job,
+ * to the history as cancelled (or delete it, with jobq.retention 0).
+ */
+static void
+finish_cancelled(int64 id)
+{
+	Oid			argtypes[4] = {INT8OID, TEXTOID, TEXTOID, BOOLOID};
+	Datum		values[4];
+
+	values[0] = Int64GetDatum(id);
+	values[1] = CStringGetTextDatum(JOBQ_CANCELLED_MESSAGE);
+	values[2] = CStringGetTextDatum(unpack_sql_state(ERRCODE_QUERY_CANCELED));
+	values[3] = BoolGetDatum(jobq_retention > 0);
+	if (JobqExecuteAsOwner(
+						   "WITH d AS (DELETE FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1 RETURNING *)"
+						   "INSERT INTO jobq.job_history (id, queue, state, priority, run_at,"
+						   "       attempts, max_attempts, timeout, owner, command, created_at,"
+						   "       started_at, finished_at, result, last_error, last_sqlstate,"
+						   "       worker_pid, task, payload)"
+						   "SELECT id, queue, 'cancelled', priority, run_at, attempts, max_attempts,"
+						   "       timeout, owner, command, created_at, started_at, pg_catalog.now(),"
+						   "       NULL, $2, $3, NULL, task, payload"
+						   "  FROM d WHERE $4",
+						   4, argtypes, values, false) != SPI_OK_INSERT)
+		elog(ERROR, "could not cancel jobq job " INT64_FORMAT, id);
+	SPI_finish();
+	JobqNoteFinishedAtCommit();
+}
+
+/* what became of a job that left jobq.job: was it cancelled? */
+static bool
+ended_cancelled(int64 id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(id)};
+	bool		cancelled = false;
+
+	if (JobqExecuteAsOwner("SELECT state OPERATOR(pg_catalog.=) 'cancelled' FROM jobq.job_history"
+						   " WHERE id OPERATOR(pg_catalog.=) $1",
+						   1, argtypes, values, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+
+		cancelled = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_finish();
+	return cancelled;
+}
+
+static void
+cancel_request_cleanup(int code, Datum arg)
+{
+	JobqCancelRequestRemove(DatumGetInt32(arg));
+}
+
+/*
+ * jobq.cancel(id bigint) returns boolean: true if the job ends cancelled,
+ * false if it had finished (or finishes before the cancel reaches it).
+ */
+Datum
+jobq_cancel(PG_FUNCTION_ARGS)
+{
+	int64		id;
+	bool		cancelled;
+	int			idx;
+
+	JobqCheckPreloaded();
+	PreventCommandIfReadOnly("jobq.cancel()");
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job id must not be null")));
+	id = PG_GETARG_INT64(0);
+
+	if (find_job(id, "cancel") != JOB_UNFINISHED)
+		PG_RETURN_BOOL(false);
+
+	/* pending, and no worker holds it */
+	if (lock_job(id, false))
+	{
+		finish_cancelled(id);
+		PG_RETURN_BOOL(true);
+	}
+
+	/*
+	 * A worker holds it (or it just finished).  Ask, interrupt, and wait
+	 * for the worker's commit.
+	 */
+	idx = JobqCancelRequestAdd(id);
+	PG_ENSURE_ERROR_CLEANUP(cancel_request_cleanup, Int32GetDatum(idx));
+	{
+		JobqSignalJobWorker(id);
+		if (lock_job(id, true))
+		{
+			/* let go unrun, or to be retried: it is pending, and ours */
+			finish_cancelled(id);
+			cancelled = true;
+		}
+		else
+			cancelled = ended_cancelled(id);
+	}
+	PG_END_ENSURE_ERROR_CLEANUP(cancel_request_cleanup, Int32GetDatum(idx));
+	JobqCancelRequestRemove(idx);
+
+	PG_RETURN_BOOL(cancelled);
+}
+
+/*
+ * jobq.retry(id bigint) returns boolean: a failed or cancelled job is
+ * pending again, due now, with its attempts counted from zero; false for
+ * a job that is unfinished or succeeded.
+ */
+Datum
+jobq_retry(PG_FUNCTION_ARGS)
+{
+	int64		id;
+	JobPlace	place;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1];
+	bool		isnull;
+	int16		priority;
+	TimestampTz run_at;
+
+	JobqCheckPreloaded();
+	PreventCommandIfReadOnly("jobq.retry()");
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job id must not be null")));
+	id = PG_GETARG_INT64(0);
+
+	place = find_job(id, "retry");
+	if (place != JOB_FAILED && place != JOB_CANCELLED)
+		PG_RETURN_BOOL(false);
+
+	/*
+	 * One statement: a concurrent retry of the same job waits for this
+	 * one's delete and then finds nothing to move.
+	 */
+	values[0] = Int64GetDatum(id);
+	if (JobqExecuteAsOwner(
+						   "WITH h AS (DELETE FROM jobq.job_history"
+						   "            WHERE id OPERATOR(pg_catalog.=) $1"
+						   "              AND state IN ('failed', 'cancelled') RETURNING *)"
+						   "INSERT INTO jobq.job (id, queue, state, priority, run_at, attempts,"
+						   "       max_attempts, timeout, owner, command, created_at,"
+						   "       last_error, last_sqlstate, task, payload)"
+						   "SELECT id, queue, 'pending', priority, pg_catalog.now(), 0,"
+						   "       max_attempts, timeout, owner, command, created_at,"
+						   "       last_error, last_sqlstate, task, payload FROM h"
+						   " RETURNING priority, run_at",
+						   1, argtypes, values, false) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not retry jobq job " INT64_FORMAT, id);
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
+	priority = DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	run_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 2, &isnull));
+	SPI_finish();
+
+	/* wake a worker at commit, and keep the claim floors below it */
+	JobqNoteEnqueue(run_at, priority, id);
+	PG_RETURN_BOOL(true);
+}
+
+static void
+wait_cleanup(int code, Datum arg)
+{
+	JobqWaitEnd(DatumGetInt32(arg));
+}
+
+/*
+ * The status of job id as the caller sees it, with a new snapshot, copied
+ * out of SPI; *found false if the caller cannot see it.  *mine is set if
+ * the caller's own transaction enqueued it (and has not committed).
+ */
+static Datum
+read_status(int64 id, bool *found, bool *finished, bool *mine)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(id)};
+	Datum		status = (Datum) 0;
+	bool		isnull;
+
+	*found = *finished = *mine = false;
+	if (SPI_execute_with_args("SELECT ROW(j.*)::jobq.job_status,"
+							  "       j.state::pg_catalog.text IN ('succeeded', 'failed', 'cancelled'),"
+							  "       (SELECT x.xmin FROM jobq.job x"
+							  "         WHERE x.id OPERATOR(pg_catalog.=) $1)"
+							  "  FROM jobq.jobs j WHERE j.id OPERATOR(pg_catalog.=) $1",
+							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);
+	if (SPI_processed == 0)
+		return (Datum) 0;
+	*found = true;
+	status = SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull),
+							   false, -1);
+	*finished = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 2, &isnull));
+	{
+		Datum		xmin = SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 3, &isnull);
+
+		*mine = !isnull &&
+			TransactionIdIsCurrentTransactionId(DatumGetTransactionId(xmin));
+	}
+	return status;
+}
+
+/*
+ * Run job id, which the current transaction enqueued, here and now, and
+ * record its outcome in the current transaction: the job's effects and
+ * its outcome commit or roll back with the caller's work.  One attempt:
+ * an error with attempts left schedules the next one as a worker would.
+ * The job runs as its owner, with its owner's settings, in a
+ * subtransaction; the caller's statement timeout bounds it, not the job's.
+ */
+static void
+run_here(int64 id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(id)};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+	JobqJob		job;
+	JobqOutcome out;
+	MemoryContext job_context;
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	if (JobqExecuteAsOwner("SELECT owner::pg_catalog.oid, command, task, payload,"
+						   "       attempts OPERATOR(pg_catalog.+) 1, max_attempts"
+						   "  FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1"
+						   "   AND state OPERATOR(pg_catalog.=) 'pending'"
+						   "   AND run_at OPERATOR(pg_catalog.<=) pg_catalog.now() FOR UPDATE",
+						   1, argtypes, values, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not read jobq job " INT64_FORMAT, id);
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		return;
+	}
+	tup = SPI_copytuple(SPI_tuptable->vals[0]);
+	desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+	SPI_finish();
+
+	memset(&job, 0, sizeof(job));
+	job.id = id;
+	job.owner = DatumGetObjectId(heap_getattr(tup, 1, desc, &isnull));
+	d = heap_getattr(tup, 2, desc, &isnull);
+	job.command = isnull ? NULL : TextDatumGetCString(d);
+	d = heap_getattr(tup, 3, desc, &isnull);
+	job.task = isnull ? NULL : TextDatumGetCString(d);
+	d = heap_getattr(tup, 4, desc, &isnull);
+	job.payload = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+	job.attempts = DatumGetInt32(heap_getattr(tup, 5, desc, &isnull));
+	job.max_attempts = DatumGetInt32(heap_getattr(tup, 6, desc, &isnull));
+
+	job_context = AllocSetContextCreate(CurrentMemoryContext, "jobq job run here",
+										ALLOCSET_DEFAULT_SIZES);
+	/* role settings are cached per execution transaction: not across calls */
+	JobqForgetRoleSettings();
+	PG_TRY();
+	{
+		JobqExecuteJob(&job, &out, job_context, true);
+	}
+	PG_FINALLY();
+	{
+		JobqForgetRoleSettings();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+
+	{
+		Oid			types[9] = {INT8OID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, JSONBOID, TEXTOID, TEXTOID, BOOLOID};
+		Datum		v[9];
+		char		n[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		int			rc;
+
+		v[0] = Int64GetDatum(id);
+		v[1] = CStringGetTextDatum(out.kind == JOBQ_SUCCEEDED ? "succeeded" : "failed");
+		v[2] = Int32GetDatum(job.attempts);
+		v[3] = TimestampTzGetDatum(out.started_at);
+		v[4] = TimestampTzGetDatum(out.kind == JOBQ_RETRY ? out.next_run_at : out.finished_at);
+		v[5] = out.result;
+		n[5] = out.result == (Datum) 0 ? 'n' : ' ';
+		v[6] = out.error ? CStringGetTextDatum(out.error) : (Datum) 0;
+		n[6] = out.error ? ' ' : 'n';
+		v[7] = out.error ? CStringGetTextDatum(out.sqlstate) : (Datum) 0;
+		n[7] = out.error ? ' ' : 'n';
+		v[8] = BoolGetDatum(jobq_retention > 0);
+
+		if (out.kind == JOBQ_RETRY)
+			rc = JobqExecuteAsOwnerNulls(
+										 "UPDATE jobq.job SET attempts = $3, started_at = $4, run_at = $5,"
+										 "       last_error = $7, last_sqlstate = $8"
+										 " WHERE id OPERATOR(pg_catalog.=) $1",
+										 9, types, v, n, false);
+		else
+			rc = JobqExecuteAsOwnerNulls(
+										 "WITH d AS (DELETE FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1 RETURNING *)"
+										 "INSERT INTO jobq.job_history (id, queue, state, priority, run_at,"
+										 "       attempts, max_attempts, timeout, owner, command, created_at,"
+										 "       started_at, finished_at, result, last_error, last_sqlstate,"
+										 "       worker_pid, task, payload)"
+										 "SELECT id, queue, $2::jobq.job_state, priority, run_at, $3,"
+										 "       max_attempts, timeout, owner, command, created_at, $4, $5, $6,"
+										 "       COALESCE($7, last_error), CASE WHEN $7 IS NULL THEN last_sqlstate ELSE $8 END,"
+										 "       pg_catalog.pg_backend_pid(), task, payload"
+										 "  FROM d WHERE $9",
+										 9, types, v, n, false);
+		if (rc < 0)
+			elog(ERROR, "could not record the outcome of jobq job " INT64_FORMAT, id);
+		SPI_finish();
+	}
+	/* the retry's floor and wake-up: as if enqueued again */
+	if (out.kind == JOBQ_RETRY)
+	{
+		Oid			t1[1] = {INT8OID};
+		Datum		v1[1] = {Int64GetDatum(id)};
+
+		if (JobqExecuteAsOwner("SELECT priority FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1",
+							   1, t1, v1, false) == SPI_OK_SELECT && SPI_processed > 0)
+			JobqNoteEnqueue(out.next_run_at,
+							DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[0],
+														SPI_tuptable->tupdesc, 1, &isnull)),
+							id);
+		SPI_finish();
+	}
+	MemoryContextDelete(job_context);
+}
+
+/*
+ * The loop of jobq.wait(): read the job's status, sleep until a commit
+ * that finished a job somebody waits for, again.  Returns the last status
+ * read; *found is false if the job disappeared (jobq.retention 0).
+ */
+static Datum
+wait_loop(int64 id, TimestampTz deadline, bool *found)
+{
+	Datum		status = (Datum) 0;
+	bool		finished = false;
+	bool		mine = false;
+	bool		first = true;
+	bool		ran_here = false;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ConditionVariablePrepareToSleep(&JobqShared->finished_cv);
+	for (;;)
+	{
+		long		ms = -1;
+
+		status = read_status(id, found, &finished, &mine);
+		if (!*found)
+		{
+			if (first)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("job " INT64_FORMAT " does not exist", id),
+						 errdetail("It may have finished longer ago than jobq.retention, or belong to another role.")));
+			break;				/* finished and deleted at once */
+		}
+		if (finished)
+			break;
+		if (mine)
+		{
+			/*
+			 * No worker can see a job before the transaction that enqueued
+			 * it commits, and that is this one: run it here, once, and
+			 * report what became of it.
+			 */
+			if (ran_here)
+				break;
+			run_here(id);
+			ran_here = true;
+			continue;
+		}
+		if (first && IsolationUsesXactSnapshot())
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot wait for a job in a transaction at isolation level %s",
+							XactIsoLevel == XACT_SERIALIZABLE ? "SERIALIZABLE" : "REPEATABLE READ"),
+					 errdetail("Its snapshot would never see the job finish."),
+					 errhint("Wait in a READ COMMITTED transaction.")));
+		first = false;
+
+		if (deadline != DT_NOEND)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+			long		secs;
+			int			usecs;
+
+			if (now >= deadline)
+				break;
+			TimestampDifference(now, deadline, &secs, &usecs);
+			ms = secs * 1000 + (usecs + 999) / 1000;
+		}
+		/* woken by the commit of a chunk that finished the job */
+		(void) ConditionVariableTimedSleep(&JobqShared->finished_cv, ms,
+										   PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+	SPI_finish();
+	return status;
+}
+
+/*
+ * jobq.wait(id bigint, timeout interval) returns jobq.job_status: once
+ * the job has finished, or when timeout (NULL: none) has passed, its
+ * status; NULL if the job disappeared meanwhile (jobq.retention 0).
+ */
+/* the end of jobq.wait()'s timeout argument, DT_NOEND for none */
+static TimestampTz
+wait_deadline(FunctionCallInfo fcinfo)
+{
+	Interval   *iv;
+
+	if (PG_ARGISNULL(1))
+		return DT_NOEND;
+	iv = PG_GETARG_INTERVAL_P(1);
+	if (iv->time < 0 || iv->day < 0 || iv->month < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be negative"),
+				 errhint("Pass NULL to wait without a time limit.")));
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+												   TimestampTzGetDatum(GetCurrentTimestamp()),
+												   IntervalPGetDatum(iv)));
+}
+
+Datum
+jobq_wait(PG_FUNCTION_ARGS)
+{
+	int64		id;
+	Datum		status;
+	bool		found = false;
+	int			idx;
+
+	JobqCheckPreloaded();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job id must not be null")));
+	id = PG_GETARG_INT64(0);
+	(void) wait_deadline(fcinfo);	/* a bad timeout fails before we register */
+
+	idx = JobqWaitBegin(id);
+	PG_ENSURE_ERROR_CLEANUP(wait_cleanup, Int32GetDatum(idx));
+	{
+		status = wait_loop(id, wait_deadline(fcinfo), &found);
+	}
+	PG_END_ENSURE_ERROR_CLEANUP(wait_cleanup, Int32GetDatum(idx));
+	JobqWaitEnd(idx);
+
+	if (!found)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(status);
+}
