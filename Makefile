@@ -17,7 +17,7 @@ PG_CFLAGS += -Werror
 endif
 
 # pg_regress: API outputs, against a temporary instance that preloads jobq.
-REGRESS = setup enqueue_errors execute tasks control security single_worker retention upgrade
+REGRESS = setup enqueue_errors execute tasks control dedup security single_worker retention upgrade
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
                --temp-instance=$(CURDIR)/tmp_regress
 NO_INSTALLCHECK_OPTS =

@@ -37,8 +37,20 @@ ALTER TABLE jobq.job_history ALTER COLUMN command DROP NOT NULL;
 ALTER TABLE jobq.job_history ADD COLUMN task text;
 ALTER TABLE jobq.job_history ADD COLUMN payload jsonb;
 
+/*
+ * Dedup keys: while an unfinished job (one in jobq.job) of a queue has a
+ * key, enqueueing another job with that key in that queue returns the
+ * first one's id.  The unique index is what makes concurrent enqueues
+ * agree.
+ */
+ALTER TABLE jobq.job ADD COLUMN dedup_key text;
+ALTER TABLE jobq.job_history ADD COLUMN dedup_key text;
+CREATE UNIQUE INDEX job_dedup_idx ON jobq.job (queue, dedup_key)
+    WHERE dedup_key IS NOT NULL;
+
 ALTER TYPE jobq.job_status ADD ATTRIBUTE task text;
 ALTER TYPE jobq.job_status ADD ATTRIBUTE payload jsonb;
+ALTER TYPE jobq.job_status ADD ATTRIBUTE dedup_key text;
 
 CREATE OR REPLACE VIEW jobq.jobs WITH (security_invoker = true) AS
     SELECT j.id, j.queue,
@@ -48,17 +60,33 @@ CREATE OR REPLACE VIEW jobq.jobs WITH (security_invoker = true) AS
            COALESCE(r.started_at, j.started_at) AS started_at,
            NULL::timestamptz AS finished_at, NULL::jsonb AS result,
            j.last_error, j.last_sqlstate, r.worker_pid, j.owner, j.command,
-           j.task, j.payload
+           j.task, j.payload, j.dedup_key
       FROM jobq.job j LEFT JOIN jobq.running_jobs() r ON r.id = j.id
     UNION ALL
     SELECT id, queue, state, priority, attempts, max_attempts, run_at,
            created_at, started_at, finished_at, result, last_error,
-           last_sqlstate, worker_pid, owner, command, task, payload
+           last_sqlstate, worker_pid, owner, command, task, payload, dedup_key
       FROM jobq.job_history;
 COMMENT ON COLUMN jobq.jobs.command IS 'the SQL the job runs; null for a task';
 COMMENT ON COLUMN jobq.jobs.task IS 'the registered task the job calls; null for SQL';
 COMMENT ON COLUMN jobq.jobs.payload IS 'argument of the task''s function';
+COMMENT ON COLUMN jobq.jobs.dedup_key IS 'while the job is unfinished, enqueueing with this key in its queue returns this job';
 COMMENT ON COLUMN jobq.jobs.result IS 'a task''s return value, or the first row of the last statement of an SQL job as a JSON object';
+
+DROP FUNCTION jobq.enqueue(text, text, integer, timestamptz, integer, interval);
+CREATE FUNCTION jobq.enqueue(
+    command      text,
+    queue        text DEFAULT 'default',
+    priority     integer DEFAULT 0,
+    run_at       timestamptz DEFAULT pg_catalog.now(),
+    max_attempts integer DEFAULT NULL,
+    timeout      interval DEFAULT NULL,
+    dedup_key    text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_enqueue';
+COMMENT ON FUNCTION jobq.enqueue(text, text, integer, timestamptz, integer, interval, text) IS
+'queue a SQL job that runs as the current role; returns its id, or the id of the unfinished job of the queue with the same dedup_key. max_attempts NULL means jobq.default_max_attempts, timeout NULL means jobq.default_timeout, timeout 0 means no limit';
 
 CREATE FUNCTION jobq.register_task(task text, fn regprocedure)
 RETURNS void
@@ -81,11 +109,12 @@ CREATE FUNCTION jobq.enqueue_task(
     priority     integer DEFAULT 0,
     run_at       timestamptz DEFAULT pg_catalog.now(),
     max_attempts integer DEFAULT NULL,
-    timeout      interval DEFAULT NULL)
+    timeout      interval DEFAULT NULL,
+    dedup_key    text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'jobq_enqueue_task';
-COMMENT ON FUNCTION jobq.enqueue_task(text, jsonb, text, integer, timestamptz, integer, interval) IS
+COMMENT ON FUNCTION jobq.enqueue_task(text, jsonb, text, integer, timestamptz, integer, interval, text) IS
 'queue a call of the function registered as task, with payload, that runs as the current role; returns the job id. Other arguments as for jobq.enqueue()';
 
 CREATE FUNCTION jobq.current_job()

@@ -33,6 +33,7 @@
 #include "commands/dbcommands.h"
 #include "commands/sequence.h"
 #include "executor/executor.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -68,6 +69,7 @@ typedef enum JobColumn
 	COL_CREATED_AT,
 	COL_TASK,
 	COL_PAYLOAD,
+	COL_DEDUP_KEY,
 	NUM_JOB_COLUMNS
 } JobColumn;
 
@@ -89,10 +91,12 @@ static const struct
 	[COL_CREATED_AT] = {"created_at", TIMESTAMPTZOID},
 	[COL_TASK] = {"task", TEXTOID},
 	[COL_PAYLOAD] = {"payload", JSONBOID},
+	[COL_DEDUP_KEY] = {"dedup_key", TEXTOID},
 };
 
 /* columns that a jobq.job of version 0.2.0 does not have */
-#define JOB_COLUMN_OPTIONAL(c)	((c) == COL_TASK || (c) == COL_PAYLOAD)
+#define JOB_COLUMN_OPTIONAL(c) \
+	((c) == COL_TASK || (c) == COL_PAYLOAD || (c) == COL_DEDUP_KEY)
 
 static JobqTable job_table = {.relname = "job"};
 static uint64 job_columns_generation = 0;
@@ -184,6 +188,72 @@ insert_job(Datum *values, bool *nulls)
 
 	table_close(rel, NoLock);
 	return id;
+}
+
+/*
+ * Insert a job with a dedup key, or find the unfinished job of its queue
+ * that has the key; returns the id, and sets *added if the job is new.
+ * SQL this time (INSERT ... ON CONFLICT, as the tables' owner): the
+ * speculative insertion of the unique index job_dedup_idx is what makes
+ * concurrent enqueues with one key agree.  The job found may finish (and
+ * leave jobq.job) between the conflict and the look-up: then try again.
+ */
+static int64
+insert_dedup_job(Datum *values, bool *nulls, bool *added)
+{
+	Oid			argtypes[10] = {TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID,
+		INTERVALOID, OIDOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID};
+	Datum		v[10];
+	char		n[10];
+	int			cols[10] = {COL_QUEUE, COL_PRIORITY, COL_RUN_AT, COL_MAX_ATTEMPTS,
+		COL_TIMEOUT, COL_OWNER, COL_COMMAND, COL_TASK, COL_PAYLOAD, COL_DEDUP_KEY};
+	int			i;
+
+	for (i = 0; i < 10; i++)
+	{
+		v[i] = values[cols[i]];
+		n[i] = nulls[cols[i]] ? 'n' : ' ';
+	}
+	for (;;)
+	{
+		bool		isnull;
+		int64		id = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		if (JobqExecuteAsOwnerNulls(
+									"INSERT INTO jobq.job (queue, priority, run_at, max_attempts, timeout,"
+									"       owner, command, task, payload, dedup_key, created_at)"
+									"VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.regrole, $7, $8, $9, $10,"
+									"        pg_catalog.now())"
+									"ON CONFLICT (queue, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING"
+									" RETURNING id",
+									10, argtypes, v, n, false) != SPI_OK_INSERT_RETURNING)
+			elog(ERROR, "could not enqueue jobq job");
+		if (SPI_processed > 0)
+		{
+			id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+			SPI_finish();
+			*added = true;
+			return id;
+		}
+		SPI_finish();
+
+		if (JobqExecuteAsOwnerNulls(
+									"SELECT id FROM jobq.job WHERE queue OPERATOR(pg_catalog.=) $1"
+									"   AND dedup_key OPERATOR(pg_catalog.=) $10",
+									10, argtypes, v, n, false) != SPI_OK_SELECT)
+			elog(ERROR, "could not look up jobq job by dedup key");
+		if (SPI_processed > 0)
+			id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_finish();
+		if (id != 0)
+		{
+			*added = false;
+			return id;
+		}
+	}
 }
 
 /*
@@ -283,6 +353,8 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 	Oid			owner = GetUserId();
 	Datum		values[NUM_JOB_COLUMNS];
 	bool		nulls[NUM_JOB_COLUMNS];
+	text	   *dedup_key = NULL;
+	bool		added = true;
 	int64		id;
 
 	/* queue */
@@ -364,6 +436,23 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 		timeout_null = false;
 	}
 
+	/* dedup_key: NULL for none (jobq.enqueue() of 0.2.0 has no such argument) */
+	if (PG_NARGS() > opt + 5 && !PG_ARGISNULL(opt + 5))
+	{
+		dedup_key = PG_GETARG_TEXT_PP(opt + 5);
+		if (VARSIZE_ANY_EXHDR(dedup_key) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("dedup key must not be empty"),
+					 errhint("Pass NULL for no dedup key.")));
+		if (VARSIZE_ANY_EXHDR(dedup_key) > JOBQ_MAX_DEDUP_KEY)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("dedup key is too long"),
+					 errdetail("Dedup keys are at most %d bytes long.",
+							   JOBQ_MAX_DEDUP_KEY)));
+	}
+
 	check_role_can_own_jobs(owner);
 
 	memset(nulls, false, sizeof(nulls));
@@ -380,10 +469,16 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 	nulls[COL_TASK] = (task == NULL);
 	values[COL_PAYLOAD] = PointerGetDatum(payload);
 	nulls[COL_PAYLOAD] = (payload == NULL);
+	values[COL_DEDUP_KEY] = PointerGetDatum(dedup_key);
+	nulls[COL_DEDUP_KEY] = (dedup_key == NULL);
 
-	id = insert_job(values, nulls);
+	if (dedup_key != NULL)
+		id = insert_dedup_job(values, nulls, &added);
+	else
+		id = insert_job(values, nulls);
 
-	JobqNoteEnqueue(run_at, (int16) priority, id);
+	if (added)
+		JobqNoteEnqueue(run_at, (int16) priority, id);
 	return id;
 }
 

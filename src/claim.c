@@ -237,7 +237,9 @@ task_columns(void)
 
 	tasks = jobq_tables(&job, &history) &&
 		get_attnum(job, "task") != InvalidAttrNumber &&
-		get_attnum(history, "task") != InvalidAttrNumber;
+		get_attnum(history, "task") != InvalidAttrNumber &&
+		get_attnum(job, "dedup_key") != InvalidAttrNumber &&
+		get_attnum(history, "dedup_key") != InvalidAttrNumber;
 	if ((int) tasks != plans_have_tasks)
 	{
 		SPIPlanPtr *plans[] = {&claim_plan, &claim_level_plan, &crashed_plan};
@@ -980,8 +982,8 @@ JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 	pgstat_report_activity(STATE_RUNNING, "jobq: counting attempts of exited workers");
 	/* prepared again if the tables changed: see task_columns() */
 	tasks = task_columns();
-	crashed_stmt = psprintf(crashed_sql, tasks ? ", task, payload" : "",
-							tasks ? ", task, payload" : "");
+	crashed_stmt = psprintf(crashed_sql, tasks ? ", task, payload, dedup_key" : "",
+							tasks ? ", task, payload, dedup_key" : "");
 	if (execute_kept(keep_plan(&crashed_plan, crashed_stmt, 6, argtypes),
 					 values, false) != SPI_OK_SELECT)
 		elog(ERROR, "jobq could not count the attempts of exited workers");

@@ -155,10 +155,10 @@ finish_cancelled(int64 id)
 						   "INSERT INTO jobq.job_history (id, queue, state, priority, run_at,"
 						   "       attempts, max_attempts, timeout, owner, command, created_at,"
 						   "       started_at, finished_at, result, last_error, last_sqlstate,"
-						   "       worker_pid, task, payload)"
+						   "       worker_pid, task, payload, dedup_key)"
 						   "SELECT id, queue, 'cancelled', priority, run_at, attempts, max_attempts,"
 						   "       timeout, owner, command, created_at, started_at, pg_catalog.now(),"
-						   "       NULL, $2, $3, NULL, task, payload"
+						   "       NULL, $2, $3, NULL, task, payload, dedup_key"
 						   "  FROM d WHERE $4",
 						   4, argtypes, values, false) != SPI_OK_INSERT)
 		elog(ERROR, "could not cancel jobq job " INT64_FORMAT, id);
@@ -275,21 +275,42 @@ jobq_retry(PG_FUNCTION_ARGS)
 	if (place != JOB_FAILED && place != JOB_CANCELLED)
 		PG_RETURN_BOOL(false);
 
+	/* its dedup key may have been taken by a new job meanwhile */
+	values[0] = Int64GetDatum(id);
+	if (JobqExecuteAsOwner("SELECT j.id FROM jobq.job_history h, jobq.job j"
+						   " WHERE h.id OPERATOR(pg_catalog.=) $1"
+						   "   AND j.queue OPERATOR(pg_catalog.=) h.queue"
+						   "   AND j.dedup_key OPERATOR(pg_catalog.=) h.dedup_key",
+						   1, argtypes, values, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);
+	if (SPI_processed > 0)
+	{
+		int64		other = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+														SPI_tuptable->tupdesc, 1,
+														&isnull));
+
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("cannot retry job " INT64_FORMAT, id),
+				 errdetail("Job " INT64_FORMAT " of the same queue has the same dedup key and is unfinished.",
+						   other)));
+	}
+	SPI_finish();
+
 	/*
 	 * One statement: a concurrent retry of the same job waits for this
 	 * one's delete and then finds nothing to move.
 	 */
-	values[0] = Int64GetDatum(id);
 	if (JobqExecuteAsOwner(
 						   "WITH h AS (DELETE FROM jobq.job_history"
 						   "            WHERE id OPERATOR(pg_catalog.=) $1"
 						   "              AND state IN ('failed', 'cancelled') RETURNING *)"
 						   "INSERT INTO jobq.job (id, queue, state, priority, run_at, attempts,"
 						   "       max_attempts, timeout, owner, command, created_at,"
-						   "       last_error, last_sqlstate, task, payload)"
+						   "       last_error, last_sqlstate, task, payload, dedup_key)"
 						   "SELECT id, queue, 'pending', priority, pg_catalog.now(), 0,"
 						   "       max_attempts, timeout, owner, command, created_at,"
-						   "       last_error, last_sqlstate, task, payload FROM h"
+						   "       last_error, last_sqlstate, task, payload, dedup_key FROM h"
 						   " RETURNING priority, run_at",
 						   1, argtypes, values, false) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not retry jobq job " INT64_FORMAT, id);
@@ -451,11 +472,11 @@ run_here(int64 id)
 										 "INSERT INTO jobq.job_history (id, queue, state, priority, run_at,"
 										 "       attempts, max_attempts, timeout, owner, command, created_at,"
 										 "       started_at, finished_at, result, last_error, last_sqlstate,"
-										 "       worker_pid, task, payload)"
+										 "       worker_pid, task, payload, dedup_key)"
 										 "SELECT id, queue, $2::jobq.job_state, priority, run_at, $3,"
 										 "       max_attempts, timeout, owner, command, created_at, $4, $5, $6,"
 										 "       COALESCE($7, last_error), CASE WHEN $7 IS NULL THEN last_sqlstate ELSE $8 END,"
-										 "       pg_catalog.pg_backend_pid(), task, payload"
+										 "       pg_catalog.pg_backend_pid(), task, payload, dedup_key"
 										 "  FROM d WHERE $9",
 										 9, types, v, n, false);
 		if (rc < 0)

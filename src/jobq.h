@@ -41,6 +41,9 @@
 /* Upper bound of max_attempts. */
 #define JOBQ_MAX_ATTEMPTS		1000
 
+/* Longest dedup key, in bytes (it is a key of a B-tree index). */
+#define JOBQ_MAX_DEDUP_KEY		1024
+
 /* Queue names are identifiers: at most NAMEDATALEN - 1 bytes. */
 #define JOBQ_MAX_QUEUE_NAME		(NAMEDATALEN - 1)
 
