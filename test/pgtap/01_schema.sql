@@ -4,7 +4,7 @@
 -- columns, keys and the claim index, the types, the view, row-level
 -- security being on, and the registration of the tables for pg_dump.
 BEGIN;
-SELECT plan(115);
+SELECT plan(119);
 
 SET LOCAL search_path = public;
 
@@ -34,7 +34,7 @@ SELECT has_table('jobq', 'job', 'table jobq.job exists');
 SELECT columns_are('jobq', 'job', ARRAY[
     'id', 'queue', 'state', 'priority', 'run_at', 'attempts', 'max_attempts',
     'timeout', 'owner', 'command', 'created_at', 'started_at', 'worker_pid',
-    'last_error', 'last_sqlstate', 'task', 'payload'],
+    'last_error', 'last_sqlstate', 'task', 'payload', 'dedup_key'],
     'jobq.job has exactly the documented columns');
 SELECT col_type_is('jobq', 'job', c, t, format('jobq.job.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
@@ -53,7 +53,8 @@ SELECT col_type_is('jobq', 'job', c, t, format('jobq.job.%s is %s', c, t))
                ('last_error', 'text'),
                ('last_sqlstate', 'text'),
                ('task', 'text'),
-               ('payload', 'jsonb')) AS v(c, t);
+               ('payload', 'jsonb'),
+               ('dedup_key', 'text')) AS v(c, t);
 SELECT col_not_null('jobq', 'job', c, format('jobq.job.%s is NOT NULL', c))
   FROM unnest(ARRAY['id', 'queue', 'state', 'priority', 'run_at', 'attempts',
                     'max_attempts', 'owner', 'created_at']) AS c;
@@ -74,6 +75,12 @@ SELECT is(
     'CREATE INDEX job_claim_idx ON jobq.job USING btree (priority DESC, run_at, id) WHERE (state = ''pending''::jobq.job_state)',
     'the claim index orders by priority DESC, run_at, id and covers pending jobs only');
 
+-- dedup keys: unique per queue among unfinished jobs
+SELECT is(
+    pg_get_indexdef(to_regclass('jobq.job_dedup_idx')),
+    'CREATE UNIQUE INDEX job_dedup_idx ON jobq.job USING btree (queue, dedup_key) WHERE (dedup_key IS NOT NULL)',
+    'a dedup key is unique per queue among the jobs of jobq.job');
+
 /*
  * jobq.job_history: finished jobs
  */
@@ -81,7 +88,7 @@ SELECT has_table('jobq', 'job_history', 'table jobq.job_history exists');
 SELECT columns_are('jobq', 'job_history', ARRAY[
     'id', 'queue', 'state', 'priority', 'run_at', 'attempts', 'max_attempts',
     'timeout', 'owner', 'command', 'created_at', 'started_at', 'finished_at',
-    'result', 'last_error', 'last_sqlstate', 'worker_pid', 'task', 'payload'],
+    'result', 'last_error', 'last_sqlstate', 'worker_pid', 'task', 'payload', 'dedup_key'],
     'jobq.job_history has exactly the documented columns');
 SELECT col_type_is('jobq', 'job_history', c, t, format('jobq.job_history.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
@@ -102,7 +109,8 @@ SELECT col_type_is('jobq', 'job_history', c, t, format('jobq.job_history.%s is %
                ('last_sqlstate', 'text'),
                ('worker_pid', 'integer'),
                ('task', 'text'),
-               ('payload', 'jsonb')) AS v(c, t);
+               ('payload', 'jsonb'),
+               ('dedup_key', 'text')) AS v(c, t);
 SELECT has_pk('jobq', 'job_history', 'jobq.job_history has a primary key');
 SELECT col_is_pk('jobq', 'job_history', 'id', 'the primary key of jobq.job_history is id');
 
@@ -155,7 +163,8 @@ SELECT results_eq(
              ('owner', 'regrole'),
              ('command', 'text'),
              ('task', 'text'),
-             ('payload', 'jsonb')$$,
+             ('payload', 'jsonb'),
+             ('dedup_key', 'text')$$,
     'jobq.job_status has the documented attributes, types and order');
 
 /*
@@ -165,7 +174,7 @@ SELECT has_view('jobq', 'jobs', 'view jobq.jobs exists');
 SELECT columns_are('jobq', 'jobs', ARRAY[
     'id', 'queue', 'state', 'priority', 'attempts', 'max_attempts', 'run_at',
     'created_at', 'started_at', 'finished_at', 'result', 'last_error',
-    'last_sqlstate', 'worker_pid', 'owner', 'command', 'task', 'payload'],
+    'last_sqlstate', 'worker_pid', 'owner', 'command', 'task', 'payload', 'dedup_key'],
     'jobq.jobs has exactly the documented columns');
 SELECT col_type_is('jobq', 'jobs', c, t, format('jobq.jobs.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
@@ -185,7 +194,8 @@ SELECT col_type_is('jobq', 'jobs', c, t, format('jobq.jobs.%s is %s', c, t))
                ('owner', 'regrole'),
                ('command', 'text'),
                ('task', 'text'),
-               ('payload', 'jsonb')) AS v(c, t);
+               ('payload', 'jsonb'),
+               ('dedup_key', 'text')) AS v(c, t);
 -- jobq.status() reads a row of jobq.jobs into a jobq.job_status
 SELECT results_eq(
     $$SELECT attname::text, atttypid FROM pg_attribute
