@@ -143,6 +143,8 @@ typedef struct JobqSharedState
 	 */
 	pg_atomic_uint64 cancel_ids[JOBQ_MAX_REQUESTS];
 	pg_atomic_uint64 wait_ids[JOBQ_MAX_REQUESTS];
+	pg_atomic_uint32 n_cancels;	/* entries taken, so that an idle array */
+	pg_atomic_uint32 n_waits;	/* costs one read to check */
 	pg_atomic_uint32 wait_any;
 	ConditionVariable finished_cv;
 

@@ -94,6 +94,8 @@ jobq_shmem_startup(void)
 			pg_atomic_init_u64(&JobqShared->wait_ids[i], 0);
 		}
 		pg_atomic_init_u32(&JobqShared->wait_any, 0);
+		pg_atomic_init_u32(&JobqShared->n_cancels, 0);
+		pg_atomic_init_u32(&JobqShared->n_waits, 0);
 		ConditionVariableInit(&JobqShared->finished_cv);
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -625,7 +627,8 @@ JobqCancelRequestAdd(int64 id)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
-	pg_memory_barrier();
+	/* counted after the entry is in: the signal that follows finds both */
+	pg_atomic_fetch_add_u32(&JobqShared->n_cancels, 1);
 	return idx;
 }
 
@@ -633,13 +636,15 @@ void
 JobqCancelRequestRemove(int idx)
 {
 	pg_atomic_write_u64(&JobqShared->cancel_ids[idx], 0);
+	pg_atomic_fetch_sub_u32(&JobqShared->n_cancels, 1);
 }
 
 /* Has jobq.cancel() asked for job id?  Safe in a signal handler. */
 bool
 JobqCancelRequested(int64 id)
 {
-	if (JobqShared == NULL || id == 0)
+	if (JobqShared == NULL || id == 0 ||
+		pg_atomic_read_u32(&JobqShared->n_cancels) == 0)
 		return false;
 	return request_present(JobqShared->cancel_ids, id);
 }
@@ -671,8 +676,10 @@ JobqSignalJobWorker(int64 id)
 int
 JobqWaitBegin(int64 id)
 {
-	int			idx = request_add(JobqShared->wait_ids, id);
+	int			idx;
 
+	pg_atomic_fetch_add_u32(&JobqShared->n_waits, 1);
+	idx = request_add(JobqShared->wait_ids, id);
 	if (idx < 0)
 		pg_atomic_fetch_add_u32(&JobqShared->wait_any, 1);
 	pg_memory_barrier();
@@ -686,6 +693,7 @@ JobqWaitEnd(int idx)
 		pg_atomic_fetch_sub_u32(&JobqShared->wait_any, 1);
 	else
 		pg_atomic_write_u64(&JobqShared->wait_ids[idx], 0);
+	pg_atomic_fetch_sub_u32(&JobqShared->n_waits, 1);
 }
 
 /*
@@ -695,9 +703,12 @@ JobqWaitEnd(int idx)
 void
 JobqNoteFinished(const int64 *ids, int n)
 {
-	bool		wake = pg_atomic_read_u32(&JobqShared->wait_any) > 0;
+	bool		wake;
 	int			i;
 
+	if (pg_atomic_read_u32(&JobqShared->n_waits) == 0)
+		return;
+	wake = pg_atomic_read_u32(&JobqShared->wait_any) > 0;
 	for (i = 0; i < n && !wake; i++)
 		wake = request_present(JobqShared->wait_ids, ids[i]);
 	if (wake)
