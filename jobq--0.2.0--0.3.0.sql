@@ -198,3 +198,102 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'jobq_wait';
 COMMENT ON FUNCTION jobq.wait(bigint, interval) IS
 'wait until the job has finished, or timeout has passed (NULL: no limit), and return its status; needs READ COMMITTED';
+
+/*
+ * Queues.  A queue exists once a job is enqueued into it (or it is
+ * configured), with default settings: no concurrency limit, not paused.
+ * The settings are rows of jobq.queues, changed by jobq.configure_queue(),
+ * jobq.pause() and jobq.resume(), transactionally: workers apply them from
+ * the commit on.
+ */
+CREATE TABLE jobq.queues (
+    queue       text NOT NULL PRIMARY KEY
+                CHECK (pg_catalog.length(queue) BETWEEN 1 AND 63),
+    concurrency integer CHECK (concurrency BETWEEN 1 AND 64),
+    paused      boolean NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE jobq.queues IS 'settings of each queue; written by jobq.enqueue() (a new queue), jobq.configure_queue(), jobq.pause() and jobq.resume()';
+COMMENT ON COLUMN jobq.queues.queue IS 'queue name';
+COMMENT ON COLUMN jobq.queues.concurrency IS 'most jobs of the queue running at once across the pool; null for no limit';
+COMMENT ON COLUMN jobq.queues.paused IS 'a paused queue''s jobs wait; other queues go on';
+COMMENT ON COLUMN jobq.queues.created_at IS 'when the queue was first used or configured';
+COMMENT ON COLUMN jobq.queues.updated_at IS 'when its settings last changed';
+REVOKE ALL ON jobq.queues FROM PUBLIC;
+GRANT SELECT ON jobq.queues TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('jobq.queues', '');
+INSERT INTO jobq.queues (queue)
+SELECT 'default'
+UNION
+SELECT DISTINCT queue FROM jobq.job
+UNION
+SELECT DISTINCT queue FROM jobq.job_history;
+
+CREATE FUNCTION jobq.configure_queue(queue text, concurrency integer DEFAULT NULL,
+                                     paused boolean DEFAULT NULL)
+RETURNS jobq.queues
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_configure_queue';
+COMMENT ON FUNCTION jobq.configure_queue(text, integer, boolean) IS
+'create a queue or change its settings: concurrency (1 to 64, 0 for no limit), paused; NULL leaves a setting as it is. Returns the settings';
+
+CREATE FUNCTION jobq.pause(queue text)
+RETURNS jobq.queues
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_pause';
+COMMENT ON FUNCTION jobq.pause(text) IS 'pause a queue: its jobs wait (running ones finish); returns its settings';
+
+CREATE FUNCTION jobq.resume(queue text)
+RETURNS jobq.queues
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_resume';
+COMMENT ON FUNCTION jobq.resume(text) IS 'resume a paused queue; returns its settings';
+
+-- queue settings are the administrator's: grant EXECUTE to whom may change them
+REVOKE EXECUTE ON FUNCTION jobq.configure_queue(text, integer, boolean),
+                           jobq.pause(text), jobq.resume(text) FROM PUBLIC;
+
+/*
+ * Per-queue counts.  Runs with the caller's privileges (security_invoker):
+ * a role counts the jobs it may see.
+ */
+CREATE VIEW jobq.queue_stats WITH (security_invoker = true) AS
+    SELECT q.queue,
+           (SELECT pg_catalog.count(*) FROM jobq.job j
+             WHERE j.queue = q.queue AND j.state = 'pending'
+               AND j.run_at <= pg_catalog.now()
+               AND j.id NOT IN (SELECT r.id FROM jobq.running_jobs() r)) AS pending,
+           (SELECT pg_catalog.count(*) FROM jobq.job j
+             WHERE j.queue = q.queue AND j.state = 'pending'
+               AND j.run_at > pg_catalog.now()) AS scheduled,
+           (SELECT pg_catalog.count(*) FROM jobq.worker_info() w
+             WHERE w.queue = q.queue) AS running,
+           h.succeeded_1m, h.failed_1m, h.succeeded_1h, h.failed_1h,
+           (SELECT pg_catalog.now() - pg_catalog.min(j.run_at) FROM jobq.job j
+             WHERE j.queue = q.queue AND j.state = 'pending'
+               AND j.run_at <= pg_catalog.now()) AS oldest_due_age,
+           q.concurrency, q.paused
+      FROM jobq.queues q,
+           LATERAL (SELECT pg_catalog.count(*) FILTER (WHERE state = 'succeeded'
+                               AND finished_at > pg_catalog.now() - interval '1 minute') AS succeeded_1m,
+                           pg_catalog.count(*) FILTER (WHERE state IN ('failed', 'cancelled')
+                               AND finished_at > pg_catalog.now() - interval '1 minute') AS failed_1m,
+                           pg_catalog.count(*) FILTER (WHERE state = 'succeeded') AS succeeded_1h,
+                           pg_catalog.count(*) FILTER (WHERE state IN ('failed', 'cancelled')) AS failed_1h
+                      FROM jobq.job_history jh
+                     WHERE jh.queue = q.queue
+                       AND jh.finished_at > pg_catalog.now() - interval '1 hour') h;
+GRANT SELECT ON jobq.queue_stats TO PUBLIC;
+COMMENT ON VIEW jobq.queue_stats IS 'one row per queue: due, scheduled and running jobs, finished ones in the last minute and hour, the oldest due job''s wait, and the queue''s settings';
+COMMENT ON COLUMN jobq.queue_stats.queue IS 'queue name';
+COMMENT ON COLUMN jobq.queue_stats.pending IS 'jobs due and waiting for a worker';
+COMMENT ON COLUMN jobq.queue_stats.scheduled IS 'jobs due later (delayed, or waiting for a retry)';
+COMMENT ON COLUMN jobq.queue_stats.running IS 'jobs being run now (of all roles)';
+COMMENT ON COLUMN jobq.queue_stats.succeeded_1m IS 'jobs that succeeded in the last minute';
+COMMENT ON COLUMN jobq.queue_stats.failed_1m IS 'jobs that failed for good or were cancelled in the last minute';
+COMMENT ON COLUMN jobq.queue_stats.succeeded_1h IS 'jobs that succeeded in the last hour';
+COMMENT ON COLUMN jobq.queue_stats.failed_1h IS 'jobs that failed for good or were cancelled in the last hour';
+COMMENT ON COLUMN jobq.queue_stats.oldest_due_age IS 'how long the oldest due job has been waiting';
+COMMENT ON COLUMN jobq.queue_stats.concurrency IS 'the queue''s concurrency limit; null for none';
+COMMENT ON COLUMN jobq.queue_stats.paused IS 'whether the queue is paused';

@@ -472,6 +472,7 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 	values[COL_DEDUP_KEY] = PointerGetDatum(dedup_key);
 	nulls[COL_DEDUP_KEY] = (dedup_key == NULL);
 
+	JobqQueueEnsure(text_to_cstring(queue));
 	if (dedup_key != NULL)
 		id = insert_dedup_job(values, nulls, &added);
 	else

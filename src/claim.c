@@ -54,6 +54,7 @@
 
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr claim_level_plan = NULL;
+static SPIPlanPtr claim_blocked_plan = NULL;
 static SPIPlanPtr levels_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr retry_plan = NULL;
@@ -75,6 +76,20 @@ static const char *claim_sql =
 CLAIM_COLUMNS
 "  FROM jobq.job"
 " WHERE state = 'pending' AND run_at <= pg_catalog.now()"
+" ORDER BY priority DESC, run_at, id"
+" LIMIT $1"
+"   FOR UPDATE SKIP LOCKED";
+
+/*
+ * The claim while some queues are paused or at their concurrency limit:
+ * their jobs are skipped, and no floor is used or raised (a skipped job
+ * must stay claimable).
+ */
+static const char *claim_blocked_sql =
+CLAIM_COLUMNS
+"  FROM jobq.job"
+" WHERE state = 'pending' AND run_at <= pg_catalog.now()"
+"   AND queue <> ALL ($2)"
 " ORDER BY priority DESC, run_at, id"
 " LIMIT $1"
 "   FOR UPDATE SKIP LOCKED";
@@ -242,7 +257,8 @@ task_columns(void)
 		get_attnum(history, "dedup_key") != InvalidAttrNumber;
 	if ((int) tasks != plans_have_tasks)
 	{
-		SPIPlanPtr *plans[] = {&claim_plan, &claim_level_plan, &crashed_plan};
+		SPIPlanPtr *plans[] = {&claim_plan, &claim_level_plan, &claim_blocked_plan,
+		&crashed_plan};
 		int			i;
 
 		for (i = 0; i < lengthof(plans); i++)
@@ -457,6 +473,11 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 	int16		levels[JOBQ_FLOOR_LEVELS];
 	int			nlevels;
 	int			rc;
+	JobqQueueRule *rules;
+	int			nrules;
+	Datum	   *blocked;
+	int			nblocked = 0;
+	int			k;
 
 	*jobs_out = NULL;
 	if (next_due)
@@ -470,7 +491,31 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 
 	discover_levels();
 
-	if (JobqFloorsGet(levels, &nlevels))
+	/* queues that are paused, or running as many jobs as they may */
+	rules = JobqQueueRules(&nrules);
+	blocked = palloc(sizeof(Datum) * Max(1, nrules));
+	for (k = 0; k < nrules; k++)
+		if (rules[k].paused ||
+			(rules[k].concurrency > 0 &&
+			 JobqQueueRunning(rules[k].queue) >= rules[k].concurrency))
+			blocked[nblocked++] = CStringGetTextDatum(rules[k].queue);
+
+	if (nblocked > 0)
+	{
+		Oid			argtypes[2] = {INT4OID, TEXTARRAYOID};
+		Datum		values[2];
+
+		values[0] = Int32GetDatum(limit);
+		values[1] = PointerGetDatum(construct_array(blocked, nblocked, TEXTOID,
+													-1, false, TYPALIGN_INT));
+		rc = execute_kept(keep_plan(&claim_blocked_plan,
+									claim_statement(claim_blocked_sql), 2, argtypes),
+						  values, false);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
+		collect_jobs(jobs, &njobs, cxt);
+	}
+	else if (JobqFloorsGet(levels, &nlevels))
 	{
 		Oid			argtypes[4] = {INT2OID, TIMESTAMPTZOID, INT8OID, INT4OID};
 		Datum		values[4];

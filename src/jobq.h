@@ -198,6 +198,10 @@ extern int	JobqWaitBegin(int64 id);
 extern void JobqWaitEnd(int idx);
 extern void JobqNoteFinished(const int64 *ids, int n);
 extern void JobqNoteFinishedAtCommit(void);
+extern void JobqWakeAllAtCommit(void);
+extern int	JobqQueueRunning(const char *queue);
+extern bool JobqSlotBeginJob(int slot, int64 job_id, Oid owner, int32 attempt,
+							 TimestampTz started, const char *queue, int limit);
 
 /* last_error of a job that jobq.cancel() cancelled */
 #define JOBQ_CANCELLED_MESSAGE	"job cancelled by jobq.cancel()"
@@ -292,6 +296,18 @@ extern TupleTableSlot *JobqTableSlot(JobqTable *t);
 extern void JobqJournalBegin(int slot, const JobqJob *job, TimestampTz started);
 extern void JobqJournalEnd(int slot);
 extern void JobqJournalSettle(int slot);
+
+/* queue.c: queues and their settings */
+typedef struct JobqQueueRule
+{
+	char		queue[NAMEDATALEN];
+	int			concurrency;	/* 0: no limit */
+	bool		paused;
+} JobqQueueRule;
+
+extern void JobqQueueEnsure(const char *name);
+extern JobqQueueRule *JobqQueueRules(int *n);
+extern int	JobqQueueLimit(const char *queue);
 
 /* task.c: registered tasks */
 extern void JobqCheckTaskName(const char *name);

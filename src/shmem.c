@@ -729,3 +729,72 @@ JobqNoteFinishedAtCommit(void)
 	}
 	pending_finished = true;
 }
+
+/*
+ * The current transaction changed queue settings: wake every worker when
+ * it commits (a resumed queue's jobs are due).
+ */
+void
+JobqWakeAllAtCommit(void)
+{
+	if (!release_callback_registered)
+	{
+		RegisterResourceReleaseCallback(jobq_release_callback, NULL);
+		release_callback_registered = true;
+	}
+	pending_due_jobs = JOBQ_MAX_WORKERS;
+}
+
+/* how many workers run a job of queue now */
+int
+JobqQueueRunning(const char *queue)
+{
+	int			n = 0;
+	int			i;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+		if (JobqShared->workers[i].pid != 0 && JobqShared->workers[i].job_id != 0 &&
+			strcmp(JobqShared->workers[i].job_queue, queue) == 0)
+			n++;
+	SpinLockRelease(&JobqShared->mutex);
+	return n;
+}
+
+/*
+ * Note in a worker's slot the job it starts.  With limit > 0 (the queue's
+ * concurrency), only if fewer than limit workers run a job of its queue:
+ * counting and taking happen under one lock, so the pool never exceeds
+ * the limit.  False if the queue is full.
+ */
+bool
+JobqSlotBeginJob(int slot, int64 job_id, Oid owner, int32 attempt,
+				 TimestampTz started, const char *queue, int limit)
+{
+	JobqWorkerSlot *w = &JobqShared->workers[slot];
+	int			i;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	if (limit > 0)
+	{
+		int			n = 0;
+
+		for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+			if (i != slot && JobqShared->workers[i].pid != 0 &&
+				JobqShared->workers[i].job_id != 0 &&
+				strcmp(JobqShared->workers[i].job_queue, queue) == 0)
+				n++;
+		if (n >= limit)
+		{
+			SpinLockRelease(&JobqShared->mutex);
+			return false;
+		}
+	}
+	w->job_id = job_id;
+	w->job_owner = owner;
+	w->job_attempt = attempt;
+	w->job_started_at = started;
+	strlcpy(w->job_queue, queue, NAMEDATALEN);
+	SpinLockRelease(&JobqShared->mutex);
+	return true;
+}

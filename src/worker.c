@@ -205,22 +205,21 @@ stop_requested(void)
 }
 
 /*
- * Note the job this worker starts, in the journal and in the slot.
+ * Note the job this worker starts, in the slot and in the journal.  False
+ * if its queue already runs as many jobs as its concurrency allows: then
+ * the job is not started.
  */
-static void
+static bool
 begin_job(JobqJob *job)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
+	if (!JobqSlotBeginJob(my_slot, job->id, job->owner, job->attempts, now,
+						  job->queue, JobqQueueLimit(job->queue)))
+		return false;
 	JobqJournalBegin(my_slot, job, now);
-	SpinLockAcquire(&JobqShared->mutex);
-	JobqShared->workers[my_slot].job_id = job->id;
-	JobqShared->workers[my_slot].job_owner = job->owner;
-	JobqShared->workers[my_slot].job_attempt = job->attempts;
-	JobqShared->workers[my_slot].job_started_at = now;
-	strlcpy(JobqShared->workers[my_slot].job_queue, job->queue, NAMEDATALEN);
-	SpinLockRelease(&JobqShared->mutex);
 	jobq_current_job_id = job->id;
+	return true;
 }
 
 static void
@@ -354,6 +353,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	int			next = 0;
 	int			left_over = 0;
 	bool		slow = false;
+	bool		queue_full = false;
 	TimestampTz commit_start;
 	int			i;
 
@@ -396,7 +396,12 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 		if (stop_requested())
 			break;
 
-		begin_job(&jobs[next]);
+		/* its queue is at its concurrency: leave the rest to later claims */
+		if (!begin_job(&jobs[next]))
+		{
+			queue_full = true;
+			break;
+		}
 		JobqExecuteJob(&jobs[next], &outcomes[next], JobContext, false);
 		end_job();
 		MemoryContextReset(JobContext);
@@ -425,7 +430,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	pgstat_report_activity(STATE_RUNNING, "jobq: recording job outcomes");
 	JobqRecordOutcomes(jobs, outcomes, next);
 
-	if (slow)
+	if (slow || queue_full)
 		*claim_limit = 1;
 	else if (left_over > 0)
 		*claim_limit = Max(next, 1);

@@ -4,7 +4,7 @@
 -- columns, keys and the claim index, the types, the view, row-level
 -- security being on, and the registration of the tables for pg_dump.
 BEGIN;
-SELECT plan(119);
+SELECT plan(126);
 
 SET LOCAL search_path = public;
 
@@ -234,7 +234,7 @@ SELECT is(
     (SELECT array_agg(c ORDER BY c)
        FROM pg_extension e, unnest(e.extcondition) AS c
       WHERE e.extname = 'jobq'),
-    ARRAY['', '', '', $$WHERE task OPERATOR(pg_catalog.!~) '^jobq\.'$$]::text[],
+    ARRAY['', '', '', '', $$WHERE task OPERATOR(pg_catalog.!~) '^jobq\.'$$]::text[],
     'pg_dump dumps every job and every task but the built-in ones');
 
 /*
@@ -253,6 +253,27 @@ SELECT results_eq(
     $$SELECT task, fn::text FROM jobq.task WHERE task LIKE 'jobq.%' ORDER BY task$$,
     $$VALUES ('jobq.noop', 'jobq.noop(jsonb)'), ('jobq.sleep', 'jobq.sleep(jsonb)')$$,
     'the built-in tasks jobq.noop and jobq.sleep are registered');
+
+/*
+ * jobq.queues and jobq.queue_stats
+ */
+SELECT has_table('jobq', 'queues', 'table jobq.queues exists');
+SELECT columns_are('jobq', 'queues', ARRAY['queue', 'concurrency', 'paused', 'created_at', 'updated_at'],
+    'jobq.queues has exactly the documented columns');
+SELECT col_is_pk('jobq', 'queues', 'queue', 'the primary key of jobq.queues is queue');
+SELECT ok(
+    coalesce((SELECT extconfig @> ARRAY[to_regclass('jobq.queues')::oid]
+                FROM pg_extension WHERE extname = 'jobq'), false),
+    'jobq.queues is registered with pg_extension_config_dump');
+SELECT has_view('jobq', 'queue_stats', 'view jobq.queue_stats exists');
+SELECT columns_are('jobq', 'queue_stats', ARRAY[
+    'queue', 'pending', 'scheduled', 'running', 'succeeded_1m', 'failed_1m',
+    'succeeded_1h', 'failed_1h', 'oldest_due_age', 'concurrency', 'paused'],
+    'jobq.queue_stats has exactly the documented columns, queue first');
+SELECT ok(
+    coalesce((SELECT reloptions @> ARRAY['security_invoker=true']
+                FROM pg_class WHERE oid = to_regclass('jobq.queue_stats')), false),
+    'jobq.queue_stats is security_invoker: a role counts the jobs it may see');
 
 /*
  * View jobq.workers

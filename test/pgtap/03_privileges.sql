@@ -6,7 +6,7 @@
 -- The roles are created inside the transaction and rolled back with it,
 -- and so are the jobs enqueued here: they never run.
 BEGIN;
-SELECT plan(62);
+SELECT plan(66);
 
 SET LOCAL search_path = public;
 
@@ -54,6 +54,13 @@ SELECT ok(has_function_privilege('public', p, 'EXECUTE'),
                     'jobq.noop(jsonb)', 'jobq.sleep(jsonb)', 'jobq.worker_info()',
                     'jobq.current_job()', 'jobq.cancel(bigint)', 'jobq.retry(bigint)',
                     'jobq.wait(bigint, interval)']) AS p;
+
+SELECT ok(NOT has_function_privilege('public', p, 'EXECUTE'),
+          format('PUBLIC may not execute %s: queue settings are the administrator''s', p))
+  FROM unnest(ARRAY['jobq.configure_queue(text, integer, boolean)', 'jobq.pause(text)',
+                    'jobq.resume(text)']) AS p;
+SELECT is(pg_temp.public_privs(to_regclass('jobq.queues')), ARRAY['SELECT'],
+    'PUBLIC holds SELECT and nothing else on jobq.queues');
 
 SELECT ok(NOT has_schema_privilege('public', 'jobq', 'USAGE'),
     'PUBLIC has no USAGE on schema jobq: an administrator grants it');

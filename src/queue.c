@@ -1,0 +1,356 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.c
+ *		Queues: their rows in jobq.queues, their settings, and what the
+ *		workers make of them.
+ *
+ * A queue exists from its first job on: jobq.enqueue() inserts its row
+ * (INSERT ... ON CONFLICT DO NOTHING, as the tables' owner) the first
+ * time a backend meets its name, and remembers the names it met so that
+ * the next enqueues cost a hash look-up.  What a transaction inserted is
+ * remembered only once it commits: an abort (of a subtransaction, too)
+ * forgets the names met in the transaction.
+ *
+ * Settings (a concurrency limit, paused) are changed by
+ * jobq.configure_queue(), jobq.pause() and jobq.resume(), which send a
+ * relcache invalidation of jobq.queues with their commit; every worker
+ * keeps the queues that have a setting (the rules) and reads them again
+ * after such an invalidation, at its next execution transaction.  See
+ * claim.c for how a claim honours them, worker.c for the limit.
+ *
+ * IDENTIFICATION
+ *		src/queue.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "jobq.h"
+
+PG_FUNCTION_INFO_V1(jobq_configure_queue);
+PG_FUNCTION_INFO_V1(jobq_pause);
+PG_FUNCTION_INFO_V1(jobq_resume);
+
+typedef struct KnownQueue
+{
+	char		name[NAMEDATALEN];	/* hash key */
+	bool		committed;		/* its row was there before this transaction */
+} KnownQueue;
+
+static HTAB *known_queues = NULL;
+static bool known_queues_dirty = false; /* entries of the open transaction */
+static Oid	queues_relid = InvalidOid;
+static bool callbacks_registered = false;
+
+/* the worker's rules: queues with a setting */
+static JobqQueueRule *rules = NULL;
+static int	nrules = 0;
+static bool rules_valid = false;
+static MemoryContext RulesContext = NULL;
+
+static void
+queues_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == queues_relid)
+	{
+		rules_valid = false;
+		if (known_queues != NULL)
+		{
+			hash_destroy(known_queues);
+			known_queues = NULL;
+		}
+	}
+}
+
+/* forget what an aborted (sub)transaction met; keep what committed */
+static void
+queues_xact_callback(XactEvent event, void *arg)
+{
+	HASH_SEQ_STATUS status;
+	KnownQueue *q;
+
+	if (!known_queues_dirty || known_queues == NULL)
+		return;
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		hash_destroy(known_queues);
+		known_queues = NULL;
+	}
+	else if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+			 event == XACT_EVENT_PREPARE)
+	{
+		hash_seq_init(&status, known_queues);
+		while ((q = hash_seq_search(&status)) != NULL)
+			q->committed = true;
+	}
+	else
+		return;
+	known_queues_dirty = false;
+}
+
+static void
+queues_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && known_queues_dirty &&
+		known_queues != NULL)
+	{
+		/* simplest: forget the names not known to be committed */
+		HASH_SEQ_STATUS status;
+		KnownQueue *q;
+
+		hash_seq_init(&status, known_queues);
+		while ((q = hash_seq_search(&status)) != NULL)
+			if (!q->committed)
+				hash_search(known_queues, q->name, HASH_REMOVE, NULL);
+	}
+}
+
+static void
+register_callbacks(void)
+{
+	if (callbacks_registered)
+		return;
+	CacheRegisterRelcacheCallback(queues_relcache_callback, (Datum) 0);
+	RegisterXactCallback(queues_xact_callback, NULL);
+	RegisterSubXactCallback(queues_subxact_callback, NULL);
+	callbacks_registered = true;
+}
+
+static Oid
+queues_table(void)
+{
+	Oid			nsp = get_namespace_oid("jobq", true);
+
+	return OidIsValid(nsp) ? get_relname_relid("queues", nsp) : InvalidOid;
+}
+
+/*
+ * The queue a job is enqueued into exists from then on (a no-op with
+ * the tables of 0.2.0, which have no jobq.queues).
+ */
+void
+JobqQueueEnsure(const char *name)
+{
+	KnownQueue *q;
+	bool		found;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+
+	register_callbacks();
+	if (known_queues != NULL &&
+		hash_search(known_queues, name, HASH_FIND, NULL) != NULL)
+		return;
+
+	queues_relid = queues_table();
+	if (!OidIsValid(queues_relid))
+		return;
+
+	values[0] = CStringGetTextDatum(name);
+	if (JobqExecuteAsOwner("INSERT INTO jobq.queues (queue) VALUES ($1)"
+						   " ON CONFLICT (queue) DO NOTHING",
+						   1, argtypes, values, false) != SPI_OK_INSERT)
+		elog(ERROR, "could not create jobq queue \"%s\"", name);
+	SPI_finish();
+
+	if (known_queues == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = NAMEDATALEN;
+		ctl.entrysize = sizeof(KnownQueue);
+		ctl.hcxt = CacheMemoryContext;
+		known_queues = hash_create("jobq known queues", 64, &ctl,
+								   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	q = hash_search(known_queues, name, HASH_ENTER, &found);
+	if (!found)
+	{
+		q->committed = false;
+		known_queues_dirty = true;
+	}
+}
+
+/*
+ * The worker's rules: the queues that are paused or have a concurrency
+ * limit, read again after a change.  Needs a transaction and an active
+ * snapshot, and SPI not connected.  *n is 0 with no rule (and with the
+ * tables of 0.2.0).
+ */
+JobqQueueRule *
+JobqQueueRules(int *n)
+{
+	register_callbacks();
+	if (!rules_valid)
+	{
+		Oid			relid = queues_table();
+		int			i;
+
+		if (RulesContext == NULL)
+			RulesContext = AllocSetContextCreate(TopMemoryContext, "jobq queue rules",
+												 ALLOCSET_SMALL_SIZES);
+		MemoryContextReset(RulesContext);
+		rules = NULL;
+		nrules = 0;
+		queues_relid = relid;
+		rules_valid = true;		/* an invalidation while we read resets it */
+		if (OidIsValid(relid))
+		{
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			if (SPI_execute("SELECT queue, COALESCE(concurrency, 0), paused"
+							"  FROM jobq.queues WHERE paused OR concurrency IS NOT NULL"
+							" ORDER BY queue LIMIT 1000", true, 0) != SPI_OK_SELECT)
+				elog(ERROR, "could not read jobq queue settings");
+			rules = MemoryContextAllocZero(RulesContext,
+										   sizeof(JobqQueueRule) * Max(SPI_processed, 1));
+			for (i = 0; i < SPI_processed; i++)
+			{
+				HeapTuple	tup = SPI_tuptable->vals[i];
+				TupleDesc	desc = SPI_tuptable->tupdesc;
+				bool		isnull;
+
+				strlcpy(rules[i].queue,
+						TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull)),
+						NAMEDATALEN);
+				rules[i].concurrency = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+				rules[i].paused = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+			}
+			nrules = (int) SPI_processed;
+			SPI_finish();
+		}
+	}
+	*n = nrules;
+	return rules;
+}
+
+/* the concurrency limit of a queue, 0 for none */
+int
+JobqQueueLimit(const char *queue)
+{
+	int			i;
+
+	for (i = 0; i < nrules; i++)
+		if (rules[i].concurrency > 0 && strcmp(rules[i].queue, queue) == 0)
+			return rules[i].concurrency;
+	return 0;
+}
+
+/*
+ * Set a queue's settings (NULL: leave as is) and return its row; the
+ * workers take the change from the commit on.
+ */
+static Datum
+set_queue(FunctionCallInfo fcinfo, const char *what, text *queue,
+		  Datum concurrency, bool concurrency_set, Datum paused, bool paused_set)
+{
+	Oid			argtypes[5] = {TEXTOID, INT4OID, BOOLOID, BOOLOID, BOOLOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum		row;
+	bool		isnull;
+	char	   *name;
+
+	JobqCheckPreloaded();
+	PreventCommandIfReadOnly(what);
+	if (queue == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("queue name must not be null")));
+	name = text_to_cstring(queue);
+	if (name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("queue name must not be empty")));
+	if (strlen(name) > JOBQ_MAX_QUEUE_NAME)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("queue name \"%s\" is too long", name),
+				 errdetail("Queue names are at most %d bytes long.",
+						   JOBQ_MAX_QUEUE_NAME)));
+	if (concurrency_set &&
+		(DatumGetInt32(concurrency) < 0 ||
+		 DatumGetInt32(concurrency) > JOBQ_MAX_WORKERS))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("concurrency must be between 1 and %d, or 0 for no limit, not %d",
+						JOBQ_MAX_WORKERS, DatumGetInt32(concurrency))));
+
+	queues_relid = queues_table();
+	if (!OidIsValid(queues_relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"jobq.queues\" does not exist"),
+				 errhint("Update the extension with ALTER EXTENSION jobq UPDATE.")));
+
+	values[0] = PointerGetDatum(queue);
+	values[1] = concurrency;
+	nulls[1] = concurrency_set && DatumGetInt32(concurrency) > 0 ? ' ' : 'n';
+	values[2] = BoolGetDatum(concurrency_set);
+	values[3] = paused;
+	nulls[3] = paused_set ? ' ' : 'n';
+	values[4] = BoolGetDatum(paused_set);
+	if (JobqExecuteAsOwnerNulls(
+								"INSERT INTO jobq.queues AS q (queue, concurrency, paused)"
+								" VALUES ($1, $2, COALESCE($4, false))"
+								" ON CONFLICT (queue) DO UPDATE"
+								"   SET concurrency = CASE WHEN $3 THEN $2 ELSE q.concurrency END,"
+								"       paused = CASE WHEN $5 THEN $4 ELSE q.paused END,"
+								"       updated_at = pg_catalog.now()"
+								" RETURNING q",
+								5, argtypes, values, nulls, false) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "could not configure jobq queue \"%s\"", name);
+	row = SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull),
+							false, -1);
+	SPI_finish();
+
+	/* workers read the settings again; resumed jobs need a worker awake */
+	CacheInvalidateRelcacheByRelid(queues_relid);
+	JobqWakeAllAtCommit();
+	return row;
+}
+
+/*
+ * jobq.configure_queue(queue, concurrency, paused) returns jobq.queues
+ */
+Datum
+jobq_configure_queue(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_DATUM(set_queue(fcinfo, "jobq.configure_queue()",
+							  PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
+							  PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1),
+							  !PG_ARGISNULL(1),
+							  PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
+							  !PG_ARGISNULL(2)));
+}
+
+Datum
+jobq_pause(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_DATUM(set_queue(fcinfo, "jobq.pause()",
+							  PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
+							  (Datum) 0, false, BoolGetDatum(true), true));
+}
+
+Datum
+jobq_resume(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_DATUM(set_queue(fcinfo, "jobq.resume()",
+							  PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
+							  (Datum) 0, false, BoolGetDatum(false), true));
+}
