@@ -48,28 +48,45 @@ ALTER TABLE jobq.job_history ADD COLUMN dedup_key text;
 CREATE UNIQUE INDEX job_dedup_idx ON jobq.job (queue, dedup_key)
     WHERE dedup_key IS NOT NULL;
 
+/*
+ * Dependencies: a job with depends_on waits (run_at infinity, its own
+ * run_at kept in not_before) until every job it depends on has
+ * succeeded; if one fails or is cancelled, it is cancelled.  The GIN
+ * index finds the waiting jobs of a job that finishes.
+ */
+ALTER TABLE jobq.job ADD COLUMN depends_on bigint[];
+ALTER TABLE jobq.job ADD COLUMN not_before timestamptz;
+ALTER TABLE jobq.job_history ADD COLUMN depends_on bigint[];
+CREATE INDEX job_depends_idx ON jobq.job USING gin (depends_on)
+    WHERE not_before IS NOT NULL;
+-- the waiting jobs, for the workers' periodic sweep
+CREATE INDEX job_waiting_idx ON jobq.job (id) WHERE not_before IS NOT NULL;
+
 ALTER TYPE jobq.job_status ADD ATTRIBUTE task text;
 ALTER TYPE jobq.job_status ADD ATTRIBUTE payload jsonb;
 ALTER TYPE jobq.job_status ADD ATTRIBUTE dedup_key text;
+ALTER TYPE jobq.job_status ADD ATTRIBUTE depends_on bigint[];
 
 CREATE OR REPLACE VIEW jobq.jobs WITH (security_invoker = true) AS
     SELECT j.id, j.queue,
            CASE WHEN r.id IS NULL THEN j.state ELSE 'running' END AS state,
            j.priority, COALESCE(r.attempts, j.attempts) AS attempts,
-           j.max_attempts, j.run_at, j.created_at,
+           j.max_attempts, COALESCE(j.not_before, j.run_at) AS run_at, j.created_at,
            COALESCE(r.started_at, j.started_at) AS started_at,
            NULL::timestamptz AS finished_at, NULL::jsonb AS result,
            j.last_error, j.last_sqlstate, r.worker_pid, j.owner, j.command,
-           j.task, j.payload, j.dedup_key
+           j.task, j.payload, j.dedup_key, j.depends_on
       FROM jobq.job j LEFT JOIN jobq.running_jobs() r ON r.id = j.id
     UNION ALL
     SELECT id, queue, state, priority, attempts, max_attempts, run_at,
            created_at, started_at, finished_at, result, last_error,
-           last_sqlstate, worker_pid, owner, command, task, payload, dedup_key
+           last_sqlstate, worker_pid, owner, command, task, payload, dedup_key,
+           depends_on
       FROM jobq.job_history;
 COMMENT ON COLUMN jobq.jobs.command IS 'the SQL the job runs; null for a task';
 COMMENT ON COLUMN jobq.jobs.task IS 'the registered task the job calls; null for SQL';
 COMMENT ON COLUMN jobq.jobs.payload IS 'argument of the task''s function';
+COMMENT ON COLUMN jobq.jobs.depends_on IS 'jobs that must succeed before this one runs';
 COMMENT ON COLUMN jobq.jobs.dedup_key IS 'while the job is unfinished, enqueueing with this key in its queue returns this job';
 COMMENT ON COLUMN jobq.jobs.result IS 'a task''s return value, or the first row of the last statement of an SQL job as a JSON object';
 
@@ -81,12 +98,13 @@ CREATE FUNCTION jobq.enqueue(
     run_at       timestamptz DEFAULT pg_catalog.now(),
     max_attempts integer DEFAULT NULL,
     timeout      interval DEFAULT NULL,
-    dedup_key    text DEFAULT NULL)
+    dedup_key    text DEFAULT NULL,
+    depends_on   bigint[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'jobq_enqueue';
-COMMENT ON FUNCTION jobq.enqueue(text, text, integer, timestamptz, integer, interval, text) IS
-'queue a SQL job that runs as the current role; returns its id, or the id of the unfinished job of the queue with the same dedup_key. max_attempts NULL means jobq.default_max_attempts, timeout NULL means jobq.default_timeout, timeout 0 means no limit';
+COMMENT ON FUNCTION jobq.enqueue(text, text, integer, timestamptz, integer, interval, text, bigint[]) IS
+'queue a SQL job that runs as the current role; returns its id, or the id of the unfinished job of the queue with the same dedup_key. max_attempts NULL means jobq.default_max_attempts, timeout NULL means jobq.default_timeout, timeout 0 means no limit; depends_on: jobs that must succeed first';
 
 CREATE FUNCTION jobq.register_task(task text, fn regprocedure)
 RETURNS void
@@ -110,11 +128,12 @@ CREATE FUNCTION jobq.enqueue_task(
     run_at       timestamptz DEFAULT pg_catalog.now(),
     max_attempts integer DEFAULT NULL,
     timeout      interval DEFAULT NULL,
-    dedup_key    text DEFAULT NULL)
+    dedup_key    text DEFAULT NULL,
+    depends_on   bigint[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'jobq_enqueue_task';
-COMMENT ON FUNCTION jobq.enqueue_task(text, jsonb, text, integer, timestamptz, integer, interval, text) IS
+COMMENT ON FUNCTION jobq.enqueue_task(text, jsonb, text, integer, timestamptz, integer, interval, text, bigint[]) IS
 'queue a call of the function registered as task, with payload, that runs as the current role; returns the job id. Other arguments as for jobq.enqueue()';
 
 CREATE FUNCTION jobq.current_job()

@@ -70,6 +70,8 @@ typedef enum JobColumn
 	COL_TASK,
 	COL_PAYLOAD,
 	COL_DEDUP_KEY,
+	COL_DEPENDS_ON,
+	COL_NOT_BEFORE,
 	NUM_JOB_COLUMNS
 } JobColumn;
 
@@ -92,11 +94,14 @@ static const struct
 	[COL_TASK] = {"task", TEXTOID},
 	[COL_PAYLOAD] = {"payload", JSONBOID},
 	[COL_DEDUP_KEY] = {"dedup_key", TEXTOID},
+	[COL_DEPENDS_ON] = {"depends_on", INT8ARRAYOID},
+	[COL_NOT_BEFORE] = {"not_before", TIMESTAMPTZOID},
 };
 
 /* columns that a jobq.job of version 0.2.0 does not have */
 #define JOB_COLUMN_OPTIONAL(c) \
-	((c) == COL_TASK || (c) == COL_PAYLOAD || (c) == COL_DEDUP_KEY)
+	((c) == COL_TASK || (c) == COL_PAYLOAD || (c) == COL_DEDUP_KEY || \
+	 (c) == COL_DEPENDS_ON || (c) == COL_NOT_BEFORE)
 
 static JobqTable job_table = {.relname = "job"};
 static uint64 job_columns_generation = 0;
@@ -201,15 +206,17 @@ insert_job(Datum *values, bool *nulls)
 static int64
 insert_dedup_job(Datum *values, bool *nulls, bool *added)
 {
-	Oid			argtypes[10] = {TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID,
-		INTERVALOID, OIDOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID};
-	Datum		v[10];
-	char		n[10];
-	int			cols[10] = {COL_QUEUE, COL_PRIORITY, COL_RUN_AT, COL_MAX_ATTEMPTS,
-		COL_TIMEOUT, COL_OWNER, COL_COMMAND, COL_TASK, COL_PAYLOAD, COL_DEDUP_KEY};
+	Oid			argtypes[12] = {TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID,
+		INTERVALOID, OIDOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT8ARRAYOID,
+	TIMESTAMPTZOID};
+	Datum		v[12];
+	char		n[12];
+	int			cols[12] = {COL_QUEUE, COL_PRIORITY, COL_RUN_AT, COL_MAX_ATTEMPTS,
+		COL_TIMEOUT, COL_OWNER, COL_COMMAND, COL_TASK, COL_PAYLOAD, COL_DEDUP_KEY,
+	COL_DEPENDS_ON, COL_NOT_BEFORE};
 	int			i;
 
-	for (i = 0; i < 10; i++)
+	for (i = 0; i < 12; i++)
 	{
 		v[i] = values[cols[i]];
 		n[i] = nulls[cols[i]] ? 'n' : ' ';
@@ -222,12 +229,13 @@ insert_dedup_job(Datum *values, bool *nulls, bool *added)
 		CHECK_FOR_INTERRUPTS();
 		if (JobqExecuteAsOwnerNulls(
 									"INSERT INTO jobq.job (queue, priority, run_at, max_attempts, timeout,"
-									"       owner, command, task, payload, dedup_key, created_at)"
+									"       owner, command, task, payload, dedup_key, depends_on,"
+									"       not_before, created_at)"
 									"VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.regrole, $7, $8, $9, $10,"
-									"        pg_catalog.now())"
+									"        $11, $12, pg_catalog.now())"
 									"ON CONFLICT (queue, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING"
 									" RETURNING id",
-									10, argtypes, v, n, false) != SPI_OK_INSERT_RETURNING)
+									12, argtypes, v, n, false) != SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "could not enqueue jobq job");
 		if (SPI_processed > 0)
 		{
@@ -242,7 +250,7 @@ insert_dedup_job(Datum *values, bool *nulls, bool *added)
 		if (JobqExecuteAsOwnerNulls(
 									"SELECT id FROM jobq.job WHERE queue OPERATOR(pg_catalog.=) $1"
 									"   AND dedup_key OPERATOR(pg_catalog.=) $10",
-									10, argtypes, v, n, false) != SPI_OK_SELECT)
+									12, argtypes, v, n, false) != SPI_OK_SELECT)
 			elog(ERROR, "could not look up jobq job by dedup key");
 		if (SPI_processed > 0)
 			id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -354,6 +362,8 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 	Datum		values[NUM_JOB_COLUMNS];
 	bool		nulls[NUM_JOB_COLUMNS];
 	text	   *dedup_key = NULL;
+	ArrayType  *depends_on = NULL;
+	bool		wait_for_jobs = false;
 	bool		added = true;
 	int64		id;
 
@@ -453,6 +463,17 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 							   JOBQ_MAX_DEDUP_KEY)));
 	}
 
+	/* depends_on: jobs that must succeed first; NULL or empty for none */
+	if (PG_NARGS() > opt + 6 && !PG_ARGISNULL(opt + 6))
+	{
+		int			ndeps;
+
+		depends_on = PG_GETARG_ARRAYTYPE_P(opt + 6);
+		wait_for_jobs = JobqCheckDependencies(depends_on, &ndeps);
+		if (ndeps == 0)
+			depends_on = NULL;
+	}
+
 	check_role_can_own_jobs(owner);
 
 	memset(nulls, false, sizeof(nulls));
@@ -471,6 +492,16 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 	nulls[COL_PAYLOAD] = (payload == NULL);
 	values[COL_DEDUP_KEY] = PointerGetDatum(dedup_key);
 	nulls[COL_DEDUP_KEY] = (dedup_key == NULL);
+	values[COL_DEPENDS_ON] = PointerGetDatum(depends_on);
+	nulls[COL_DEPENDS_ON] = (depends_on == NULL);
+	/* a job that waits for others is out of the claims' reach until then */
+	values[COL_NOT_BEFORE] = TimestampTzGetDatum(run_at);
+	nulls[COL_NOT_BEFORE] = !wait_for_jobs;
+	if (wait_for_jobs)
+	{
+		values[COL_RUN_AT] = TimestampTzGetDatum(DT_NOEND);
+		JobqNoteDependents(true);
+	}
 
 	JobqQueueEnsure(text_to_cstring(queue));
 	if (dedup_key != NULL)
@@ -478,7 +509,7 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 	else
 		id = insert_job(values, nulls);
 
-	if (added)
+	if (added && !wait_for_jobs)
 		JobqNoteEnqueue(run_at, (int16) priority, id);
 	return id;
 }

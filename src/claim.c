@@ -254,7 +254,8 @@ task_columns(void)
 		get_attnum(job, "task") != InvalidAttrNumber &&
 		get_attnum(history, "task") != InvalidAttrNumber &&
 		get_attnum(job, "dedup_key") != InvalidAttrNumber &&
-		get_attnum(history, "dedup_key") != InvalidAttrNumber;
+		get_attnum(history, "dedup_key") != InvalidAttrNumber &&
+		get_attnum(history, "depends_on") != InvalidAttrNumber;
 	if ((int) tasks != plans_have_tasks)
 	{
 		SPIPlanPtr *plans[] = {&claim_plan, &claim_level_plan, &claim_blocked_plan,
@@ -922,6 +923,33 @@ record_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 }
 
 /*
+ * The jobs that wait for the jobs this chunk finished: freed or cancelled
+ * in the same transaction (depend.c).
+ */
+static void
+settle_dependents(JobqJob *jobs, JobqOutcome *outcomes, int n)
+{
+	int64	   *ids;
+	int			k = 0;
+	int			i;
+
+	if (!JobqDependentsMayExist())
+		return;
+	ids = palloc(sizeof(int64) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		if (outcomes[i].kind == JOBQ_SUCCEEDED || outcomes[i].kind == JOBQ_FAILED ||
+			outcomes[i].kind == JOBQ_CANCELLED)
+			ids[k++] = jobs[i].id;
+	if (k > 0)
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		JobqSettleDependents(ids, k);
+		PopActiveSnapshot();
+	}
+	pfree(ids);
+}
+
+/*
  * Write the outcomes of n claimed jobs (those released by a shutdown are
  * left as they are).  Runs in the caller's execution transaction; the
  * arrays are built in CurrentMemoryContext.
@@ -945,6 +973,7 @@ JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n)
 	int			k = 0;
 
 	record_finished(jobs, outcomes, n);
+	settle_dependents(jobs, outcomes, n);
 
 	for (i = 0; i < n; i++)
 	{
@@ -1027,8 +1056,8 @@ JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 	pgstat_report_activity(STATE_RUNNING, "jobq: counting attempts of exited workers");
 	/* prepared again if the tables changed: see task_columns() */
 	tasks = task_columns();
-	crashed_stmt = psprintf(crashed_sql, tasks ? ", task, payload, dedup_key" : "",
-							tasks ? ", task, payload, dedup_key" : "");
+	crashed_stmt = psprintf(crashed_sql, tasks ? ", task, payload, dedup_key, depends_on" : "",
+							tasks ? ", task, payload, dedup_key, depends_on" : "");
 	if (execute_kept(keep_plan(&crashed_plan, crashed_stmt, 6, argtypes),
 					 values, false) != SPI_OK_SELECT)
 		elog(ERROR, "jobq could not count the attempts of exited workers");

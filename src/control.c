@@ -155,15 +155,18 @@ finish_cancelled(int64 id)
 						   "INSERT INTO jobq.job_history (id, queue, state, priority, run_at,"
 						   "       attempts, max_attempts, timeout, owner, command, created_at,"
 						   "       started_at, finished_at, result, last_error, last_sqlstate,"
-						   "       worker_pid, task, payload, dedup_key)"
-						   "SELECT id, queue, 'cancelled', priority, run_at, attempts, max_attempts,"
+						   "       worker_pid, task, payload, dedup_key, depends_on)"
+						   "SELECT id, queue, 'cancelled', priority, COALESCE(not_before, run_at),"
+						   "       attempts, max_attempts,"
 						   "       timeout, owner, command, created_at, started_at, pg_catalog.now(),"
-						   "       NULL, $2, $3, NULL, task, payload, dedup_key"
+						   "       NULL, $2, $3, NULL, task, payload, dedup_key, depends_on"
 						   "  FROM d WHERE $4",
 						   4, argtypes, values, false) != SPI_OK_INSERT)
 		elog(ERROR, "could not cancel jobq job " INT64_FORMAT, id);
 	SPI_finish();
 	JobqNoteFinishedAtCommit();
+	/* the jobs that wait for it are cancelled too */
+	JobqSettleDependents(&id, 1);
 }
 
 /* what became of a job that left jobq.job: was it cancelled? */
@@ -307,10 +310,10 @@ jobq_retry(PG_FUNCTION_ARGS)
 						   "              AND state IN ('failed', 'cancelled') RETURNING *)"
 						   "INSERT INTO jobq.job (id, queue, state, priority, run_at, attempts,"
 						   "       max_attempts, timeout, owner, command, created_at,"
-						   "       last_error, last_sqlstate, task, payload, dedup_key)"
+						   "       last_error, last_sqlstate, task, payload, dedup_key, depends_on)"
 						   "SELECT id, queue, 'pending', priority, pg_catalog.now(), 0,"
 						   "       max_attempts, timeout, owner, command, created_at,"
-						   "       last_error, last_sqlstate, task, payload, dedup_key FROM h"
+						   "       last_error, last_sqlstate, task, payload, dedup_key, depends_on FROM h"
 						   " RETURNING priority, run_at",
 						   1, argtypes, values, false) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not retry jobq job " INT64_FORMAT, id);
@@ -472,17 +475,19 @@ run_here(int64 id)
 										 "INSERT INTO jobq.job_history (id, queue, state, priority, run_at,"
 										 "       attempts, max_attempts, timeout, owner, command, created_at,"
 										 "       started_at, finished_at, result, last_error, last_sqlstate,"
-										 "       worker_pid, task, payload, dedup_key)"
+										 "       worker_pid, task, payload, dedup_key, depends_on)"
 										 "SELECT id, queue, $2::jobq.job_state, priority, run_at, $3,"
 										 "       max_attempts, timeout, owner, command, created_at, $4, $5, $6,"
 										 "       COALESCE($7, last_error), CASE WHEN $7 IS NULL THEN last_sqlstate ELSE $8 END,"
-										 "       pg_catalog.pg_backend_pid(), task, payload, dedup_key"
+										 "       pg_catalog.pg_backend_pid(), task, payload, dedup_key, depends_on"
 										 "  FROM d WHERE $9",
 										 9, types, v, n, false);
 		if (rc < 0)
 			elog(ERROR, "could not record the outcome of jobq job " INT64_FORMAT, id);
 		SPI_finish();
 	}
+	if (out.kind != JOBQ_RETRY)
+		JobqSettleDependents(&id, 1);
 	/* the retry's floor and wake-up: as if enqueued again */
 	if (out.kind == JOBQ_RETRY)
 	{

@@ -29,6 +29,7 @@
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/spin.h"
+#include "utils/array.h"
 #include "utils/relcache.h"
 
 /* Upper bound of jobq.workers; the shared segment has this many slots. */
@@ -147,6 +148,7 @@ typedef struct JobqSharedState
 	pg_atomic_uint32 n_waits;	/* costs one read to check */
 	pg_atomic_uint32 wait_any;
 	ConditionVariable finished_cv;
+	pg_atomic_uint32 dependents;	/* jobs may wait for other jobs */
 
 	/* claim floors, highest priority first; see claim.c */
 	bool		floors_valid;	/* levels known and floors usable */
@@ -199,6 +201,8 @@ extern void JobqWaitEnd(int idx);
 extern void JobqNoteFinished(const int64 *ids, int n);
 extern void JobqNoteFinishedAtCommit(void);
 extern void JobqWakeAllAtCommit(void);
+extern bool JobqDependentsMayExist(void);
+extern void JobqNoteDependents(bool exist);
 extern int	JobqQueueRunning(const char *queue);
 extern bool JobqSlotBeginJob(int slot, int64 job_id, Oid owner, int32 attempt,
 							 TimestampTz started, const char *queue, int limit);
@@ -308,6 +312,13 @@ typedef struct JobqQueueRule
 extern void JobqQueueEnsure(const char *name);
 extern JobqQueueRule *JobqQueueRules(int *n);
 extern int	JobqQueueLimit(const char *queue);
+
+/* depend.c: jobs that depend on other jobs */
+#define JOBQ_MAX_DEPENDENCIES	100
+extern bool JobqCheckDependencies(ArrayType *deps, int *ndeps);
+extern void JobqSettleDependents(int64 *ids, int n);
+extern int	JobqSweepDependents(void);
+extern void JobqSweepDependentsInTransaction(void);
 
 /* task.c: registered tasks */
 extern void JobqCheckTaskName(const char *name);

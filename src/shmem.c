@@ -96,6 +96,8 @@ jobq_shmem_startup(void)
 		pg_atomic_init_u32(&JobqShared->wait_any, 0);
 		pg_atomic_init_u32(&JobqShared->n_cancels, 0);
 		pg_atomic_init_u32(&JobqShared->n_waits, 0);
+		/* until a sweep has looked, jobs left from before may wait */
+		pg_atomic_init_u32(&JobqShared->dependents, 1);
 		ConditionVariableInit(&JobqShared->finished_cv);
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -797,4 +799,17 @@ JobqSlotBeginJob(int slot, int64 job_id, Oid owner, int32 attempt,
 	strlcpy(w->job_queue, queue, NAMEDATALEN);
 	SpinLockRelease(&JobqShared->mutex);
 	return true;
+}
+
+/* May some job wait for others?  (Cleared by a sweep that found none.) */
+bool
+JobqDependentsMayExist(void)
+{
+	return pg_atomic_read_u32(&JobqShared->dependents) != 0;
+}
+
+void
+JobqNoteDependents(bool exist)
+{
+	pg_atomic_write_u32(&JobqShared->dependents, exist ? 1 : 0);
 }

@@ -602,8 +602,12 @@ JobqWorkerMain(Datum main_arg)
 
 		if (JobqSettleNeeded(my_slot))
 			JobqJournalSettle(my_slot);
-		if (take_prune_turn() && JobqPruneHistory() > 0)
-			prune_again_soon();
+		if (take_prune_turn())
+		{
+			JobqSweepDependentsInTransaction();
+			if (JobqPruneHistory() > 0)
+				prune_again_soon();
+		}
 
 		n = run_chunk(&claim_limit, &next_due);
 		if (n > 0)

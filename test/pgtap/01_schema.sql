@@ -4,7 +4,7 @@
 -- columns, keys and the claim index, the types, the view, row-level
 -- security being on, and the registration of the tables for pg_dump.
 BEGIN;
-SELECT plan(126);
+SELECT plan(132);
 
 SET LOCAL search_path = public;
 
@@ -34,7 +34,8 @@ SELECT has_table('jobq', 'job', 'table jobq.job exists');
 SELECT columns_are('jobq', 'job', ARRAY[
     'id', 'queue', 'state', 'priority', 'run_at', 'attempts', 'max_attempts',
     'timeout', 'owner', 'command', 'created_at', 'started_at', 'worker_pid',
-    'last_error', 'last_sqlstate', 'task', 'payload', 'dedup_key'],
+    'last_error', 'last_sqlstate', 'task', 'payload', 'dedup_key', 'depends_on',
+    'not_before'],
     'jobq.job has exactly the documented columns');
 SELECT col_type_is('jobq', 'job', c, t, format('jobq.job.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
@@ -54,7 +55,9 @@ SELECT col_type_is('jobq', 'job', c, t, format('jobq.job.%s is %s', c, t))
                ('last_sqlstate', 'text'),
                ('task', 'text'),
                ('payload', 'jsonb'),
-               ('dedup_key', 'text')) AS v(c, t);
+               ('dedup_key', 'text'),
+               ('depends_on', 'bigint[]'),
+               ('not_before', 'timestamp with time zone')) AS v(c, t);
 SELECT col_not_null('jobq', 'job', c, format('jobq.job.%s is NOT NULL', c))
   FROM unnest(ARRAY['id', 'queue', 'state', 'priority', 'run_at', 'attempts',
                     'max_attempts', 'owner', 'created_at']) AS c;
@@ -81,6 +84,16 @@ SELECT is(
     'CREATE UNIQUE INDEX job_dedup_idx ON jobq.job USING btree (queue, dedup_key) WHERE (dedup_key IS NOT NULL)',
     'a dedup key is unique per queue among the jobs of jobq.job');
 
+-- waiting jobs: found by the jobs they wait for, and by the sweep
+SELECT is(
+    pg_get_indexdef(to_regclass('jobq.job_depends_idx')),
+    'CREATE INDEX job_depends_idx ON jobq.job USING gin (depends_on) WHERE (not_before IS NOT NULL)',
+    'the jobs that wait are indexed by the jobs they wait for');
+SELECT is(
+    pg_get_indexdef(to_regclass('jobq.job_waiting_idx')),
+    'CREATE INDEX job_waiting_idx ON jobq.job USING btree (id) WHERE (not_before IS NOT NULL)',
+    'the jobs that wait are indexed for the sweep');
+
 /*
  * jobq.job_history: finished jobs
  */
@@ -88,7 +101,8 @@ SELECT has_table('jobq', 'job_history', 'table jobq.job_history exists');
 SELECT columns_are('jobq', 'job_history', ARRAY[
     'id', 'queue', 'state', 'priority', 'run_at', 'attempts', 'max_attempts',
     'timeout', 'owner', 'command', 'created_at', 'started_at', 'finished_at',
-    'result', 'last_error', 'last_sqlstate', 'worker_pid', 'task', 'payload', 'dedup_key'],
+    'result', 'last_error', 'last_sqlstate', 'worker_pid', 'task', 'payload', 'dedup_key',
+    'depends_on'],
     'jobq.job_history has exactly the documented columns');
 SELECT col_type_is('jobq', 'job_history', c, t, format('jobq.job_history.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
@@ -110,7 +124,8 @@ SELECT col_type_is('jobq', 'job_history', c, t, format('jobq.job_history.%s is %
                ('worker_pid', 'integer'),
                ('task', 'text'),
                ('payload', 'jsonb'),
-               ('dedup_key', 'text')) AS v(c, t);
+               ('dedup_key', 'text'),
+               ('depends_on', 'bigint[]')) AS v(c, t);
 SELECT has_pk('jobq', 'job_history', 'jobq.job_history has a primary key');
 SELECT col_is_pk('jobq', 'job_history', 'id', 'the primary key of jobq.job_history is id');
 
@@ -164,7 +179,8 @@ SELECT results_eq(
              ('command', 'text'),
              ('task', 'text'),
              ('payload', 'jsonb'),
-             ('dedup_key', 'text')$$,
+             ('dedup_key', 'text'),
+             ('depends_on', 'bigint[]')$$,
     'jobq.job_status has the documented attributes, types and order');
 
 /*
@@ -174,7 +190,8 @@ SELECT has_view('jobq', 'jobs', 'view jobq.jobs exists');
 SELECT columns_are('jobq', 'jobs', ARRAY[
     'id', 'queue', 'state', 'priority', 'attempts', 'max_attempts', 'run_at',
     'created_at', 'started_at', 'finished_at', 'result', 'last_error',
-    'last_sqlstate', 'worker_pid', 'owner', 'command', 'task', 'payload', 'dedup_key'],
+    'last_sqlstate', 'worker_pid', 'owner', 'command', 'task', 'payload', 'dedup_key',
+    'depends_on'],
     'jobq.jobs has exactly the documented columns');
 SELECT col_type_is('jobq', 'jobs', c, t, format('jobq.jobs.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
@@ -195,7 +212,8 @@ SELECT col_type_is('jobq', 'jobs', c, t, format('jobq.jobs.%s is %s', c, t))
                ('command', 'text'),
                ('task', 'text'),
                ('payload', 'jsonb'),
-               ('dedup_key', 'text')) AS v(c, t);
+               ('dedup_key', 'text'),
+               ('depends_on', 'bigint[]')) AS v(c, t);
 -- jobq.status() reads a row of jobq.jobs into a jobq.job_status
 SELECT results_eq(
     $$SELECT attname::text, atttypid FROM pg_attribute

@@ -12,27 +12,27 @@ SET LOCAL search_path = public;
  * jobq.enqueue(command, queue, priority, run_at, max_attempts, timeout)
  */
 SELECT has_function('jobq', 'enqueue',
-    ARRAY['text', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text'],
-    'jobq.enqueue(text, text, integer, timestamptz, integer, interval, text) exists');
+    ARRAY['text', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text', 'bigint[]'],
+    'jobq.enqueue(text, text, integer, timestamptz, integer, interval, text, bigint[]) exists');
 SELECT function_returns('jobq', 'enqueue',
-    ARRAY['text', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text'],
+    ARRAY['text', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text', 'bigint[]'],
     'bigint',
     'jobq.enqueue() returns bigint');
 SELECT is(
-    pg_get_function_arguments(to_regprocedure('jobq.enqueue(text, text, integer, timestamptz, integer, interval, text)')),
-    'command text, queue text DEFAULT ''default''::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT now(), max_attempts integer DEFAULT NULL::integer, timeout interval DEFAULT NULL::interval, dedup_key text DEFAULT NULL::text',
+    pg_get_function_arguments(to_regprocedure('jobq.enqueue(text, text, integer, timestamptz, integer, interval, text, bigint[])')),
+    'command text, queue text DEFAULT ''default''::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT now(), max_attempts integer DEFAULT NULL::integer, timeout interval DEFAULT NULL::interval, dedup_key text DEFAULT NULL::text, depends_on bigint[] DEFAULT NULL::bigint[]',
     'jobq.enqueue() has the documented argument names and defaults');
 SELECT function_lang_is('jobq', 'enqueue',
-    ARRAY['text', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text'],
+    ARRAY['text', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text', 'bigint[]'],
     'c', 'jobq.enqueue() is written in C');
 SELECT volatility_is('jobq', 'enqueue',
-    ARRAY['text', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text'],
+    ARRAY['text', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text', 'bigint[]'],
     'volatile', 'jobq.enqueue() is volatile');
 SELECT isnt_strict('jobq', 'enqueue',
-    ARRAY['text', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text'],
+    ARRAY['text', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text', 'bigint[]'],
     'jobq.enqueue() is not strict (it reports null arguments itself)');
 SELECT isnt_definer('jobq', 'enqueue',
-    ARRAY['text', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text'],
+    ARRAY['text', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text', 'bigint[]'],
     'jobq.enqueue() is not SECURITY DEFINER (the job owner is the caller)');
 SELECT is(
     (SELECT count(*)::int FROM pg_proc
@@ -45,14 +45,14 @@ SELECT is(
  * timeout), jobq.register_task(task, fn), jobq.unregister_task(task)
  */
 SELECT function_returns('jobq', 'enqueue_task',
-    ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text'],
+    ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text', 'bigint[]'],
     'bigint', 'jobq.enqueue_task() returns bigint');
 SELECT is(
-    pg_get_function_arguments(to_regprocedure('jobq.enqueue_task(text, jsonb, text, integer, timestamptz, integer, interval, text)')),
-    'task text, payload jsonb DEFAULT ''{}''::jsonb, queue text DEFAULT ''default''::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT now(), max_attempts integer DEFAULT NULL::integer, timeout interval DEFAULT NULL::interval, dedup_key text DEFAULT NULL::text',
+    pg_get_function_arguments(to_regprocedure('jobq.enqueue_task(text, jsonb, text, integer, timestamptz, integer, interval, text, bigint[])')),
+    'task text, payload jsonb DEFAULT ''{}''::jsonb, queue text DEFAULT ''default''::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT now(), max_attempts integer DEFAULT NULL::integer, timeout interval DEFAULT NULL::interval, dedup_key text DEFAULT NULL::text, depends_on bigint[] DEFAULT NULL::bigint[]',
     'jobq.enqueue_task() takes the task, its payload and the options of jobq.enqueue(), with the same defaults');
 SELECT isnt_definer('jobq', 'enqueue_task',
-    ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text'],
+    ARRAY['text', 'jsonb', 'text', 'integer', 'timestamp with time zone', 'integer', 'interval', 'text', 'bigint[]'],
     'jobq.enqueue_task() is not SECURITY DEFINER (the job owner is the caller)');
 SELECT function_returns('jobq', 'register_task', ARRAY['text', 'regprocedure'], 'void',
     'jobq.register_task(text, regprocedure) returns void');
@@ -139,7 +139,7 @@ SELECT is_empty(
 SELECT ok(
     coalesce((SELECT proconfig IS NULL AND prolang = (SELECT oid FROM pg_language WHERE lanname = 'c')
                 FROM pg_proc
-               WHERE oid = to_regprocedure('jobq.enqueue(text, text, integer, timestamptz, integer, interval, text)')),
+               WHERE oid = to_regprocedure('jobq.enqueue(text, text, integer, timestamptz, integer, interval, text, bigint[])')),
              false),
     'jobq.enqueue() is a C function without a SET clause');
 SELECT ok(
@@ -170,7 +170,7 @@ SELECT is_empty(
  * Every user-facing object has a COMMENT
  */
 SELECT isnt(
-    obj_description(to_regprocedure('jobq.enqueue(text, text, integer, timestamptz, integer, interval, text)'), 'pg_proc'),
+    obj_description(to_regprocedure('jobq.enqueue(text, text, integer, timestamptz, integer, interval, text, bigint[])'), 'pg_proc'),
     NULL, 'jobq.enqueue() has a comment');
 SELECT isnt(
     obj_description(to_regprocedure('jobq.status(bigint)'), 'pg_proc'),
@@ -222,8 +222,8 @@ SELECT is(
       WHERE a.attrelid = to_regclass('jobq.jobs')
         AND a.attnum > 0 AND NOT a.attisdropped
         AND coalesce(col_description(a.attrelid, a.attnum), '') <> ''),
-    19,
-    'all 19 columns of jobq.jobs have a comment');
+    20,
+    'all 20 columns of jobq.jobs have a comment');
 
 /*
  * What the functions do with their arguments, seen from the caller's

@@ -49,7 +49,7 @@ SELECT is(pg_temp.public_privs(to_regclass('jobq.workers')), ARRAY['SELECT'],
     'PUBLIC holds SELECT and nothing else on jobq.workers');
 SELECT ok(has_function_privilege('public', p, 'EXECUTE'),
           format('PUBLIC may execute %s', p))
-  FROM unnest(ARRAY['jobq.enqueue_task(text, jsonb, text, integer, timestamptz, integer, interval, text)',
+  FROM unnest(ARRAY['jobq.enqueue_task(text, jsonb, text, integer, timestamptz, integer, interval, text, bigint[])',
                     'jobq.register_task(text, regprocedure)', 'jobq.unregister_task(text)',
                     'jobq.noop(jsonb)', 'jobq.sleep(jsonb)', 'jobq.worker_info()',
                     'jobq.current_job()', 'jobq.cancel(bigint)', 'jobq.retry(bigint)',
@@ -67,7 +67,7 @@ SELECT ok(NOT has_schema_privilege('public', 'jobq', 'USAGE'),
 SELECT ok(NOT has_schema_privilege('public', 'jobq', 'CREATE'),
     'PUBLIC has no CREATE on schema jobq');
 SELECT ok(has_function_privilege('public',
-        'jobq.enqueue(text, text, integer, timestamptz, integer, interval, text)', 'EXECUTE'),
+        'jobq.enqueue(text, text, integer, timestamptz, integer, interval, text, bigint[])', 'EXECUTE'),
     'PUBLIC may execute jobq.enqueue()');
 SELECT ok(has_function_privilege('public', 'jobq.status(bigint)', 'EXECUTE'),
     'PUBLIC may execute jobq.status()');
