@@ -308,7 +308,7 @@ COMMENT ON VIEW jobq.queue_stats IS 'one row per queue: due, scheduled and runni
 COMMENT ON COLUMN jobq.queue_stats.queue IS 'queue name';
 COMMENT ON COLUMN jobq.queue_stats.pending IS 'jobs due and waiting for a worker';
 COMMENT ON COLUMN jobq.queue_stats.scheduled IS 'jobs due later (delayed, or waiting for a retry)';
-COMMENT ON COLUMN jobq.queue_stats.running IS 'jobs being run now (of all roles)';
+COMMENT ON COLUMN jobq.queue_stats.running IS 'jobs being run now, of those the caller may see';
 COMMENT ON COLUMN jobq.queue_stats.succeeded_1m IS 'jobs that succeeded in the last minute';
 COMMENT ON COLUMN jobq.queue_stats.failed_1m IS 'jobs that failed for good or were cancelled in the last minute';
 COMMENT ON COLUMN jobq.queue_stats.succeeded_1h IS 'jobs that succeeded in the last hour';

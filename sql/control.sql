@@ -10,6 +10,10 @@ SELECT (jobq.wait(jobq.enqueue($$SELECT 'a' || 'b' AS ab$$))).result;
 -- a timeout gives the status as it is then
 SELECT jobq.enqueue('SELECT 1', run_at => now() + interval '1 hour') AS later \gset
 SELECT state, finished_at FROM jobq.wait(:later, '50 ms');
+-- waiting honours query cancel (here, a statement timeout)
+SET statement_timeout = '100ms';
+SELECT jobq.wait(:later);
+RESET statement_timeout;
 -- bad calls
 SELECT jobq.wait(NULL);
 SELECT jobq.wait(:later, '-1 s');

@@ -144,6 +144,12 @@ SET ROLE regress_jobq_other;
 SELECT jobq.enqueue_task('private', '{}');
 SELECT jobq.register_task('tasker_insert', 'jobq.noop(jsonb)');
 SELECT jobq.unregister_task('tasker_insert');
+-- a role's jobs call only tasks registered by a superuser, by itself, or
+-- by a role it is a member of: the registrant picks the code they run
+SELECT jobq.enqueue_task('tasker_insert', '{"table": "task_rows", "value": "untrusted"}');
+RESET ROLE;
+GRANT regress_jobq_tasker TO regress_jobq_other;
+SET ROLE regress_jobq_other;
 -- a task's job runs as the role that enqueued it
 SELECT jobq.enqueue_task('tasker_insert', '{"table": "task_rows", "value": "as other"}') AS job \gset
 RESET ROLE;

@@ -248,13 +248,27 @@ insert_dedup_job(Datum *values, bool *nulls, bool *added)
 		SPI_finish();
 
 		if (JobqExecuteAsOwnerNulls(
-									"SELECT id FROM jobq.job WHERE queue OPERATOR(pg_catalog.=) $1"
+									"SELECT id, owner::pg_catalog.oid FROM jobq.job"
+									" WHERE queue OPERATOR(pg_catalog.=) $1"
 									"   AND dedup_key OPERATOR(pg_catalog.=) $10",
 									12, argtypes, v, n, false) != SPI_OK_SELECT)
 			elog(ERROR, "could not look up jobq job by dedup key");
 		if (SPI_processed > 0)
+		{
+			Oid			other = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+															   SPI_tuptable->tupdesc, 2,
+															   &isnull));
+
 			id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 											 SPI_tuptable->tupdesc, 1, &isnull));
+			/* another role's job is not the caller's to be handed */
+			if (other != DatumGetObjectId(values[COL_OWNER]))
+				ereport(ERROR,
+						(errcode(ERRCODE_UNIQUE_VIOLATION),
+						 errmsg("dedup key is in use by another role's job in queue \"%s\"",
+								TextDatumGetCString(values[COL_QUEUE])),
+						 errhint("Use a key of your own, or another queue.")));
+		}
 		SPI_finish();
 		if (id != 0)
 		{

@@ -794,6 +794,39 @@ fetch_claimed(Relation jobrel, JobqJob *job, TupleTableSlot *slot)
 }
 
 /*
+ * Was a claimed job deleted by a job that ran before it in this chunk
+ * (jobq.cancel() of a job the same worker holds)?  Only this transaction
+ * can change a row it holds locked.
+ */
+bool
+JobqClaimedJobGone(JobqJob *job)
+{
+	Relation	rel = JobqTableOpen(&job_store);
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(job_store.desc,
+													&TTSOpsBufferHeapTuple);
+	bool		gone = false;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!table_tuple_fetch_row_version(rel, &job->tid, SnapshotAny, slot))
+		gone = true;
+	else
+	{
+		bool		should_free;
+		HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, &should_free);
+		HeapTupleHeader h = tup->t_data;
+
+		gone = !(h->t_infomask & HEAP_XMAX_INVALID) &&
+			!HEAP_XMAX_IS_LOCKED_ONLY(h->t_infomask) &&
+			ItemPointerEquals(&tup->t_self, &h->t_ctid) &&
+			TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetUpdateXid(h));
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	PopActiveSnapshot();
+	table_close(rel, NoLock);
+	return gone;
+}
+
+/*
  * Move the finished jobs among n to the history (or drop them when
  * jobq.retention is 0).  Each is locked by this transaction's claim, so
  * its row is where the claim found it and nobody else can change it.

@@ -47,6 +47,7 @@
 #include "storage/ipc.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -165,6 +166,8 @@ finish_cancelled(int64 id)
 		elog(ERROR, "could not cancel jobq job " INT64_FORMAT, id);
 	SPI_finish();
 	JobqNoteFinishedAtCommit();
+	/* a job cancelling a job that its worker holds: see worker.c */
+	jobq_chunk_jobs_touched = true;
 	/* the jobs that wait for it are cancelled too */
 	JobqSettleDependents(&id, 1);
 }
@@ -260,8 +263,9 @@ jobq_retry(PG_FUNCTION_ARGS)
 {
 	int64		id;
 	JobPlace	place;
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1];
+	Oid			argtypes[2] = {INT8OID, BOOLOID};
+	Datum		values[2];
+	bool		wait = false;
 	bool		isnull;
 	int16		priority;
 	TimestampTz run_at;
@@ -301,21 +305,46 @@ jobq_retry(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	/*
+	 * The jobs it depends on must all have succeeded, or be unfinished
+	 * (then it waits for them again); one that failed is an error.
+	 */
+	if (JobqExecuteAsOwner("SELECT depends_on FROM jobq.job_history"
+						   " WHERE id OPERATOR(pg_catalog.=) $1 AND depends_on IS NOT NULL",
+						   1, argtypes, values, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);
+	if (SPI_processed > 0)
+	{
+		ArrayType  *deps = DatumGetArrayTypePCopy(SPI_getbinval(SPI_tuptable->vals[0],
+															   SPI_tuptable->tupdesc, 1,
+															   &isnull));
+		int			ndeps;
+
+		SPI_finish();
+		wait = JobqCheckDependencies(deps, &ndeps);
+	}
+	else
+		SPI_finish();
+
+	/*
 	 * One statement: a concurrent retry of the same job waits for this
 	 * one's delete and then finds nothing to move.
 	 */
+	values[1] = BoolGetDatum(wait);
 	if (JobqExecuteAsOwner(
 						   "WITH h AS (DELETE FROM jobq.job_history"
 						   "            WHERE id OPERATOR(pg_catalog.=) $1"
 						   "              AND state IN ('failed', 'cancelled') RETURNING *)"
 						   "INSERT INTO jobq.job (id, queue, state, priority, run_at, attempts,"
 						   "       max_attempts, timeout, owner, command, created_at,"
-						   "       last_error, last_sqlstate, task, payload, dedup_key, depends_on)"
-						   "SELECT id, queue, 'pending', priority, pg_catalog.now(), 0,"
+						   "       last_error, last_sqlstate, task, payload, dedup_key, depends_on,"
+						   "       not_before)"
+						   "SELECT id, queue, 'pending', priority,"
+						   "       CASE WHEN $2 THEN 'infinity' ELSE pg_catalog.now() END, 0,"
 						   "       max_attempts, timeout, owner, command, created_at,"
-						   "       last_error, last_sqlstate, task, payload, dedup_key, depends_on FROM h"
+						   "       last_error, last_sqlstate, task, payload, dedup_key, depends_on,"
+						   "       CASE WHEN $2 THEN pg_catalog.now() END FROM h"
 						   " RETURNING priority, run_at",
-						   1, argtypes, values, false) != SPI_OK_INSERT_RETURNING)
+						   2, argtypes, values, false) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not retry jobq job " INT64_FORMAT, id);
 	if (SPI_processed == 0)
 	{
@@ -329,7 +358,10 @@ jobq_retry(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	/* wake a worker at commit, and keep the claim floors below it */
-	JobqNoteEnqueue(run_at, priority, id);
+	if (wait)
+		JobqNoteDependents(true);
+	else
+		JobqNoteEnqueue(run_at, priority, id);
 	PG_RETURN_BOOL(true);
 }
 
@@ -345,7 +377,8 @@ wait_cleanup(int code, Datum arg)
  * the caller's own transaction enqueued it (and has not committed).
  */
 static Datum
-read_status(int64 id, bool *found, bool *finished, bool *mine)
+read_status(int64 id, bool *found, bool *finished, bool *mine,
+			MemoryContext status_cxt)
 {
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(id)};
@@ -361,11 +394,19 @@ read_status(int64 id, bool *found, bool *finished, bool *mine)
 							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);
 	if (SPI_processed == 0)
+	{
+		SPI_freetuptable(SPI_tuptable);
 		return (Datum) 0;
+	}
 	*found = true;
-	status = SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 1, &isnull),
-							   false, -1);
+	{
+		MemoryContext old = MemoryContextSwitchTo(status_cxt);
+
+		status = datumCopy(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1, &isnull),
+						   false, -1);
+		MemoryContextSwitchTo(old);
+	}
 	*finished = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 										   SPI_tuptable->tupdesc, 2, &isnull));
 	{
@@ -375,6 +416,7 @@ read_status(int64 id, bool *found, bool *finished, bool *mine)
 		*mine = !isnull &&
 			TransactionIdIsCurrentTransactionId(DatumGetTransactionId(xmin));
 	}
+	SPI_freetuptable(SPI_tuptable);
 	return status;
 }
 
@@ -399,6 +441,7 @@ run_here(int64 id)
 	JobqOutcome out;
 	MemoryContext job_context;
 	MemoryContext oldcxt = CurrentMemoryContext;
+	int64		saved_job_id;
 
 	if (JobqExecuteAsOwner("SELECT owner::pg_catalog.oid, command, task, payload,"
 						   "       attempts OPERATOR(pg_catalog.+) 1, max_attempts"
@@ -412,6 +455,17 @@ run_here(int64 id)
 		SPI_finish();
 		return;
 	}
+	/*
+	 * Not inside a SECURITY DEFINER function or a restricted operation: the
+	 * job would run in a session its caller prepared (temporary objects,
+	 * settings) with the definer's identity.
+	 */
+	if (InLocalUserIdChange() || InSecurityRestrictedOperation())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot run job " INT64_FORMAT " in place inside a security-definer function", id),
+				 errdetail("jobq.wait() of a job that its own transaction enqueued runs the job in the calling session."),
+				 errhint("Commit the job first, then wait for it.")));
 	tup = SPI_copytuple(SPI_tuptable->vals[0]);
 	desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
 	SPI_finish();
@@ -432,12 +486,15 @@ run_here(int64 id)
 										ALLOCSET_DEFAULT_SIZES);
 	/* role settings are cached per execution transaction: not across calls */
 	JobqForgetRoleSettings();
+	saved_job_id = jobq_current_job_id;
+	jobq_current_job_id = id;
 	PG_TRY();
 	{
 		JobqExecuteJob(&job, &out, job_context, true);
 	}
 	PG_FINALLY();
 	{
+		jobq_current_job_id = saved_job_id;
 		JobqForgetRoleSettings();
 	}
 	PG_END_TRY();
@@ -518,6 +575,9 @@ wait_loop(int64 id, TimestampTz deadline, bool *found)
 	bool		mine = false;
 	bool		first = true;
 	bool		ran_here = false;
+	MemoryContext status_cxt = AllocSetContextCreate(CurrentMemoryContext,
+													 "jobq.wait status",
+													 ALLOCSET_SMALL_SIZES);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -526,7 +586,9 @@ wait_loop(int64 id, TimestampTz deadline, bool *found)
 	{
 		long		ms = -1;
 
-		status = read_status(id, found, &finished, &mine);
+		/* one status at a time: a long wait wakes often */
+		MemoryContextReset(status_cxt);
+		status = read_status(id, found, &finished, &mine, status_cxt);
 		if (!*found)
 		{
 			if (first)
@@ -538,6 +600,11 @@ wait_loop(int64 id, TimestampTz deadline, bool *found)
 		}
 		if (finished)
 			break;
+		if (JobqHeldByThisWorker(id))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot wait for job " INT64_FORMAT ": the worker running this job holds it", id),
+					 errdetail("It would start only after this job ends.")));
 		if (mine)
 		{
 			/*
@@ -571,7 +638,13 @@ wait_loop(int64 id, TimestampTz deadline, bool *found)
 			TimestampDifference(now, deadline, &secs, &usecs);
 			ms = secs * 1000 + (usecs + 999) / 1000;
 		}
-		/* woken by the commit of a chunk that finished the job */
+		/*
+		 * Woken by the commit of a chunk that finished the job; look again
+		 * every jobq.poll_interval all the same, for finishes that wake
+		 * nobody (COMMIT PREPARED of a cancel, a standby's replay).
+		 */
+		if (ms < 0 || ms > jobq_poll_interval)
+			ms = jobq_poll_interval;
 		(void) ConditionVariableTimedSleep(&JobqShared->finished_cv, ms,
 										   PG_WAIT_EXTENSION);
 	}

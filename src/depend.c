@@ -28,6 +28,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -48,7 +49,9 @@ static const char *lock_dependents_sql =
 
 /* every waiting job, for the sweep; skips those being settled */
 static const char *lock_waiting_sql =
-"SELECT id FROM jobq.job WHERE not_before IS NOT NULL"
+"SELECT id FROM jobq.job j WHERE not_before IS NOT NULL"
+"   AND NOT EXISTS (SELECT 1 FROM jobq.job u"
+"                    WHERE u.id OPERATOR(pg_catalog.=) ANY (j.depends_on))"
 " ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED";
 
 /*
@@ -93,6 +96,19 @@ static const char *settle_sql =
 "SELECT 'c'::pg_catalog.text, id, 0::pg_catalog.int2, NULL::pg_catalog.timestamptz FROM gone"
 " UNION ALL "
 "SELECT 'f', id, priority, run_at FROM freed";
+
+/*
+ * Whether jobq.job can hold waiting jobs: the tables of 0.2.0 (the library
+ * updated, the extension not yet) cannot.
+ */
+static bool
+waiting_columns(void)
+{
+	Oid			nsp = get_namespace_oid("jobq", true);
+	Oid			job = OidIsValid(nsp) ? get_relname_relid("job", nsp) : InvalidOid;
+
+	return OidIsValid(job) && get_attnum(job, "not_before") != InvalidAttrNumber;
+}
 
 static Datum
 id_array(int64 *ids, int n)
@@ -168,15 +184,17 @@ lock_ids(const char *sql, int nargs, Oid *argtypes, Datum *values, int64 **ids)
 /*
  * Jobs ids[0..n-1] finished in the current transaction: settle their
  * waiting dependents, and theirs in turn when they are cancelled.  Needs
- * an active snapshot.  Does nothing while no job has ever waited since
- * the server started (a flag in shared memory).
+ * an active snapshot.  Does nothing until a job has waited since the
+ * server started (a flag in shared memory, set by an enqueue that makes a
+ * job wait and by a sweep that finds one, and never cleared: clearing it
+ * could race with an enqueue that has not committed yet).
  */
 void
 JobqSettleDependents(int64 *ids, int n)
 {
 	int			depth;
 
-	if (n == 0 || !JobqDependentsMayExist())
+	if (n == 0 || !JobqDependentsMayExist() || !waiting_columns())
 		return;
 	for (depth = 0; n > 0 && depth < 1000; depth++)
 	{
@@ -291,15 +309,24 @@ JobqSweepDependentsInTransaction(void)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	if (JobqLockTables())
+	if (JobqLockTables() && waiting_columns())
 	{
 		int			seen;
 
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, "jobq: settling jobs that wait for others");
 		seen = JobqSweepDependents();
+		/* jobs left waiting from before a restart: settle them from now on */
+		if (seen == 0 && !JobqDependentsMayExist())
+		{
+			if (JobqExecuteAsOwner("SELECT 1 FROM jobq.job WHERE not_before IS NOT NULL LIMIT 1",
+								   0, NULL, NULL, false) != SPI_OK_SELECT)
+				elog(ERROR, "could not look for waiting jobq jobs");
+			if (SPI_processed > 0)
+				JobqNoteDependents(true);
+			SPI_finish();
+		}
 		PopActiveSnapshot();
-		JobqNoteDependents(seen > 0);
 	}
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(callercxt);

@@ -174,7 +174,8 @@ apply_role_settings(Oid owner, MemoryContext cache_context)
 		MemoryContextSwitchTo(oldcxt);
 	}
 
-	(void) set_config_option("search_path", "\"$user\", public",
+	/* temporary relations last: a job never picks up someone's by chance */
+	(void) set_config_option("search_path", "\"$user\", public, pg_temp",
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
 	if (database_settings)

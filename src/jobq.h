@@ -219,6 +219,8 @@ extern PGDLLEXPORT void JobqWorkerMain(Datum main_arg);
 extern volatile sig_atomic_t jobq_in_job;
 extern volatile sig_atomic_t jobq_shutdown_requested;
 extern volatile int64 jobq_current_job_id;
+extern bool jobq_chunk_jobs_touched;
+extern bool JobqHeldByThisWorker(int64 id);
 
 /* A claimed job, as the worker holds it between claim and outcome. */
 typedef struct JobqJob
@@ -264,6 +266,7 @@ extern bool JobqLockTables(void);
 extern int	JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 								   JobqJob **jobs, TimestampTz *next_due);
 extern void JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n);
+extern bool JobqClaimedJobGone(JobqJob *job);
 extern int	JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 									 TimestampTz *started, int32 *pids);
 extern int	JobqPruneHistory(void);

@@ -206,14 +206,18 @@ JobqQueueRules(int *n)
 		rules = NULL;
 		nrules = 0;
 		queues_relid = relid;
-		rules_valid = true;		/* an invalidation while we read resets it */
+		/*
+		 * Without the table (version 0.2.0), look again next time: the
+		 * update creates it.  An invalidation while we read resets it.
+		 */
+		rules_valid = OidIsValid(relid);
 		if (OidIsValid(relid))
 		{
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
 			if (SPI_execute("SELECT queue, COALESCE(concurrency, 0), paused"
 							"  FROM jobq.queues WHERE paused OR concurrency IS NOT NULL"
-							" ORDER BY queue LIMIT 1000", true, 0) != SPI_OK_SELECT)
+							" ORDER BY queue LIMIT 1000", false, 0) != SPI_OK_SELECT)
 				elog(ERROR, "could not read jobq queue settings");
 			rules = MemoryContextAllocZero(RulesContext,
 										   sizeof(JobqQueueRule) * Max(SPI_processed, 1));

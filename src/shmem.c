@@ -96,8 +96,8 @@ jobq_shmem_startup(void)
 		pg_atomic_init_u32(&JobqShared->wait_any, 0);
 		pg_atomic_init_u32(&JobqShared->n_cancels, 0);
 		pg_atomic_init_u32(&JobqShared->n_waits, 0);
-		/* until a sweep has looked, jobs left from before may wait */
-		pg_atomic_init_u32(&JobqShared->dependents, 1);
+		/* set once a job waits for others (depend.c) */
+		pg_atomic_init_u32(&JobqShared->dependents, 0);
 		ConditionVariableInit(&JobqShared->finished_cv);
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -801,7 +801,7 @@ JobqSlotBeginJob(int slot, int64 job_id, Oid owner, int32 attempt,
 	return true;
 }
 
-/* May some job wait for others?  (Cleared by a sweep that found none.) */
+/* May some job wait for others?  (Set once one does; never cleared.) */
 bool
 JobqDependentsMayExist(void)
 {

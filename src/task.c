@@ -66,9 +66,12 @@ typedef struct TaskEntry
 {
 	char		name[NAMEDATALEN];	/* hash key */
 	Oid			fn;
+	Oid			registered_by;
 	bool		flinfo_ready;
 	FmgrInfo	flinfo;			/* for calls; fn_mcxt is the cache's */
 } TaskEntry;
+
+static void check_task_function(Oid fn);
 
 static HTAB *task_cache = NULL;
 static MemoryContext TaskCacheContext = NULL;
@@ -155,6 +158,7 @@ task_lookup(const char *name)
 	bool		found;
 	bool		stale;
 	Oid			fn = InvalidOid;
+	Oid			registered_by = InvalidOid;
 
 	/* a name that long cannot be registered */
 	if (strlen(name) > NAMEDATALEN - 1)
@@ -175,13 +179,18 @@ task_lookup(const char *name)
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute_with_args("SELECT fn::pg_catalog.oid FROM jobq.task"
-								  " WHERE task OPERATOR(pg_catalog.=) $1",
-								  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		/* not read-only: a snapshot taken now, after any invalidation */
+		if (SPI_execute_with_args("SELECT fn::pg_catalog.oid, registered_by::pg_catalog.oid"
+								  "  FROM jobq.task WHERE task OPERATOR(pg_catalog.=) $1",
+								  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not look up jobq task \"%s\"", name);
 		if (SPI_processed > 0)
+		{
 			fn = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 												SPI_tuptable->tupdesc, 1, &isnull));
+			registered_by = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+														   SPI_tuptable->tupdesc, 2, &isnull));
+		}
 		SPI_finish();
 	}
 	if (!OidIsValid(fn))
@@ -196,6 +205,7 @@ task_lookup(const char *name)
 		task_cache_reset();
 	entry = hash_search(task_cache, name, HASH_ENTER, &found);
 	entry->fn = fn;
+	entry->registered_by = registered_by;
 	entry->flinfo_ready = false;
 	if (stale)
 		task_cache_valid = false;
@@ -215,6 +225,33 @@ qualified_function_name(Oid fn)
 }
 
 /*
+ * A job runs its task's function with its owner's privileges, and the
+ * task's registrant chose that function (and may choose another): so a
+ * role's jobs call only tasks registered by a superuser, by the role
+ * itself, or by a role it is a member of, as it would call only code it
+ * trusts.
+ */
+static bool
+trusts_registrant(Oid owner, Oid registered_by)
+{
+	return superuser_arg(registered_by) || has_privs_of_role(owner, registered_by);
+}
+
+static void
+report_untrusted(const char *name, Oid owner, Oid registered_by, volatile bool *permanent)
+{
+	const char *r = GetUserNameFromId(registered_by, true);
+
+	if (permanent)
+		*permanent = true;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied for task \"%s\"", name),
+			 errdetail("The task was registered by role \"%s\"; the jobs of role \"%s\" may call only tasks registered by a superuser, by itself, or by a role it is a member of.",
+					   r ? r : "?", GetUserNameFromId(owner, false))));
+}
+
+/*
  * jobq.enqueue_task(): the function that task name calls now, which the
  * caller must be allowed to execute.
  */
@@ -231,6 +268,8 @@ JobqTaskForEnqueue(const char *name)
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
 				 errmsg("task \"%s\" is not registered", name),
 				 errhint("Register it with jobq.register_task().")));
+	if (!trusts_registrant(GetUserId(), entry->registered_by))
+		report_untrusted(name, GetUserId(), entry->registered_by, NULL);
 	aclresult = pg_proc_aclcheck(entry->fn, GetUserId(), ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 		ereport(ERROR,
@@ -273,6 +312,12 @@ JobqTaskForJob(const char *name, Oid owner, volatile bool *permanent)
 						entry->fn, name),
 				 errdetail("The task's function was dropped after the task was registered.")));
 	}
+	if (!trusts_registrant(owner, entry->registered_by))
+		report_untrusted(name, owner, entry->registered_by, permanent);
+	/* the OID may have been reused by another function since */
+	*permanent = true;
+	check_task_function(entry->fn);
+	*permanent = false;
 	aclresult = pg_proc_aclcheck(entry->fn, owner, ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 	{

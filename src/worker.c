@@ -78,6 +78,29 @@ volatile sig_atomic_t jobq_in_job = false;
 volatile sig_atomic_t jobq_shutdown_requested = false;
 volatile int64 jobq_current_job_id = 0;
 
+/* a job of the chunk finished another job of jobq.job (jobq.cancel()) */
+bool		jobq_chunk_jobs_touched = false;
+
+/* the chunk in hand: its claimed jobs, and the next one to start */
+static JobqJob *chunk_jobs = NULL;
+static int	chunk_njobs = 0;
+static int	chunk_next = 0;
+
+/*
+ * Does this worker hold job id, claimed in its chunk and not finished?
+ * (A job that waited for it would wait for ever.)
+ */
+bool
+JobqHeldByThisWorker(int64 id)
+{
+	int			i;
+
+	for (i = chunk_next; i < chunk_njobs; i++)
+		if (chunk_jobs[i].id == id)
+			return true;
+	return false;
+}
+
 static int	my_slot = -1;
 static int	claim_limit = 1;
 static MemoryContext ChunkContext = NULL;
@@ -390,11 +413,23 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	set_busy(true);
 	outcomes = palloc0(sizeof(JobqOutcome) * njobs);
 	chunk_start = GetCurrentTimestamp();
+	chunk_jobs = jobs;
+	chunk_njobs = njobs;
+	jobq_chunk_jobs_touched = false;
 	while (next < njobs)
 	{
 		CHECK_FOR_INTERRUPTS();
 		if (stop_requested())
 			break;
+		chunk_next = next;
+
+		/* cancelled by an earlier job of this chunk: its row is gone */
+		if (jobq_chunk_jobs_touched && JobqClaimedJobGone(&jobs[next]))
+		{
+			outcomes[next].kind = JOBQ_RELEASE;
+			next++;
+			continue;
+		}
 
 		/* its queue is at its concurrency: leave the rest to later claims */
 		if (!begin_job(&jobs[next]))
@@ -426,6 +461,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 			break;
 	}
 	left_over = njobs - next;
+	chunk_njobs = 0;
 
 	pgstat_report_activity(STATE_RUNNING, "jobq: recording job outcomes");
 	JobqRecordOutcomes(jobs, outcomes, next);
@@ -546,6 +582,7 @@ JobqWorkerMain(Datum main_arg)
 		HOLD_INTERRUPTS();
 		jobq_in_job = false;
 		jobq_current_job_id = 0;
+		chunk_njobs = 0;
 		disable_all_timeouts(false);
 		arm_watchdog();
 		QueryCancelPending = false;
