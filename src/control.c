@@ -138,33 +138,64 @@ lock_job(int64 id, bool wait)
 }
 
 /*
- * Move the job, which the caller's transaction holds locked in jobq.job,
- * to the history as cancelled (or delete it, with jobq.retention 0).
+ * Move job id, which the caller's transaction holds locked in jobq.job, to
+ * the history with state (or delete it, with jobq.retention 0).  attempts
+ * < 0 and started_at 0 keep the job's own; error NULL keeps its last
+ * error; pid 0 records none.
+ */
+static void
+move_to_history(int64 id, const char *state, int32 attempts,
+				TimestampTz started_at, TimestampTz finished_at, Datum result,
+				const char *error, const char *sqlstate, int32 pid)
+{
+	Oid			types[10] = {INT8OID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, JSONBOID, TEXTOID, TEXTOID, INT4OID, BOOLOID};
+	Datum		v[10];
+	char		n[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	v[0] = Int64GetDatum(id);
+	v[1] = CStringGetTextDatum(state);
+	v[2] = Int32GetDatum(attempts);
+	n[2] = attempts < 0 ? 'n' : ' ';
+	v[3] = TimestampTzGetDatum(started_at);
+	n[3] = started_at == 0 ? 'n' : ' ';
+	v[4] = TimestampTzGetDatum(finished_at);
+	v[5] = result;
+	n[5] = result == (Datum) 0 ? 'n' : ' ';
+	v[6] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	n[6] = error ? ' ' : 'n';
+	v[7] = error ? CStringGetTextDatum(sqlstate) : (Datum) 0;
+	n[7] = error ? ' ' : 'n';
+	v[8] = Int32GetDatum(pid);
+	n[8] = pid == 0 ? 'n' : ' ';
+	v[9] = BoolGetDatum(jobq_retention > 0);
+	if (JobqExecuteAsOwnerNulls(
+								"WITH d AS (DELETE FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1 RETURNING *)"
+								"INSERT INTO jobq.job_history (id, queue, state, priority, run_at,"
+								"       attempts, max_attempts, timeout, owner, command, created_at,"
+								"       started_at, finished_at, result, last_error, last_sqlstate,"
+								"       worker_pid, task, payload, dedup_key, depends_on)"
+								"SELECT id, queue, $2::jobq.job_state, priority, COALESCE(not_before, run_at),"
+								"       COALESCE($3, attempts), max_attempts, timeout, owner, command,"
+								"       created_at, COALESCE($4, started_at), $5, $6,"
+								"       COALESCE($7, last_error),"
+								"       CASE WHEN $7 IS NULL THEN last_sqlstate ELSE $8 END,"
+								"       $9, task, payload, dedup_key, depends_on"
+								"  FROM d WHERE $10",
+								10, types, v, n, false) < 0)
+		elog(ERROR, "could not record the end of jobq job " INT64_FORMAT, id);
+	SPI_finish();
+}
+
+/*
+ * Cancel the job, which the caller's transaction holds locked in jobq.job.
  */
 static void
 finish_cancelled(int64 id)
 {
-	Oid			argtypes[4] = {INT8OID, TEXTOID, TEXTOID, BOOLOID};
-	Datum		values[4];
-
-	values[0] = Int64GetDatum(id);
-	values[1] = CStringGetTextDatum(JOBQ_CANCELLED_MESSAGE);
-	values[2] = CStringGetTextDatum(unpack_sql_state(ERRCODE_QUERY_CANCELED));
-	values[3] = BoolGetDatum(jobq_retention > 0);
-	if (JobqExecuteAsOwner(
-						   "WITH d AS (DELETE FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1 RETURNING *)"
-						   "INSERT INTO jobq.job_history (id, queue, state, priority, run_at,"
-						   "       attempts, max_attempts, timeout, owner, command, created_at,"
-						   "       started_at, finished_at, result, last_error, last_sqlstate,"
-						   "       worker_pid, task, payload, dedup_key, depends_on)"
-						   "SELECT id, queue, 'cancelled', priority, COALESCE(not_before, run_at),"
-						   "       attempts, max_attempts,"
-						   "       timeout, owner, command, created_at, started_at, pg_catalog.now(),"
-						   "       NULL, $2, $3, NULL, task, payload, dedup_key, depends_on"
-						   "  FROM d WHERE $4",
-						   4, argtypes, values, false) != SPI_OK_INSERT)
-		elog(ERROR, "could not cancel jobq job " INT64_FORMAT, id);
-	SPI_finish();
+	move_to_history(id, "cancelled", -1, 0, GetCurrentTransactionStartTimestamp(),
+					(Datum) 0, JOBQ_CANCELLED_MESSAGE,
+					unpack_sql_state(ERRCODE_QUERY_CANCELED), 0);
 	JobqNoteFinishedAtCommit();
 	/* a job cancelling a job that its worker holds: see worker.c */
 	jobq_chunk_jobs_touched = true;
@@ -500,49 +531,29 @@ run_here(int64 id)
 	PG_END_TRY();
 	MemoryContextSwitchTo(oldcxt);
 
+	if (out.kind == JOBQ_RETRY)
 	{
-		Oid			types[9] = {INT8OID, TEXTOID, INT4OID, TIMESTAMPTZOID,
-		TIMESTAMPTZOID, JSONBOID, TEXTOID, TEXTOID, BOOLOID};
-		Datum		v[9];
-		char		n[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-		int			rc;
+		Oid			types[6] = {INT8OID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+		TEXTOID, TEXTOID};
+		Datum		v[6];
 
 		v[0] = Int64GetDatum(id);
-		v[1] = CStringGetTextDatum(out.kind == JOBQ_SUCCEEDED ? "succeeded" : "failed");
-		v[2] = Int32GetDatum(job.attempts);
-		v[3] = TimestampTzGetDatum(out.started_at);
-		v[4] = TimestampTzGetDatum(out.kind == JOBQ_RETRY ? out.next_run_at : out.finished_at);
-		v[5] = out.result;
-		n[5] = out.result == (Datum) 0 ? 'n' : ' ';
-		v[6] = out.error ? CStringGetTextDatum(out.error) : (Datum) 0;
-		n[6] = out.error ? ' ' : 'n';
-		v[7] = out.error ? CStringGetTextDatum(out.sqlstate) : (Datum) 0;
-		n[7] = out.error ? ' ' : 'n';
-		v[8] = BoolGetDatum(jobq_retention > 0);
-
-		if (out.kind == JOBQ_RETRY)
-			rc = JobqExecuteAsOwnerNulls(
-										 "UPDATE jobq.job SET attempts = $3, started_at = $4, run_at = $5,"
-										 "       last_error = $7, last_sqlstate = $8"
-										 " WHERE id OPERATOR(pg_catalog.=) $1",
-										 9, types, v, n, false);
-		else
-			rc = JobqExecuteAsOwnerNulls(
-										 "WITH d AS (DELETE FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1 RETURNING *)"
-										 "INSERT INTO jobq.job_history (id, queue, state, priority, run_at,"
-										 "       attempts, max_attempts, timeout, owner, command, created_at,"
-										 "       started_at, finished_at, result, last_error, last_sqlstate,"
-										 "       worker_pid, task, payload, dedup_key, depends_on)"
-										 "SELECT id, queue, $2::jobq.job_state, priority, run_at, $3,"
-										 "       max_attempts, timeout, owner, command, created_at, $4, $5, $6,"
-										 "       COALESCE($7, last_error), CASE WHEN $7 IS NULL THEN last_sqlstate ELSE $8 END,"
-										 "       pg_catalog.pg_backend_pid(), task, payload, dedup_key, depends_on"
-										 "  FROM d WHERE $9",
-										 9, types, v, n, false);
-		if (rc < 0)
+		v[1] = Int32GetDatum(job.attempts);
+		v[2] = TimestampTzGetDatum(out.started_at);
+		v[3] = TimestampTzGetDatum(out.next_run_at);
+		v[4] = CStringGetTextDatum(out.error);
+		v[5] = CStringGetTextDatum(out.sqlstate);
+		if (JobqExecuteAsOwner("UPDATE jobq.job SET attempts = $2, started_at = $3, run_at = $4,"
+							   "       last_error = $5, last_sqlstate = $6"
+							   " WHERE id OPERATOR(pg_catalog.=) $1",
+							   6, types, v, false) < 0)
 			elog(ERROR, "could not record the outcome of jobq job " INT64_FORMAT, id);
 		SPI_finish();
 	}
+	else
+		move_to_history(id, out.kind == JOBQ_SUCCEEDED ? "succeeded" : "failed",
+						job.attempts, out.started_at, out.finished_at, out.result,
+						out.error, out.sqlstate, MyProcPid);
 	if (out.kind != JOBQ_RETRY)
 		JobqSettleDependents(&id, 1);
 	/* the retry's floor and wake-up: as if enqueued again */
