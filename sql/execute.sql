@@ -122,3 +122,12 @@ SELECT queue, state, priority, attempts, finished_at, result, worker_pid,
        owner, command
   FROM jobq.jobs WHERE id = :job;
 SELECT count(*) > 10 AS many_finished FROM jobq.jobs WHERE finished_at IS NOT NULL;
+
+-- a job is planned with a session's planner settings: the worker turns
+-- some off for its own statements only, while they run
+SELECT jobq.enqueue($$SELECT current_setting('enable_seqscan') AS seqscan,
+                             current_setting('enable_sort') AS sort,
+                             current_setting('enable_hashjoin') AS hashjoin,
+                             current_setting('enable_mergejoin') AS mergejoin$$) AS job \gset
+SELECT wait_job(:job);
+SELECT (jobq.status(:job)).result;

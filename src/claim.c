@@ -343,7 +343,9 @@ keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
  * while the queue is empty (a fresh install, a drained queue), the generic
  * plan of the claim would otherwise be a sequential scan and a sort of the
  * whole table, kept while the queue grows to millions of jobs.  Hence
- * these planner settings, local to the execution.
+ * these planner settings, saved and restored around the execution (as
+ * for a function's SET clause): the jobs that run next in the same
+ * transaction are planned with the session's own.
  */
 static int
 execute_kept(SPIPlanPtr plan, Datum *values, bool read_only)
@@ -352,13 +354,13 @@ execute_kept(SPIPlanPtr plan, Datum *values, bool read_only)
 	int			rc;
 
 	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
+							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
+							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
+							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_LOCAL, true, 0, false);
+							 GUC_ACTION_SAVE, true, 0, false);
 	rc = SPI_execute_plan(plan, values, NULL, read_only, 0);
 	AtEOXact_GUC(true, nestlevel);
 	return rc;
