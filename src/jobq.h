@@ -290,6 +290,7 @@ typedef struct JobqTable
 	int			nindexes;
 	Oid		   *indexids;
 	IndexInfo **indexinfo;
+	AttrNumber *skip_attno;		/* rows with this column null skip the index */
 } JobqTable;
 
 extern Relation JobqTableOpen(JobqTable *t);

@@ -21,6 +21,10 @@
  * A JobqTable keeps what a write needs between calls: the relation's OID,
  * a copy of its tuple descriptor, its indexes with their IndexInfo (a
  * partial index's predicate is compiled once, into the table's EState).
+ * A partial index WHERE col IS NOT NULL (jobq.job has three, for the rare
+ * columns) is not even opened for rows whose col is null: the lock held
+ * on the table keeps it from being dropped or rebuilt meanwhile, and an
+ * enqueue opens two indexes instead of five.
  * A relcache invalidation of the table (a new index, ALTER TABLE, DROP
  * EXTENSION) discards it, and the next open builds it again; callers that
  * keep column numbers compare the generation.
@@ -72,6 +76,27 @@ table_invalidate(Datum arg, Oid relid)
 		}
 }
 
+/*
+ * A column whose null makes a row fail the index's predicate (a partial
+ * index WHERE col IS NOT NULL, alone or ANDed with more), or 0.
+ */
+static AttrNumber
+null_skips_index(IndexInfo *ii)
+{
+	ListCell   *lc;
+
+	foreach(lc, ii->ii_Predicate)
+	{
+		NullTest   *nt = (NullTest *) lfirst(lc);
+
+		if (IsA(nt, NullTest) && nt->nulltesttype == IS_NOT_NULL &&
+			!nt->argisrow && IsA(nt->arg, Var) &&
+			((Var *) nt->arg)->varattno > 0)
+			return ((Var *) nt->arg)->varattno;
+	}
+	return InvalidAttrNumber;
+}
+
 static void
 table_build(JobqTable *t, Relation rel)
 {
@@ -109,6 +134,7 @@ table_build(JobqTable *t, Relation rel)
 	t->nindexes = list_length(indexids);
 	t->indexids = palloc(sizeof(Oid) * Max(t->nindexes, 1));
 	t->indexinfo = palloc(sizeof(IndexInfo *) * Max(t->nindexes, 1));
+	t->skip_attno = palloc(sizeof(AttrNumber) * Max(t->nindexes, 1));
 	i = 0;
 	foreach(lc, indexids)
 	{
@@ -116,6 +142,7 @@ table_build(JobqTable *t, Relation rel)
 
 		t->indexids[i] = RelationGetRelid(index);
 		t->indexinfo[i] = BuildIndexInfo(index);
+		t->skip_attno[i] = null_skips_index(t->indexinfo[i]);
 		index_close(index, NoLock);
 		i++;
 	}
@@ -187,8 +214,11 @@ JobqTableInsert(JobqTable *t, Relation rel, TupleTableSlot **slots, int n)
 {
 	ResultRelInfo rri;
 	Relation   *indexrels;
+	IndexInfo **indexinfo;
 	CommandId	cid = GetCurrentCommandId(true);
-	int			i;
+	int			nused = 0;
+	int			i,
+				j;
 
 	if (n == 1)
 		table_tuple_insert(rel, slots[0], cid, 0, NULL);
@@ -198,22 +228,35 @@ JobqTableInsert(JobqTable *t, Relation rel, TupleTableSlot **slots, int n)
 	if (t->nindexes == 0)
 		return;
 	indexrels = palloc(sizeof(Relation) * t->nindexes);
+	indexinfo = palloc(sizeof(IndexInfo *) * t->nindexes);
 	for (i = 0; i < t->nindexes; i++)
-		indexrels[i] = index_open(t->indexids[i], RowExclusiveLock);
+	{
+		if (t->skip_attno[i] != InvalidAttrNumber)
+		{
+			for (j = 0; j < n; j++)
+				if (!slot_attisnull(slots[j], t->skip_attno[i]))
+					break;
+			if (j == n)
+				continue;		/* no row goes into this partial index */
+		}
+		indexrels[nused] = index_open(t->indexids[i], RowExclusiveLock);
+		indexinfo[nused++] = t->indexinfo[i];
+	}
 	MemSet(&rri, 0, sizeof(rri));
 	InitResultRelInfo(&rri, rel, 0, NULL, 0);
-	rri.ri_NumIndices = t->nindexes;
+	rri.ri_NumIndices = nused;
 	rri.ri_IndexRelationDescs = indexrels;
-	rri.ri_IndexRelationInfo = t->indexinfo;
+	rri.ri_IndexRelationInfo = indexinfo;
 	for (i = 0; i < n; i++)
 	{
 		(void) ExecInsertIndexTuples(&rri, slots[i], t->estate,
 									 false, false, NULL, NIL);
 		ResetPerTupleExprContext(t->estate);
 	}
-	for (i = 0; i < t->nindexes; i++)
+	for (i = 0; i < nused; i++)
 		index_close(indexrels[i], NoLock);
 	pfree(indexrels);
+	pfree(indexinfo);
 }
 
 /*
