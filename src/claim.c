@@ -941,6 +941,8 @@ record_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 		if (tmr != TM_Ok)
 			elog(ERROR, "jobq could not delete finished job " INT64_FORMAT ": %d",
 				 jobs[i].id, (int) tmr);
+		if (o->kind == JOBQ_CANCELLED)
+			JobqCancelRequestDone(jobs[i].id);
 	}
 	ExecDropSingleTupleTableSlot(jslot);
 

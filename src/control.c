@@ -276,7 +276,7 @@ jobq_cancel(PG_FUNCTION_ARGS)
 			cancelled = true;
 		}
 		else
-			cancelled = ended_cancelled(id);
+			cancelled = JobqCancelRequestWasDone(idx, id) || ended_cancelled(id);
 	}
 	PG_END_ENSURE_ERROR_CLEANUP(cancel_request_cleanup, Int32GetDatum(idx));
 	JobqCancelRequestRemove(idx);

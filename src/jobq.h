@@ -143,6 +143,7 @@ typedef struct JobqSharedState
 	 * for finishes (all are, while wait_any is not 0: see JobqWaitBegin).
 	 */
 	pg_atomic_uint64 cancel_ids[JOBQ_MAX_REQUESTS];
+	pg_atomic_uint64 cancel_done[JOBQ_MAX_REQUESTS];	/* id, once recorded */
 	pg_atomic_uint64 wait_ids[JOBQ_MAX_REQUESTS];
 	pg_atomic_uint32 n_cancels;	/* entries taken, so that an idle array */
 	pg_atomic_uint32 n_waits;	/* costs one read to check */
@@ -195,6 +196,8 @@ extern void JobqSetNextDue(TimestampTz due);
 extern int	JobqCancelRequestAdd(int64 id);
 extern void JobqCancelRequestRemove(int idx);
 extern bool JobqCancelRequested(int64 id);
+extern void JobqCancelRequestDone(int64 id);
+extern bool JobqCancelRequestWasDone(int idx, int64 id);
 extern void JobqSignalJobWorker(int64 id);
 extern int	JobqWaitBegin(int64 id);
 extern void JobqWaitEnd(int idx);

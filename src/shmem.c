@@ -24,6 +24,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/ipc.h"
@@ -91,6 +92,7 @@ jobq_shmem_startup(void)
 		for (int i = 0; i < JOBQ_MAX_REQUESTS; i++)
 		{
 			pg_atomic_init_u64(&JobqShared->cancel_ids[i], 0);
+			pg_atomic_init_u64(&JobqShared->cancel_done[i], 0);
 			pg_atomic_init_u64(&JobqShared->wait_ids[i], 0);
 		}
 		pg_atomic_init_u32(&JobqShared->wait_any, 0);
@@ -637,8 +639,78 @@ JobqCancelRequestAdd(int64 id)
 void
 JobqCancelRequestRemove(int idx)
 {
+	/* a free entry's done mark is 0 (the mark is set only for taken ones) */
+	pg_atomic_write_u64(&JobqShared->cancel_done[idx], 0);
 	pg_atomic_write_u64(&JobqShared->cancel_ids[idx], 0);
 	pg_atomic_fetch_sub_u32(&JobqShared->n_cancels, 1);
+}
+
+/*
+ * The worker whose transaction records job id as cancelled marks the
+ * requests for it done: the canceller then knows the outcome even when no
+ * history keeps it (jobq.retention = 0).  The mark is set before the
+ * commit and taken back if the transaction aborts, in a transaction
+ * callback, which runs before the aborting transaction lets go of its row
+ * locks: a canceller, which reads the mark only once the job's row is gone
+ * and its lock free, does not take a mark of an aborted transaction for
+ * the outcome.
+ */
+static int64 cancels_marked[JOBQ_MAX_REQUESTS];
+static int	n_cancels_marked = 0;
+static bool cancel_callback_registered = false;
+
+static void
+cancel_marks_xact_callback(XactEvent event, void *arg)
+{
+	int			i,
+				j;
+
+	if (n_cancels_marked == 0)
+		return;
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		for (i = 0; i < n_cancels_marked; i++)
+			for (j = 0; j < JOBQ_MAX_REQUESTS; j++)
+			{
+				uint64		expected = (uint64) cancels_marked[i];
+
+				(void) pg_atomic_compare_exchange_u64(&JobqShared->cancel_done[j],
+													  &expected, 0);
+			}
+	}
+	else if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT)
+		return;
+	n_cancels_marked = 0;
+}
+
+void
+JobqCancelRequestDone(int64 id)
+{
+	int			i;
+	bool		marked = false;
+
+	if (!JobqCancelRequested(id) || n_cancels_marked >= JOBQ_MAX_REQUESTS)
+		return;
+	if (!cancel_callback_registered)
+	{
+		RegisterXactCallback(cancel_marks_xact_callback, NULL);
+		cancel_callback_registered = true;
+	}
+	for (i = 0; i < JOBQ_MAX_REQUESTS; i++)
+		if (pg_atomic_read_u64(&JobqShared->cancel_ids[i]) == (uint64) id)
+		{
+			pg_atomic_write_u64(&JobqShared->cancel_done[i], (uint64) id);
+			marked = true;
+		}
+	if (marked)
+		cancels_marked[n_cancels_marked++] = id;
+}
+
+/* Did a committed transaction record the job of request idx cancelled? */
+bool
+JobqCancelRequestWasDone(int idx, int64 id)
+{
+	return pg_atomic_read_u64(&JobqShared->cancel_done[idx]) == (uint64) id;
 }
 
 /* Has jobq.cancel() asked for job id?  Safe in a signal handler. */
