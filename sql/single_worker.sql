@@ -119,6 +119,42 @@ SELECT jobq.enqueue('SELECT 1 AS alive') AS job \gset
 SELECT wait_job(:job);
 SELECT (jobq.status(:job)).result;
 
+-- a job that cancels a job its own worker holds later in the same batch:
+-- the cancelled job never runs.  127 quick jobs first, so that the claims
+-- have grown to whole batches when the pairs come.
+ALTER SYSTEM SET jobq.workers = 0;
+SELECT pg_reload_conf();
+SELECT wait_workers(0);
+CREATE TABLE batch_cancel_log (pair integer, xid xid8, cancelled boolean);
+CREATE TABLE batch_cancel_effects (pair integer);
+SELECT count(jobq.enqueue('SELECT 1 AS filler', priority => 10))
+  FROM generate_series(1, 127);
+SELECT count(*) AS enqueued FROM (
+    SELECT jobq.enqueue(CASE kind
+        WHEN 'a' THEN format($$INSERT INTO batch_cancel_log
+                                 SELECT %s, pg_current_xact_id(), jobq.cancel(id)
+                                   FROM jobq.jobs
+                                  WHERE command = 'INSERT INTO batch_cancel_effects VALUES (%s)'$$,
+                             pair, pair)
+        ELSE format('INSERT INTO batch_cancel_effects VALUES (%s)', pair) END,
+        priority => 5)
+      FROM generate_series(1, 20) AS pair, (VALUES ('a'), ('b')) AS k(kind)
+     ORDER BY pair, kind) AS enqueued;
+ALTER SYSTEM SET jobq.workers = 1;
+SELECT pg_reload_conf();
+SELECT wait_workers(1);
+SELECT count(wait_job(id)) FROM jobq.jobs WHERE command LIKE '%batch_cancel%';
+SELECT CASE WHEN command LIKE 'INSERT INTO batch_cancel_log%' THEN 'canceller'
+            ELSE 'cancelled' END AS job, state, count(*)
+  FROM jobq.jobs WHERE command LIKE '%batch_cancel%' GROUP BY 1, 2 ORDER BY 1;
+SELECT count(*) AS effects_of_cancelled_jobs FROM batch_cancel_effects;
+SELECT count(*) AS cancels, bool_and(cancelled) AS all_true FROM batch_cancel_log;
+-- the pairs did share batches: a canceller and the next one ran in one
+-- execution transaction, with the cancelled job claimed between them
+SELECT count(*) > 0 AS in_one_batch
+  FROM batch_cancel_log a JOIN batch_cancel_log b
+    ON b.pair = a.pair + 1 AND b.xid = a.xid;
+
 ALTER SYSTEM RESET jobq.workers;
 SELECT pg_reload_conf();
 SELECT wait_workers(2);
