@@ -2,6 +2,7 @@
 """Summarise one bench/run: jobq against the peer anchors of the same run.
 
 usage: summarize.py RESULTS_DIR
+       summarize.py --compare COMPARE_DIR REF   (bench/compare's runs)
 
 RESULTS_DIR/jobq.tsv holds jobq's lines (sync, workload, variant, rep,
 metric, value, note); RESULTS_DIR/peers/*.tsv the anchors' lines (run id,
@@ -168,5 +169,42 @@ def main():
         print("| " + " | ".join(r) + " |")
 
 
+def compare(outdir, ref):
+    """Two builds' runs: COMPARE_DIR/old-N/jobq.tsv and new-N/jobq.tsv."""
+    sides = {}
+    for side in ("old", "new"):
+        data = collections.defaultdict(list)
+        for path in sorted(glob.glob(os.path.join(outdir, side + "-*", "jobq.tsv"))):
+            with open(path) as f:
+                for line in f:
+                    sync, wl, var, rep, met, val = line.rstrip("\n").split("\t")[:6]
+                    if sync == "on" and val:
+                        data[(wl, var, met)].append(float(val))
+        sides[side] = data
+    print(f"| workload | variant | metric | before ({ref}) | after (working tree) "
+          "| after ÷ before (above 1 is better) |")
+    print("|---|---|---|---|---|---|")
+    worse = 0
+    for key in sorted(set(sides["old"]) & set(sides["new"])):
+        wl, var, met = key
+        o, n = stat(sides["old"][key]), stat(sides["new"][key])
+        digits = 2 if met.endswith("_ms") else 0
+        if o[0] <= 0 or n[0] <= 0:
+            continue
+        r = o[0] / n[0] if met.endswith("_ms") else n[0] / o[0]
+        flag = ""
+        # the machine's calibration and the plain INSERT are references
+        if wl != "calib_select1_c8" and var != "plain_insert" and r < 0.90:
+            flag = " **more than 10 % worse**"
+            worse += 1
+        print(f"| {wl} | {var} | {met} | {fmt(o, digits)} | {fmt(n, digits)} | {r:.2f}{flag} |")
+    print()
+    print(f"{worse} figure(s) more than 10 % worse; medians of "
+          f"{len(glob.glob(os.path.join(outdir, 'old-*')))} runs of each build.")
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--compare":
+        compare(sys.argv[2], sys.argv[3])
+    else:
+        main()
