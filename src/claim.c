@@ -163,29 +163,37 @@ static const char *crashed_sql =
 "  SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
 "                           pg_catalog.unnest($2::pg_catalog.int4[]),"
 "                           pg_catalog.unnest($3::pg_catalog.timestamptz[]),"
-"                           pg_catalog.unnest($4::pg_catalog.int4[]))"
-"         AS o(id, attempt, started_at, pid)"
+"                           pg_catalog.unnest($4::pg_catalog.int4[]),"
+"                           pg_catalog.unnest($7::pg_catalog.text[]),"
+"                           pg_catalog.unnest($8::pg_catalog.text[]),"
+"                           pg_catalog.unnest($9::pg_catalog.bool[]))"
+"         AS o(id, attempt, started_at, pid, error, sqlstate, cancelled)"
 "), l AS ("
-"  SELECT j.id, j.max_attempts <= o.attempt AS last, o.attempt, o.started_at, o.pid"
+"  SELECT j.id, j.max_attempts <= o.attempt OR o.cancelled AS last, o.attempt,"
+"         o.started_at, o.pid, COALESCE(o.error, $5) AS error, o.sqlstate,"
+"         o.cancelled"
 "    FROM jobq.job j JOIN o ON j.id = o.id"
 "   WHERE j.attempts = o.attempt - 1 AND j.state = 'pending'"
 "     FOR UPDATE OF j SKIP LOCKED"
 "), done AS ("
 "  DELETE FROM jobq.job j USING l"
 "   WHERE j.id = l.id AND l.last"
-"  RETURNING j.*, l.attempt AS l_attempt, l.started_at AS l_started_at, l.pid AS l_pid"
+"  RETURNING j.*, l.attempt AS l_attempt, l.started_at AS l_started_at, l.pid AS l_pid,"
+"            l.error AS l_error, l.sqlstate AS l_sqlstate, l.cancelled AS l_cancelled"
 "), kept AS ("
 "  INSERT INTO jobq.job_history (id, queue, state, priority, run_at, attempts,"
 "         max_attempts, timeout, owner, command, created_at, started_at,"
 "         finished_at, result, last_error, last_sqlstate, worker_pid%s)"
-"  SELECT id, queue, 'failed', priority, run_at, l_attempt, max_attempts,"
+"  SELECT id, queue,"
+"         CASE WHEN l_cancelled THEN 'cancelled'::jobq.job_state ELSE 'failed' END,"
+"         priority, run_at, l_attempt, max_attempts,"
 "         timeout, owner, command, created_at, l_started_at, pg_catalog.now(),"
-"         NULL, $5, NULL, l_pid%s"
+"         NULL, l_error, l_sqlstate, l_pid%s"
 "    FROM done WHERE $6"
 "), back AS ("
 "  UPDATE jobq.job j"
 "     SET attempts = l.attempt, started_at = l.started_at,"
-"         last_error = $5, last_sqlstate = NULL"
+"         last_error = l.error, last_sqlstate = l.sqlstate"
 "    FROM l"
 "   WHERE j.id = l.id AND NOT l.last"
 "  RETURNING 1"
@@ -217,6 +225,10 @@ static const char *prune_sql =
 
 static const char *crashed_error =
 "the worker running the job exited before the job finished";
+
+/* last_error of a job that ran past its timeout and ignored the cancel */
+static const char *timeout_error =
+"job ran past its timeout and did not stop within jobq.cancel_grace";
 
 /*
  * Find jobq's two tables.  Syscache lookups only, so it is cheap enough to
@@ -1055,16 +1067,21 @@ JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n)
  */
 int
 JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
-						 TimestampTz *started, int32 *pids)
+						 TimestampTz *started, int32 *pids,
+						 JobqEscalation *reasons)
 {
-	Oid			argtypes[6] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
-	INT4ARRAYOID, TEXTOID, BOOLOID};
-	Datum		values[6];
+	Oid			argtypes[9] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
+	INT4ARRAYOID, TEXTOID, BOOLOID, TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID};
+	Datum		values[9];
 	Datum	   *d_ids = palloc(sizeof(Datum) * n);
 	Datum	   *d_attempts = palloc(sizeof(Datum) * n);
 	Datum	   *d_started = palloc(sizeof(Datum) * n);
 	Datum	   *d_pids = palloc(sizeof(Datum) * n);
+	Datum	   *d_errors = palloc(sizeof(Datum) * n);
+	Datum	   *d_sqlstates = palloc(sizeof(Datum) * n);
+	Datum	   *d_cancelled = palloc(sizeof(Datum) * n);
 	bool	   *nonulls = palloc0(sizeof(bool) * n);
+	bool	   *no_reason = palloc0(sizeof(bool) * n);
 	bool		isnull;
 	int			changed;
 	int			i;
@@ -1080,6 +1097,22 @@ JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 		d_attempts[i] = Int32GetDatum(attempts[i]);
 		d_started[i] = TimestampTzGetDatum(started[i]);
 		d_pids[i] = Int32GetDatum(pids[i]);
+		d_cancelled[i] = BoolGetDatum(reasons[i] == JOBQ_ESCALATE_CANCEL);
+		d_errors[i] = d_sqlstates[i] = (Datum) 0;
+		no_reason[i] = true;
+		if (reasons[i] == JOBQ_ESCALATE_TIMEOUT)
+			d_errors[i] = CStringGetTextDatum(timeout_error);
+		else if (reasons[i] == JOBQ_ESCALATE_CANCEL)
+		{
+			d_errors[i] = CStringGetTextDatum(JOBQ_CANCELLED_MESSAGE);
+			/* the canceller learns the outcome even with retention 0 */
+			JobqCancelRequestDone(ids[i]);
+		}
+		if (d_errors[i] != (Datum) 0)
+		{
+			d_sqlstates[i] = CStringGetTextDatum(unpack_sql_state(ERRCODE_QUERY_CANCELED));
+			no_reason[i] = false;
+		}
 	}
 	values[0] = datum_array(d_ids, nonulls, n, INT8OID);
 	values[1] = datum_array(d_attempts, nonulls, n, INT4OID);
@@ -1087,6 +1120,9 @@ JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 	values[3] = datum_array(d_pids, nonulls, n, INT4OID);
 	values[4] = CStringGetTextDatum(crashed_error);
 	values[5] = BoolGetDatum(jobq_retention > 0);
+	values[6] = datum_array(d_errors, no_reason, n, TEXTOID);
+	values[7] = datum_array(d_sqlstates, no_reason, n, TEXTOID);
+	values[8] = datum_array(d_cancelled, nonulls, n, BOOLOID);
 
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -1095,7 +1131,7 @@ JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 	tasks = task_columns();
 	crashed_stmt = psprintf(crashed_sql, tasks ? ", task, payload, dedup_key, depends_on" : "",
 							tasks ? ", task, payload, dedup_key, depends_on" : "");
-	if (execute_kept(keep_plan(&crashed_plan, crashed_stmt, 6, argtypes),
+	if (execute_kept(keep_plan(&crashed_plan, crashed_stmt, 9, argtypes),
 					 values, false) != SPI_OK_SELECT)
 		elog(ERROR, "jobq could not count the attempts of exited workers");
 	changed = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],

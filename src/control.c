@@ -81,11 +81,9 @@ find_job(int64 id, const char *what)
 	char	   *state;
 	Oid			owner;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT state::pg_catalog.text, owner::pg_catalog.oid"
-							  "  FROM jobq.jobs WHERE id OPERATOR(pg_catalog.=) $1",
-							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
+	if (JobqExecuteAsCaller("SELECT state::pg_catalog.text, owner::pg_catalog.oid"
+							"  FROM jobq.jobs WHERE id OPERATOR(pg_catalog.=) $1",
+							1, argtypes, values, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -417,16 +415,17 @@ read_status(int64 id, bool *found, bool *finished, bool *mine,
 	bool		isnull;
 
 	*found = *finished = *mine = false;
-	if (SPI_execute_with_args("SELECT ROW(j.*)::jobq.job_status,"
-							  "       j.state::pg_catalog.text IN ('succeeded', 'failed', 'cancelled'),"
-							  "       (SELECT x.xmin FROM jobq.job x"
-							  "         WHERE x.id OPERATOR(pg_catalog.=) $1)"
-							  "  FROM jobq.jobs j WHERE j.id OPERATOR(pg_catalog.=) $1",
-							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
+	if (JobqExecuteAsCaller("SELECT ROW(j.*)::jobq.job_status,"
+							"       j.state::pg_catalog.text OPERATOR(pg_catalog.=)"
+							"         ANY ('{succeeded,failed,cancelled}'::pg_catalog.text[]),"
+							"       (SELECT x.xmin FROM jobq.job x"
+							"         WHERE x.id OPERATOR(pg_catalog.=) $1)"
+							"  FROM jobq.jobs j WHERE j.id OPERATOR(pg_catalog.=) $1",
+							1, argtypes, values, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);
 	if (SPI_processed == 0)
 	{
-		SPI_freetuptable(SPI_tuptable);
+		SPI_finish();
 		return (Datum) 0;
 	}
 	*found = true;
@@ -447,7 +446,7 @@ read_status(int64 id, bool *found, bool *finished, bool *mine,
 		*mine = !isnull &&
 			TransactionIdIsCurrentTransactionId(DatumGetTransactionId(xmin));
 	}
-	SPI_freetuptable(SPI_tuptable);
+	SPI_finish();
 	return status;
 }
 
@@ -504,6 +503,21 @@ run_here(int64 id)
 	memset(&job, 0, sizeof(job));
 	job.id = id;
 	job.owner = DatumGetObjectId(heap_getattr(tup, 1, desc, &isnull));
+
+	/*
+	 * Only the caller's own job runs in the caller's session: another
+	 * role's job (enqueued by its SECURITY DEFINER function in this
+	 * transaction) could leave cursors, prepared statements or settings
+	 * that the caller's session would then use with the caller's identity.
+	 */
+	if (job.owner != GetUserId())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot run job " INT64_FORMAT " of role \"%s\" in place",
+						id, GetUserNameFromId(job.owner, true) ?
+						GetUserNameFromId(job.owner, true) : "?"),
+				 errdetail("jobq.wait() runs a job that its own transaction enqueued in the calling session, and only for the calling role's own jobs."),
+				 errhint("Commit the job first, then wait for it.")));
 	d = heap_getattr(tup, 2, desc, &isnull);
 	job.command = isnull ? NULL : TextDatumGetCString(d);
 	d = heap_getattr(tup, 3, desc, &isnull);
@@ -590,8 +604,6 @@ wait_loop(int64 id, TimestampTz deadline, bool *found)
 													 "jobq.wait status",
 													 ALLOCSET_SMALL_SIZES);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
 	ConditionVariablePrepareToSleep(&JobqShared->finished_cv);
 	for (;;)
 	{
@@ -660,7 +672,6 @@ wait_loop(int64 id, TimestampTz deadline, bool *found)
 										   PG_WAIT_EXTENSION);
 	}
 	ConditionVariableCancelSleep();
-	SPI_finish();
 	return status;
 }
 

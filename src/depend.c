@@ -263,13 +263,11 @@ JobqCheckDependencies(ArrayType *deps, int *ndeps)
 		return false;
 
 	values[0] = PointerGetDatum(deps);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT d, j.state::pg_catalog.text"
-							  "  FROM pg_catalog.unnest($1) AS d"
-							  "  LEFT JOIN jobq.jobs j ON j.id OPERATOR(pg_catalog.=) d"
-							  " ORDER BY d",
-							  1, argtypes, values, NULL, false, 0) != SPI_OK_SELECT)
+	if (JobqExecuteAsCaller("SELECT d, j.state::pg_catalog.text"
+							"  FROM pg_catalog.unnest($1) AS d"
+							"  LEFT JOIN jobq.jobs j ON j.id OPERATOR(pg_catalog.=) d"
+							" ORDER BY d",
+							1, argtypes, values, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up the jobs of depends_on");
 	for (i = 0; i < SPI_processed; i++)
 	{

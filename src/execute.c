@@ -506,6 +506,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 								 (int) Min(timeout_ms, (int64) INT_MAX));
 		if (!here)
 		{
+			JobqWatchJob(timeout_ms);
 			jobq_in_job = true;
 			/* a cancel published before jobq_in_job was set: see worker.c */
 			pg_memory_barrier();

@@ -29,6 +29,8 @@ int			jobq_default_timeout = 0;
 int			jobq_retention = 7 * 24 * 3600;
 int			jobq_retry_delay = 1000;
 int			jobq_max_payload_size = 1024 * 1024;
+int			jobq_max_command_size = 1024 * 1024;
+int			jobq_cancel_grace = 5000;
 
 /*
  * jobq.database must name a database: not empty, and short enough to be a
@@ -133,6 +135,24 @@ JobqDefineGucs(void)
 							1024 * 1024, 1024, MaxAllocSize / 2,
 							PGC_SUSET,
 							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.max_command_size",
+							"Largest SQL command a job may be enqueued with.",
+							"Measured in bytes of the command's text.",
+							&jobq_max_command_size,
+							1024 * 1024, 1024, MaxAllocSize / 2,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.cancel_grace",
+							"How long a job may go on after its timeout, a cancel or a shutdown before its worker ends it by exiting.",
+							"A job that catches the cancel (query_canceled) is ended this long after it, and its attempt is counted.",
+							&jobq_cancel_grace,
+							5000, 100, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("jobq");

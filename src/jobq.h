@@ -87,6 +87,7 @@ typedef struct JobqWorkerSlot
 	bool		busy;			/* executing jobs (will claim again) */
 	bool		stop_requested; /* pool shrank: finish and exit */
 	bool		settled;		/* has passed its first journal settlement */
+	bool		ready;			/* reached its main loop since its start */
 	int64		job_id;			/* job being executed, 0 if none */
 	Oid			job_owner;		/* its owner */
 	/* a claim in progress, and the smallest key that appeared meanwhile */
@@ -119,8 +120,30 @@ typedef struct JobqFloor
 	int64		id;
 } JobqFloor;
 
-/* Concurrent jobq.cancel() and jobq.wait() calls that shared memory tracks. */
-#define JOBQ_MAX_REQUESTS		64
+/*
+ * Requests about single jobs (shmem.c): one entry per backend, at its
+ * pgprocno, so that no role can use up the entries of others.  An entry
+ * holds the job a backend's jobq.cancel() is cancelling and the job its
+ * jobq.wait() waits for, 0 for none.
+ */
+typedef struct JobqRequest
+{
+	pg_atomic_uint64 cancel_id;
+	pg_atomic_uint64 cancel_done;	/* cancel_id, once recorded cancelled */
+	pg_atomic_uint64 wait_id;
+} JobqRequest;
+
+/* Most job ids a worker's transaction marks cancelled for their cancellers. */
+#define JOBQ_MAX_CANCEL_MARKS	64
+
+/* Why a worker ended a job by exiting (see worker.c, the watchdog). */
+typedef enum JobqEscalation
+{
+	JOBQ_ESCALATE_NONE = 0,
+	JOBQ_ESCALATE_TIMEOUT,		/* ran past timeout + jobq.cancel_grace */
+	JOBQ_ESCALATE_CANCEL,		/* ignored jobq.cancel() for the grace */
+	JOBQ_ESCALATE_SHUTDOWN		/* ignored a shutdown for the grace */
+} JobqEscalation;
 
 typedef struct JobqSharedState
 {
@@ -137,14 +160,16 @@ typedef struct JobqSharedState
 	JobqWorkerSlot workers[JOBQ_MAX_WORKERS];
 
 	/*
-	 * Requests about single jobs, by job id, 0 where free (shmem.c):
-	 * cancels in progress (jobq.cancel() of a job a worker holds), and
-	 * jobq.wait() callers, woken through finished_cv when a job they wait
-	 * for finishes (all are, while wait_any is not 0: see JobqWaitBegin).
+	 * Requests about single jobs, one entry per backend (shmem.c): cancels
+	 * in progress (jobq.cancel() of a job a worker holds), and jobq.wait()
+	 * callers, woken through finished_cv when a job they wait for finishes
+	 * (all are, while wait_any is not 0: see JobqWaitBegin).
 	 */
-	pg_atomic_uint64 cancel_ids[JOBQ_MAX_REQUESTS];
-	pg_atomic_uint64 cancel_done[JOBQ_MAX_REQUESTS];	/* id, once recorded */
-	pg_atomic_uint64 wait_ids[JOBQ_MAX_REQUESTS];
+	int			nrequests;
+	JobqRequest *requests;		/* nrequests entries, after this struct */
+	/* a job a worker ended by exiting, and why; settled from the journal */
+	pg_atomic_uint64 escalated_job[JOBQ_MAX_WORKERS];
+	pg_atomic_uint32 escalated_reason[JOBQ_MAX_WORKERS];
 	pg_atomic_uint32 n_cancels;	/* entries taken, so that an idle array */
 	pg_atomic_uint32 n_waits;	/* costs one read to check */
 	pg_atomic_uint32 wait_any;
@@ -171,6 +196,8 @@ extern int	jobq_default_timeout;
 extern int	jobq_retention;
 extern int	jobq_retry_delay;
 extern int	jobq_max_payload_size;
+extern int	jobq_max_command_size;
+extern int	jobq_cancel_grace;
 extern void JobqDefineGucs(void);
 
 /* jobq.c */
@@ -199,6 +226,8 @@ extern bool JobqCancelRequested(int64 id);
 extern void JobqCancelRequestDone(int64 id);
 extern bool JobqCancelRequestWasDone(int idx, int64 id);
 extern void JobqSignalJobWorker(int64 id);
+extern void JobqEscalationNote(int slot, int64 id, JobqEscalation reason);
+extern JobqEscalation JobqEscalationTake(int slot, int64 id);
 extern int	JobqWaitBegin(int64 id);
 extern void JobqWaitEnd(int idx);
 extern void JobqNoteFinished(const int64 *ids, int n);
@@ -222,6 +251,7 @@ extern PGDLLEXPORT void JobqWorkerMain(Datum main_arg);
 extern volatile sig_atomic_t jobq_in_job;
 extern volatile sig_atomic_t jobq_shutdown_requested;
 extern volatile int64 jobq_current_job_id;
+extern void JobqWatchJob(int64 timeout_ms);
 extern bool jobq_chunk_jobs_touched;
 extern bool JobqHeldByThisWorker(int64 id);
 
@@ -271,7 +301,8 @@ extern int	JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 extern void JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n);
 extern bool JobqClaimedJobGone(JobqJob *job);
 extern int	JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
-									 TimestampTz *started, int32 *pids);
+									 TimestampTz *started, int32 *pids,
+									 JobqEscalation *reasons);
 extern int	JobqPruneHistory(void);
 
 /* store.c: direct writes to jobq's tables */
@@ -280,6 +311,8 @@ extern int	JobqExecuteAsOwner(const char *sql, int nargs, Oid *argtypes,
 extern int	JobqExecuteAsOwnerNulls(const char *sql, int nargs, Oid *argtypes,
 									Datum *values, const char *nulls,
 									bool read_only);
+extern int	JobqExecuteAsCaller(const char *sql, int nargs, Oid *argtypes,
+								Datum *values, bool read_only);
 typedef struct JobqTable
 {
 	const char *relname;		/* in schema jobq */

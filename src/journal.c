@@ -171,6 +171,7 @@ JobqJournalSettle(int slot)
 	int32		attempts[JOBQ_MAX_WORKERS];
 	TimestampTz started[JOBQ_MAX_WORKERS];
 	int32		pids[JOBQ_MAX_WORKERS];
+	JobqEscalation reasons[JOBQ_MAX_WORKERS];
 	TimeLineID	tli = GetWALInsertionTimeLine();
 	LOCKTAG		tag;
 	uint32		deaths;
@@ -235,11 +236,14 @@ JobqJournalSettle(int slot)
 		attempts[n] = e.attempt;
 		started[n] = e.started_at;
 		pids[n] = e.pid;
+		/* the worker may have ended the job itself: see worker.c */
+		reasons[n] = JobqEscalationTake(i, e.job_id);
 		n++;
 	}
 
 	if (n > 0)
-		changed = JobqCountCrashedAttempts(n, ids, attempts, started, pids);
+		changed = JobqCountCrashedAttempts(n, ids, attempts, started, pids,
+										   reasons);
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(oldcxt);
 

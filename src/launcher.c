@@ -15,7 +15,8 @@
  * other workers and by its replacement) and restarted; slots past
  * jobq.workers are asked to stop after the job in hand.  It is woken by
  * the postmaster when a worker starts or stops (bgw_notify_pid) and by
- * SIGHUP.  A worker that keeps dying right after its start (for instance
+ * SIGHUP.  A worker that exits after it reached its main loop is replaced
+ * at once; one that keeps failing before it gets there (for instance
  * because jobq.database was dropped) is restarted with a growing delay.
  *
  * IDENTIFICATION
@@ -46,8 +47,6 @@
 
 #include "jobq.h"
 
-/* A worker that dies within this time of its start counts as failing. */
-#define JOBQ_QUICK_DEATH_MS		10000
 #define JOBQ_MAX_RESTART_DELAY_MS 60000
 
 typedef struct LauncherSlot
@@ -216,6 +215,7 @@ start_worker(int i)
 	/* a fresh start in this slot: forget an old stop request */
 	SpinLockAcquire(&JobqShared->mutex);
 	JobqShared->workers[i].stop_requested = false;
+	JobqShared->workers[i].ready = false;
 	SpinLockRelease(&JobqShared->mutex);
 
 	pool[i].last_start = GetCurrentTimestamp();
@@ -258,14 +258,35 @@ reconcile_pool(void)
 		switch (GetBackgroundWorkerPid(pool[i].handle, &pid))
 		{
 			case BGWH_STOPPED:
-				pfree(pool[i].handle);
-				pool[i].handle = NULL;
-				died = true;
-				if (TimestampDifferenceExceeds(pool[i].last_start, now,
-											   JOBQ_QUICK_DEATH_MS))
-					pool[i].quick_deaths = 0;
-				else
-					pool[i].quick_deaths++;
+				{
+					bool		ready;
+
+					pfree(pool[i].handle);
+					pool[i].handle = NULL;
+					died = true;
+					SpinLockAcquire(&JobqShared->mutex);
+					ready = JobqShared->workers[i].ready;
+					SpinLockRelease(&JobqShared->mutex);
+
+					/*
+					 * A worker that reached its main loop is replaced at
+					 * once, however soon it died (terminated, killed, ended
+					 * a job by exiting, recycled for another owner); one
+					 * that failed to start is started again with a growing
+					 * delay.
+					 */
+					if (ready)
+						pool[i].quick_deaths = 0;
+					else
+					{
+						pool[i].quick_deaths++;
+						ereport(LOG,
+								(errmsg("jobq worker %d failed to start; starting it again in %d ms",
+										i + 1,
+										(int) Min(1000L << Min(pool[i].quick_deaths - 1, 6),
+												  JOBQ_MAX_RESTART_DELAY_MS))));
+					}
+				}
 				break;
 			case BGWH_POSTMASTER_DIED:
 				proc_exit(1);

@@ -57,12 +57,26 @@ static void taint_claims_locked(int16 priority, bool all, TimestampTz run_at,
 static bool pending_levels_overflow = false;
 static JobqFloor pending_levels[JOBQ_PENDING_LEVELS];
 
+/* entries of the request array: one per backend (see jobq.h) */
+static int
+request_entries(void)
+{
+	return MaxBackends;
+}
+
+static Size
+shmem_size(void)
+{
+	return add_size(MAXALIGN(sizeof(JobqSharedState)),
+					mul_size(request_entries(), sizeof(JobqRequest)));
+}
+
 static void
 jobq_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(JobqSharedState)));
+	RequestAddinShmemSpace(shmem_size());
 }
 
 static void
@@ -74,11 +88,11 @@ jobq_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	JobqShared = ShmemInitStruct("jobq", sizeof(JobqSharedState), &found);
+	JobqShared = ShmemInitStruct("jobq", shmem_size(), &found);
 	if (!found)
 	{
 		/* First start, or re-initialisation after a crash. */
-		memset(JobqShared, 0, sizeof(JobqSharedState));
+		memset(JobqShared, 0, shmem_size());
 		SpinLockInit(&JobqShared->mutex);
 		JobqShared->next_due = DT_NOEND;
 		JobqShared->next_prune = 0;
@@ -89,11 +103,19 @@ jobq_shmem_startup(void)
 		JobqShared->settled_deaths = 0;
 		/* levels unknown until a worker discovers them */
 		JobqShared->floors_valid = false;
-		for (int i = 0; i < JOBQ_MAX_REQUESTS; i++)
+		JobqShared->nrequests = request_entries();
+		JobqShared->requests = (JobqRequest *)
+			((char *) JobqShared + MAXALIGN(sizeof(JobqSharedState)));
+		for (int i = 0; i < JobqShared->nrequests; i++)
 		{
-			pg_atomic_init_u64(&JobqShared->cancel_ids[i], 0);
-			pg_atomic_init_u64(&JobqShared->cancel_done[i], 0);
-			pg_atomic_init_u64(&JobqShared->wait_ids[i], 0);
+			pg_atomic_init_u64(&JobqShared->requests[i].cancel_id, 0);
+			pg_atomic_init_u64(&JobqShared->requests[i].cancel_done, 0);
+			pg_atomic_init_u64(&JobqShared->requests[i].wait_id, 0);
+		}
+		for (int i = 0; i < JOBQ_MAX_WORKERS; i++)
+		{
+			pg_atomic_init_u64(&JobqShared->escalated_job[i], 0);
+			pg_atomic_init_u32(&JobqShared->escalated_reason[i], 0);
 		}
 		pg_atomic_init_u32(&JobqShared->wait_any, 0);
 		pg_atomic_init_u32(&JobqShared->n_cancels, 0);
@@ -582,34 +604,36 @@ JobqNoteEnqueue(TimestampTz run_at, int16 priority, int64 id)
 }
 
 /*
- * Requests about single jobs.  An entry of a request array holds a job id,
- * 0 when free; entries are taken by compare-and-swap and read without a
- * lock, from a worker's signal handler among others.
+ * Requests about single jobs.  Each backend has one entry, at its
+ * pgprocno, and writes only that one; entries are read without a lock,
+ * from a worker's signal handler among others.  A backend is in at most
+ * one jobq.cancel() at a time (nothing runs user code while it waits); a
+ * jobq.wait() nested in another (a job run in place that waits) falls
+ * back to being woken by every finish.  Nothing here can run out, so no
+ * role can keep another's calls from working.
  */
-static int
-request_add(pg_atomic_uint64 *ids, int64 id)
+static JobqRequest *
+my_request(void)
 {
-	int			i;
-
-	for (i = 0; i < JOBQ_MAX_REQUESTS; i++)
-	{
-		uint64		expected = 0;
-
-		if (pg_atomic_read_u64(&ids[i]) == 0 &&
-			pg_atomic_compare_exchange_u64(&ids[i], &expected, (uint64) id))
-			return i;
-	}
-	return -1;
+	if (MyProc == NULL || MyProc->pgprocno < 0 ||
+		MyProc->pgprocno >= JobqShared->nrequests)
+		elog(ERROR, "jobq has no request entry for process %d", MyProcPid);
+	return &JobqShared->requests[MyProc->pgprocno];
 }
 
+/* is id in the cancel (or, with wait, the wait) entry of some backend? */
 static bool
-request_present(pg_atomic_uint64 *ids, int64 id)
+request_present(int64 id, bool wait)
 {
 	int			i;
 
-	for (i = 0; i < JOBQ_MAX_REQUESTS; i++)
-		if (pg_atomic_read_u64(&ids[i]) == (uint64) id)
+	for (i = 0; i < JobqShared->nrequests; i++)
+	{
+		JobqRequest *r = &JobqShared->requests[i];
+
+		if (pg_atomic_read_u64(wait ? &r->wait_id : &r->cancel_id) == (uint64) id)
 			return true;
+	}
 	return false;
 }
 
@@ -617,32 +641,31 @@ request_present(pg_atomic_uint64 *ids, int64 id)
  * jobq.cancel() of a job that a worker holds: publish the request (the
  * worker checks it before it starts the job, when it starts it, and from
  * its SIGUSR2 handler while it runs it).  Returns the entry to remove
- * afterwards.  With every entry taken, waits for one.
+ * afterwards.
  */
 int
 JobqCancelRequestAdd(int64 id)
 {
-	int			idx;
+	JobqRequest *r = my_request();
 
-	while ((idx = request_add(JobqShared->cancel_ids, id)) < 0)
-	{
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 10L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
+	if (pg_atomic_read_u64(&r->cancel_id) != 0)
+		elog(ERROR, "jobq cancel request already in progress in this process");
+	pg_atomic_write_u64(&r->cancel_done, 0);
+	pg_atomic_write_u64(&r->cancel_id, (uint64) id);
 	/* counted after the entry is in: the signal that follows finds both */
 	pg_atomic_fetch_add_u32(&JobqShared->n_cancels, 1);
-	return idx;
+	return MyProc->pgprocno;
 }
 
 void
 JobqCancelRequestRemove(int idx)
 {
+	JobqRequest *r = &JobqShared->requests[idx];
+
 	/* a free entry's done mark is 0 (the mark is set only for taken ones) */
-	pg_atomic_write_u64(&JobqShared->cancel_done[idx], 0);
-	pg_atomic_write_u64(&JobqShared->cancel_ids[idx], 0);
-	pg_atomic_fetch_sub_u32(&JobqShared->n_cancels, 1);
+	pg_atomic_write_u64(&r->cancel_done, 0);
+	if (pg_atomic_exchange_u64(&r->cancel_id, 0) != 0)
+		pg_atomic_fetch_sub_u32(&JobqShared->n_cancels, 1);
 }
 
 /*
@@ -655,7 +678,7 @@ JobqCancelRequestRemove(int idx)
  * and its lock free, does not take a mark of an aborted transaction for
  * the outcome.
  */
-static int64 cancels_marked[JOBQ_MAX_REQUESTS];
+static int64 cancels_marked[JOBQ_MAX_CANCEL_MARKS];
 static int	n_cancels_marked = 0;
 static bool cancel_callback_registered = false;
 
@@ -670,11 +693,11 @@ cancel_marks_xact_callback(XactEvent event, void *arg)
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
 	{
 		for (i = 0; i < n_cancels_marked; i++)
-			for (j = 0; j < JOBQ_MAX_REQUESTS; j++)
+			for (j = 0; j < JobqShared->nrequests; j++)
 			{
 				uint64		expected = (uint64) cancels_marked[i];
 
-				(void) pg_atomic_compare_exchange_u64(&JobqShared->cancel_done[j],
+				(void) pg_atomic_compare_exchange_u64(&JobqShared->requests[j].cancel_done,
 													  &expected, 0);
 			}
 	}
@@ -689,19 +712,23 @@ JobqCancelRequestDone(int64 id)
 	int			i;
 	bool		marked = false;
 
-	if (!JobqCancelRequested(id) || n_cancels_marked >= JOBQ_MAX_REQUESTS)
+	if (!JobqCancelRequested(id) || n_cancels_marked >= JOBQ_MAX_CANCEL_MARKS)
 		return;
 	if (!cancel_callback_registered)
 	{
 		RegisterXactCallback(cancel_marks_xact_callback, NULL);
 		cancel_callback_registered = true;
 	}
-	for (i = 0; i < JOBQ_MAX_REQUESTS; i++)
-		if (pg_atomic_read_u64(&JobqShared->cancel_ids[i]) == (uint64) id)
+	for (i = 0; i < JobqShared->nrequests; i++)
+	{
+		JobqRequest *r = &JobqShared->requests[i];
+
+		if (pg_atomic_read_u64(&r->cancel_id) == (uint64) id)
 		{
-			pg_atomic_write_u64(&JobqShared->cancel_done[i], (uint64) id);
+			pg_atomic_write_u64(&r->cancel_done, (uint64) id);
 			marked = true;
 		}
+	}
 	if (marked)
 		cancels_marked[n_cancels_marked++] = id;
 }
@@ -710,7 +737,7 @@ JobqCancelRequestDone(int64 id)
 bool
 JobqCancelRequestWasDone(int idx, int64 id)
 {
-	return pg_atomic_read_u64(&JobqShared->cancel_done[idx]) == (uint64) id;
+	return pg_atomic_read_u64(&JobqShared->requests[idx].cancel_done) == (uint64) id;
 }
 
 /* Has jobq.cancel() asked for job id?  Safe in a signal handler. */
@@ -720,7 +747,36 @@ JobqCancelRequested(int64 id)
 	if (JobqShared == NULL || id == 0 ||
 		pg_atomic_read_u32(&JobqShared->n_cancels) == 0)
 		return false;
-	return request_present(JobqShared->cancel_ids, id);
+	return request_present(id, false);
+}
+
+/*
+ * A worker's watchdog ends job id by making the worker exit (worker.c):
+ * note why, for the settlement of its journal entry.  Safe in a signal
+ * handler: two atomic stores.
+ */
+void
+JobqEscalationNote(int slot, int64 id, JobqEscalation reason)
+{
+	pg_atomic_write_u32(&JobqShared->escalated_reason[slot], (uint32) reason);
+	pg_write_barrier();
+	pg_atomic_write_u64(&JobqShared->escalated_job[slot], (uint64) id);
+}
+
+/*
+ * Why the worker of slot ended job id by exiting, if it did; forgets it.
+ */
+JobqEscalation
+JobqEscalationTake(int slot, int64 id)
+{
+	uint64		expected = (uint64) id;
+
+	if (id == 0 ||
+		!pg_atomic_compare_exchange_u64(&JobqShared->escalated_job[slot],
+										&expected, 0))
+		return JOBQ_ESCALATE_NONE;
+	pg_read_barrier();
+	return (JobqEscalation) pg_atomic_read_u32(&JobqShared->escalated_reason[slot]);
 }
 
 /*
@@ -750,11 +806,16 @@ JobqSignalJobWorker(int64 id)
 int
 JobqWaitBegin(int64 id)
 {
-	int			idx;
+	JobqRequest *r = my_request();
+	int			idx = -1;
 
 	pg_atomic_fetch_add_u32(&JobqShared->n_waits, 1);
-	idx = request_add(JobqShared->wait_ids, id);
-	if (idx < 0)
+	if (pg_atomic_read_u64(&r->wait_id) == 0)
+	{
+		pg_atomic_write_u64(&r->wait_id, (uint64) id);
+		idx = MyProc->pgprocno;
+	}
+	else
 		pg_atomic_fetch_add_u32(&JobqShared->wait_any, 1);
 	pg_memory_barrier();
 	return idx;
@@ -766,7 +827,7 @@ JobqWaitEnd(int idx)
 	if (idx < 0)
 		pg_atomic_fetch_sub_u32(&JobqShared->wait_any, 1);
 	else
-		pg_atomic_write_u64(&JobqShared->wait_ids[idx], 0);
+		pg_atomic_write_u64(&JobqShared->requests[idx].wait_id, 0);
 	pg_atomic_fetch_sub_u32(&JobqShared->n_waits, 1);
 }
 
@@ -784,7 +845,7 @@ JobqNoteFinished(const int64 *ids, int n)
 		return;
 	wake = pg_atomic_read_u32(&JobqShared->wait_any) > 0;
 	for (i = 0; i < n && !wake; i++)
-		wake = request_present(JobqShared->wait_ids, ids[i]);
+		wake = request_present(ids[i], true);
 	if (wake)
 		ConditionVariableBroadcast(&JobqShared->finished_cv);
 }

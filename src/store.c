@@ -294,31 +294,25 @@ JobqExecuteAsOwner(const char *sql, int nargs, Oid *argtypes, Datum *values,
 	return JobqExecuteAsOwnerNulls(sql, nargs, argtypes, values, NULL, read_only);
 }
 
-/* the same, with SPI's nulls ('n' for a null argument; NULL: none) */
-int
-JobqExecuteAsOwnerNulls(const char *sql, int nargs, Oid *argtypes, Datum *values,
-						const char *nulls, bool read_only)
+/*
+ * Run one statement through SPI with search_path pinned to pg_catalog,
+ * pg_temp, as user (InvalidOid: the current user, whose row-level
+ * security then applies).  Nothing in jobq's own statements resolves
+ * through the caller's search_path, whatever the caller planted there
+ * (an operator, a function, a type of the same name).
+ */
+static int
+execute_pinned(const char *sql, int nargs, Oid *argtypes, Datum *values,
+			   const char *nulls, bool read_only, Oid user)
 {
-	Oid			nsp = get_namespace_oid("jobq", false);
-	Oid			relid = get_relname_relid("job", nsp);
-	HeapTuple	tup;
-	Oid			owner;
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
 	int			rc;
 
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tup))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"jobq.job\" does not exist"),
-				 errhint("Reinstall the extension with DROP EXTENSION jobq and CREATE EXTENSION jobq.")));
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	if (OidIsValid(user))
+		SetUserIdAndSecContext(user, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	save_nestlevel = NewGUCNestLevel();
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
@@ -329,4 +323,39 @@ JobqExecuteAsOwnerNulls(const char *sql, int nargs, Oid *argtypes, Datum *values
 	AtEOXact_GUC(true, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	return rc;
+}
+
+/* the same, with SPI's nulls ('n' for a null argument; NULL: none) */
+int
+JobqExecuteAsOwnerNulls(const char *sql, int nargs, Oid *argtypes, Datum *values,
+						const char *nulls, bool read_only)
+{
+	Oid			nsp = get_namespace_oid("jobq", false);
+	Oid			relid = get_relname_relid("job", nsp);
+	HeapTuple	tup;
+	Oid			owner;
+
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"jobq.job\" does not exist"),
+				 errhint("Reinstall the extension with DROP EXTENSION jobq and CREATE EXTENSION jobq.")));
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+
+	return execute_pinned(sql, nargs, argtypes, values, nulls, read_only, owner);
+}
+
+/*
+ * Run one statement as the current user, for what row-level security must
+ * decide (which jobs the caller sees), with search_path pinned as above.
+ * Connects to SPI; the caller reads SPI_tuptable and calls SPI_finish.
+ */
+int
+JobqExecuteAsCaller(const char *sql, int nargs, Oid *argtypes, Datum *values,
+					bool read_only)
+{
+	return execute_pinned(sql, nargs, argtypes, values, NULL, read_only,
+						  InvalidOid);
 }

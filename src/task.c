@@ -177,12 +177,10 @@ task_lookup(const char *name)
 		Datum		values[1] = {CStringGetTextDatum(name)};
 		bool		isnull;
 
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
 		/* not read-only: a snapshot taken now, after any invalidation */
-		if (SPI_execute_with_args("SELECT fn::pg_catalog.oid, registered_by::pg_catalog.oid"
-								  "  FROM jobq.task WHERE task OPERATOR(pg_catalog.=) $1",
-								  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
+		if (JobqExecuteAsCaller("SELECT fn::pg_catalog.oid, registered_by::pg_catalog.oid"
+								"  FROM jobq.task WHERE task OPERATOR(pg_catalog.=) $1",
+								1, argtypes, values, false) != SPI_OK_SELECT)
 			elog(ERROR, "could not look up jobq task \"%s\"", name);
 		if (SPI_processed > 0)
 		{
@@ -227,14 +225,18 @@ qualified_function_name(Oid fn)
 /*
  * A job runs its task's function with its owner's privileges, and the
  * task's registrant chose that function (and may choose another): so a
- * role's jobs call only tasks registered by a superuser, by the role
- * itself, or by a role it is a member of, as it would call only code it
- * trusts.
+ * role's jobs call only tasks registered by the role itself, by a
+ * superuser, or by a role it is a member of through an explicit grant, as
+ * it would call only code it trusts.  Membership is checked without the
+ * superuser shortcut of has_privs_of_role(): a superuser is "a member" of
+ * every role, and its jobs would otherwise call whatever any role
+ * registered under the task's name.
  */
 static bool
 trusts_registrant(Oid owner, Oid registered_by)
 {
-	return superuser_arg(registered_by) || has_privs_of_role(owner, registered_by);
+	return owner == registered_by || superuser_arg(registered_by) ||
+		is_member_of_role_nosuper(owner, registered_by);
 }
 
 static void
@@ -247,7 +249,7 @@ report_untrusted(const char *name, Oid owner, Oid registered_by, volatile bool *
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("permission denied for task \"%s\"", name),
-			 errdetail("The task was registered by role \"%s\"; the jobs of role \"%s\" may call only tasks registered by a superuser, by itself, or by a role it is a member of.",
+			 errdetail("The task was registered by role \"%s\"; the jobs of role \"%s\" may call only tasks registered by itself, by a superuser, or by a role it was granted membership in.",
 					   r ? r : "?", GetUserNameFromId(owner, false))));
 }
 
@@ -349,6 +351,7 @@ check_task_function(Oid fn)
 	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
 	Form_pg_proc proc;
 	bool		ok;
+	bool		temp;
 
 	if (!HeapTupleIsValid(tup))
 		ereport(ERROR,
@@ -358,7 +361,14 @@ check_task_function(Oid fn)
 	ok = proc->prokind == PROKIND_FUNCTION && !proc->proretset &&
 		proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID &&
 		proc->prorettype == JSONBOID;
+	temp = isAnyTempNamespace(proc->pronamespace);
 	ReleaseSysCache(tup);
+	/* a session's temporary function: any session may replace it later */
+	if (temp)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("function %s cannot be a task", format_procedure(fn)),
+				 errdetail("A task's function must not be in a temporary schema.")));
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
@@ -457,9 +467,10 @@ jobq_register_task(PG_FUNCTION_ARGS)
 		bool		isnull;
 		Oid			owner;
 
-		if (SPI_execute_with_args("SELECT registered_by::pg_catalog.oid FROM jobq.task"
-								  " WHERE task OPERATOR(pg_catalog.=) $1",
-								  1, argtypes1, values, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_finish();
+		if (JobqExecuteAsCaller("SELECT registered_by::pg_catalog.oid FROM jobq.task"
+								" WHERE task OPERATOR(pg_catalog.=) $1",
+								1, argtypes1, values, true) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "could not look up jobq task \"%s\"", name);
 		owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],

@@ -35,8 +35,9 @@
  * Signals: SIGTERM (fast shutdown, pg_terminate_backend, DROP DATABASE
  * ... FORCE) cancels the job in hand; its subtransaction rolls back and
  * the job stays pending with its attempt not counted; the chunk commits
- * what finished and the worker exits.  A job that swallows the cancel is
- * terminated after JOBQ_SHUTDOWN_GRACE_S seconds.  Cancel interrupts are
+ * what finished and the worker exits.  A job that swallows the cancel of a
+ * shutdown, a jobq.cancel() or its timeout is ended by the watchdog after
+ * jobq.cancel_grace (see JOBQ_WATCHDOG_MS).  Cancel interrupts are
  * held everywhere except inside a job, so a cancel request or a statement
  * timeout never interrupts our own bookkeeping.
  *
@@ -107,38 +108,95 @@ static MemoryContext ChunkContext = NULL;
 static MemoryContext JobContext = NULL;
 
 /*
- * A job that ignores the cancel of a SIGTERM (say, a plpgsql loop that
- * catches query_canceled) for this many seconds is terminated: the worker
- * exits with FATAL, which no job can catch, and the journal has the job's
- * attempt counted.  Shutdown must not hang on a job.
+ * The watchdog: no job holds a worker much past its timeout, a
+ * jobq.cancel() or a shutdown, even one that catches the cancel (a plpgsql
+ * loop with EXCEPTION WHEN query_canceled) or ignores interrupts for a
+ * while.  Every JOBQ_WATCHDOG_MS it looks at the job in hand; once the job
+ * has gone on for jobq.cancel_grace after its deadline, or after a cancel
+ * or shutdown reached it, it notes why in shared memory and escalates from
+ * cancel to die: the worker exits with FATAL, which no job can catch, its
+ * transaction (the job's effects with it) is rolled back, and the
+ * settlement of its journal entry records the attempt: a timed-out one as
+ * failed with SQLSTATE 57014 (retried if attempts are left), a cancelled
+ * one as cancelled.  The launcher replaces the worker at once.
  */
-#define JOBQ_SHUTDOWN_GRACE_S	5
+#define JOBQ_WATCHDOG_MS		250
 
-static volatile sig_atomic_t shutdown_ticks = 0;
+static volatile TimestampTz job_deadline = 0;	/* 0: no timeout */
+static volatile TimestampTz cancel_seen_at = 0;
+static volatile JobqEscalation escalated = JOBQ_ESCALATE_NONE;
+static volatile int64 escalated_job = 0;
 static TimeoutId watchdog_timeout;
 
 static void
 arm_watchdog(void)
 {
 	enable_timeout_every(watchdog_timeout,
-						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000),
-						 1000);
+						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 JOBQ_WATCHDOG_MS),
+						 JOBQ_WATCHDOG_MS);
 }
 
 /*
- * Once a second: if a shutdown has been asked for and the job in hand still
- * runs after the grace period, escalate from cancel to die.
+ * A job starts (execute.c): its deadline, from its effective timeout in
+ * milliseconds (0: none), for the watchdog.  Called before jobq_in_job is
+ * set.
  */
+void
+JobqWatchJob(int64 timeout_ms)
+{
+	cancel_seen_at = 0;
+	job_deadline = timeout_ms > 0 ?
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms) : 0;
+}
+
+/* runs in the SIGALRM handler: only plain reads, stores and atomics */
 static void
 jobq_watchdog(void)
 {
-	if (jobq_shutdown_requested && jobq_in_job &&
-		++shutdown_ticks >= JOBQ_SHUTDOWN_GRACE_S)
-	{
-		ProcDiePending = true;
-		InterruptPending = true;
-		SetLatch(MyLatch);
-	}
+	TimestampTz now;
+	int64		grace_us = (int64) jobq_cancel_grace * 1000;
+	JobqEscalation why = JOBQ_ESCALATE_NONE;
+	int64		id = jobq_current_job_id;
+
+	if (!jobq_in_job || escalated != JOBQ_ESCALATE_NONE || id == 0)
+		return;
+	now = GetCurrentTimestamp();
+	if (cancel_seen_at == 0 &&
+		(jobq_shutdown_requested || JobqCancelRequested(id)))
+		cancel_seen_at = now;
+
+	if (cancel_seen_at != 0 && now - cancel_seen_at >= grace_us)
+		why = JobqCancelRequested(id) ? JOBQ_ESCALATE_CANCEL :
+			JOBQ_ESCALATE_SHUTDOWN;
+	else if (job_deadline != 0 && now - job_deadline >= grace_us)
+		why = JOBQ_ESCALATE_TIMEOUT;
+	if (why == JOBQ_ESCALATE_NONE)
+		return;
+
+	escalated = why;
+	escalated_job = id;
+	JobqEscalationNote(my_slot, id, why);
+	ProcDiePending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+}
+
+/* on the way out: say in the log why a job ended with its worker */
+static void
+report_escalation(void)
+{
+	if (escalated == JOBQ_ESCALATE_NONE)
+		return;
+	ereport(LOG,
+			(errmsg("jobq worker %d ended job " INT64_FORMAT " by exiting",
+					my_slot + 1, (int64) escalated_job),
+			 errdetail("%s",
+					   escalated == JOBQ_ESCALATE_TIMEOUT ?
+					   "The job ran past its timeout and did not stop within \"jobq.cancel_grace\"." :
+					   escalated == JOBQ_ESCALATE_CANCEL ?
+					   "The job was cancelled by jobq.cancel() and did not stop within \"jobq.cancel_grace\"." :
+					   "The server asked the worker to stop, and the job did not stop within \"jobq.cancel_grace\".")));
 }
 
 /*
@@ -193,6 +251,8 @@ static void
 worker_detach(int code, Datum arg)
 {
 	int			slot = DatumGetInt32(arg);
+
+	report_escalation();
 
 	SpinLockAcquire(&JobqShared->mutex);
 	if (JobqShared->workers[slot].pid == MyProcPid)
@@ -543,6 +603,11 @@ JobqWorkerMain(Datum main_arg)
 
 	BackgroundWorkerInitializeConnection(jobq_database, NULL, 0);
 
+	/* from here on, an exit is not a failure to start (launcher.c) */
+	SpinLockAcquire(&JobqShared->mutex);
+	JobqShared->workers[my_slot].ready = true;
+	SpinLockRelease(&JobqShared->mutex);
+
 	snprintf(appname, sizeof(appname), "jobq worker %d", my_slot + 1);
 	SetConfigOption("application_name", appname, PGC_USERSET, PGC_S_SESSION);
 
@@ -571,7 +636,7 @@ JobqWorkerMain(Datum main_arg)
 	/* cancel requests and timeouts only ever interrupt a job */
 	HOLD_CANCEL_INTERRUPTS();
 
-	/* see JOBQ_SHUTDOWN_GRACE_S */
+	/* see JOBQ_WATCHDOG_MS */
 	watchdog_timeout = RegisterTimeout(USER_TIMEOUT, jobq_watchdog);
 	arm_watchdog();
 
