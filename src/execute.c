@@ -14,7 +14,8 @@
  * Isolation between jobs: GUC changes are undone with AtEOXact_GUC at the
  * job's own nesting level; cursors, prepared statements, session advisory
  * locks, temporary tables and sequence caches are discarded after every
- * job (reset_session_state).  Deferred triggers are fired at the end of
+ * job, and a session that may hold more is not given to another owner
+ * (session.c).  Deferred triggers are fired at the end of
  * the job, as its owner: nothing of the job runs at the commit of the
  * execution transaction, where the identity is the worker's.
  *
@@ -301,8 +302,6 @@ execute_command(const char *command, Oid owner)
 	return SPI_execute_plan(entry->plan, NULL, NULL, false, 0);
 }
 
-static void reset_session_state(bool drop_temp);
-
 /*
  * The owner must exist and be allowed to log in.  Sets *permanent before
  * it raises, because retrying would not help.
@@ -487,6 +486,8 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 		SetUserIdAndSecContext(job->owner,
 							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 		save_nestlevel = NewGUCNestLevel();
+		if (!here)
+			JobqSessionJobBegin();
 		apply_role_settings(job->owner, outercxt);
 
 		/*
@@ -581,7 +582,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 					(errcode(ERRCODE_QUERY_CANCELED),
 					 errmsg(JOBQ_CANCELLED_MESSAGE)));
 		if (!here)
-			reset_session_state(true);
+			JobqSessionJobEnd(true);
 
 		/* undo the job's SET commands and the owner's role settings */
 		AtEOXact_GUC(false, save_nestlevel);
@@ -625,7 +626,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 				ReThrowError(edata);
 		}
 		else
-			reset_session_state(false);
+			JobqSessionJobEnd(false);
 
 		if (JobqCancelRequested(job->id))
 		{
@@ -660,30 +661,4 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 	if (!here)
 		debug_query_string = NULL;
 	out->finished_at = GetCurrentTimestamp();
-}
-
-/*
- * Discard what a job may leave in the session: open cursors, prepared
- * statements, session-level advisory locks, cached sequence values and,
- * with drop_temp, temporary tables (after a failed job its subtransaction
- * has already removed those).  GUCs are undone by the caller.
- * Transaction-level advisory locks stay until the execution transaction
- * ends, as the job asked.
- */
-static void
-reset_session_state(bool drop_temp)
-{
-	Oid			temp_namespace;
-	Oid			temp_toast_namespace;
-
-	PortalHashTableDeleteAll();
-	DropAllPreparedStatements();
-	LockReleaseSession(USER_LOCKMETHOD);
-	if (drop_temp)
-	{
-		GetTempNamespaceState(&temp_namespace, &temp_toast_namespace);
-		if (OidIsValid(temp_namespace))
-			ResetTempTableNamespace();
-	}
-	ResetSequenceCaches();
 }

@@ -88,6 +88,7 @@ typedef struct JobqWorkerSlot
 	bool		stop_requested; /* pool shrank: finish and exit */
 	bool		settled;		/* has passed its first journal settlement */
 	bool		ready;			/* reached its main loop since its start */
+	bool		recycled;		/* exited between jobs for a fresh session */
 	int64		job_id;			/* job being executed, 0 if none */
 	Oid			job_owner;		/* its owner */
 	/* a claim in progress, and the smallest key that appeared meanwhile */
@@ -365,6 +366,13 @@ extern void JobqCheckTaskName(const char *name);
 extern Oid	JobqTaskForEnqueue(const char *name);
 extern FmgrInfo *JobqTaskForJob(const char *name, Oid owner,
 								volatile bool *permanent);
+
+/* session.c: what jobs leave in a worker's session */
+extern void JobqSessionInit(void);
+extern bool JobqSessionMayRun(Oid owner);
+extern void JobqSessionJobBegin(void);
+extern void JobqSessionJobEnd(bool drop_temp);
+extern bool JobqSessionTainted(void);
 
 /* execute.c */
 extern void JobqExecuteJob(JobqJob *job, JobqOutcome *outcome,

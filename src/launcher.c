@@ -260,13 +260,17 @@ reconcile_pool(void)
 			case BGWH_STOPPED:
 				{
 					bool		ready;
+					bool		recycled;
 
 					pfree(pool[i].handle);
 					pool[i].handle = NULL;
-					died = true;
 					SpinLockAcquire(&JobqShared->mutex);
 					ready = JobqShared->workers[i].ready;
+					recycled = JobqShared->workers[i].recycled;
 					SpinLockRelease(&JobqShared->mutex);
+					/* a recycled worker left no journal entry to settle */
+					if (!recycled)
+						died = true;
 
 					/*
 					 * A worker that reached its main loop is replaced at

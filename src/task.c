@@ -367,7 +367,7 @@ check_task_function(Oid fn)
 	if (temp)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
-				 errmsg("function %s cannot be a task", format_procedure(fn)),
+				 errmsg("function \"%s\" cannot be a task", get_func_name(fn)),
 				 errdetail("A task's function must not be in a temporary schema.")));
 	if (!ok)
 		ereport(ERROR,

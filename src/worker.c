@@ -363,6 +363,26 @@ note_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 }
 
 /*
+ * Exit so that the launcher starts a fresh process in this slot at once:
+ * the next job in priority order belongs to another owner, and this
+ * session may hold state of the jobs it ran (session.c).  Called between
+ * execution transactions, with no job in hand; an idle worker, if there is
+ * one, takes the job meanwhile.
+ */
+static void
+recycle_worker(void)
+{
+	SpinLockAcquire(&JobqShared->mutex);
+	JobqShared->workers[my_slot].recycled = true;
+	SpinLockRelease(&JobqShared->mutex);
+	JobqWakeWorkers(1);
+	ereport(DEBUG1,
+			(errmsg("jobq worker %d exits to give another owner's job a fresh session",
+					my_slot + 1)));
+	proc_exit(0);
+}
+
+/*
  * Is retention pruning due?  If so, this worker takes it.
  */
 static bool
@@ -437,6 +457,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	int			left_over = 0;
 	bool		slow = false;
 	bool		queue_full = false;
+	bool		recycle = false;
 	TimestampTz commit_start;
 	int			i;
 
@@ -491,6 +512,17 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 			continue;
 		}
 
+		/*
+		 * Another owner's job, and our session may hold state of the jobs
+		 * run so far (session.c): hand it and the rest back, and make room
+		 * for a fresh process.
+		 */
+		if (!JobqSessionMayRun(jobs[next].owner))
+		{
+			recycle = true;
+			break;
+		}
+
 		/* its queue is at its concurrency: leave the rest to later claims */
 		if (!begin_job(&jobs[next]))
 		{
@@ -526,7 +558,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	pgstat_report_activity(STATE_RUNNING, "jobq: recording job outcomes");
 	JobqRecordOutcomes(jobs, outcomes, next);
 
-	if (slow || queue_full)
+	if (slow || queue_full || recycle)
 		*claim_limit = 1;
 	else if (left_over > 0)
 		*claim_limit = Max(next, 1);
@@ -557,6 +589,8 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 
 	if (slow && left_over > 0)
 		JobqWakeWorkers(left_over);
+	if (recycle)
+		recycle_worker();
 	return njobs;
 }
 
@@ -595,9 +629,14 @@ JobqWorkerMain(Datum main_arg)
 	JobqShared->workers[my_slot].settled = false;
 	JobqShared->workers[my_slot].job_id = 0;
 	JobqShared->workers[my_slot].claiming = false;
-	JobqShared->workers[my_slot].n_succeeded = 0;
-	JobqShared->workers[my_slot].n_retried = 0;
-	JobqShared->workers[my_slot].n_failed = 0;
+	/* the counts go on across the recycling of a session (session.c) */
+	if (!JobqShared->workers[my_slot].recycled)
+	{
+		JobqShared->workers[my_slot].n_succeeded = 0;
+		JobqShared->workers[my_slot].n_retried = 0;
+		JobqShared->workers[my_slot].n_failed = 0;
+	}
+	JobqShared->workers[my_slot].recycled = false;
 	SpinLockRelease(&JobqShared->mutex);
 	before_shmem_exit(worker_detach, Int32GetDatum(my_slot));
 
@@ -635,6 +674,9 @@ JobqWorkerMain(Datum main_arg)
 
 	/* cancel requests and timeouts only ever interrupt a job */
 	HOLD_CANCEL_INTERRUPTS();
+
+	/* what jobs leave in this session, from the first one on */
+	JobqSessionInit();
 
 	/* see JOBQ_WATCHDOG_MS */
 	watchdog_timeout = RegisterTimeout(USER_TIMEOUT, jobq_watchdog);

@@ -1,0 +1,316 @@
+--
+-- attacks: what a role with nothing but USAGE on schema jobq tries against
+-- other roles and the pool, and what stops it
+--
+CREATE ROLE regress_jobq_mallory LOGIN;
+GRANT USAGE ON SCHEMA jobq TO regress_jobq_mallory;
+CREATE SCHEMA sec_mallory AUTHORIZATION regress_jobq_mallory;
+CREATE TABLE sec_mallory.effects (t text);
+ALTER TABLE sec_mallory.effects OWNER TO regress_jobq_mallory;
+CREATE FUNCTION is_super(r text) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT rolsuper FROM pg_roles WHERE rolname = r $$;
+-- run a statement; its error's SQLSTATE and message, numbers left out
+CREATE FUNCTION sec_try(cmd text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE cmd;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, '\d+', 'N', 'g');
+END
+$$;
+
+-- one worker, a fresh process: the jobs below share its session
+ALTER SYSTEM SET jobq.workers = 0;
+SELECT pg_reload_conf();
+SELECT wait_workers(0);
+ALTER SYSTEM SET jobq.workers = 1;
+ALTER SYSTEM SET jobq.cancel_grace = '1s';
+SELECT pg_reload_conf();
+SELECT wait_workers(1);
+
+--
+-- 1. session state does not cross owners
+--
+-- jobs that use only SQL, PL/pgSQL and built-in functions leave nothing
+-- behind: the worker switches owners in place
+SELECT jobq.enqueue('SELECT pg_backend_pid() AS pid') AS s1 \gset
+SELECT wait_job(:s1);
+SET ROLE regress_jobq_mallory;
+SELECT jobq.enqueue('SELECT pg_backend_pid() AS pid') AS m1 \gset
+RESET ROLE;
+SELECT wait_job(:m1);
+SELECT (SELECT result FROM jobq.jobs WHERE id = :s1) =
+       (SELECT result FROM jobq.jobs WHERE id = :m1) AS same_session;
+
+-- a superuser's job leaves a named dblink connection, a postgres_fdw
+-- connection and a custom setting in its session
+CREATE EXTENSION dblink;
+CREATE EXTENSION postgres_fdw;
+CREATE SERVER sec_loopback FOREIGN DATA WRAPPER postgres_fdw
+    OPTIONS (dbname 'contrib_regression');
+CREATE USER MAPPING FOR CURRENT_USER SERVER sec_loopback;
+CREATE TABLE sec_remote_src (x integer);
+INSERT INTO sec_remote_src VALUES (1);
+CREATE FOREIGN TABLE sec_remote (x integer) SERVER sec_loopback
+    OPTIONS (table_name 'sec_remote_src');
+SELECT jobq.enqueue($$
+    SELECT public.dblink_connect('kept', 'dbname=contrib_regression');
+    SELECT pg_catalog.set_config('app.secret', 'hunter2', false);
+    SELECT count(*), pg_backend_pid() AS pid FROM public.sec_remote$$) AS s2 \gset
+SELECT wait_job(:s2);
+-- ... and the next job, another role's, on the same one-worker pool finds
+-- none of it: it runs in a fresh process
+SET ROLE regress_jobq_mallory;
+SELECT jobq.enqueue($$
+    SELECT pg_catalog.current_setting('app.secret', true) AS secret,
+           (SELECT count(*) FROM public.postgres_fdw_get_connections()) AS fdw_connections,
+           public.dblink_get_connections() AS dblink_connections,
+           pg_backend_pid() AS pid$$) AS m2 \gset
+SELECT jobq.enqueue($$SELECT public.dblink_exec('kept', 'ALTER ROLE regress_jobq_mallory SUPERUSER')$$,
+                    max_attempts => 1) AS m3 \gset
+RESET ROLE;
+SELECT wait_job(:m2), wait_job(:m3);
+SELECT result - 'pid' AS what_mallory_saw FROM jobq.jobs WHERE id = :m2;
+SELECT (SELECT result->'pid' FROM jobq.jobs WHERE id = :s2) <>
+       (SELECT result->'pid' FROM jobq.jobs WHERE id = :m2) AS fresh_session;
+SELECT state FROM jobq.jobs WHERE id = :m3;
+SELECT is_super('regress_jobq_mallory') AS mallory_is_superuser;
+
+-- a job cannot LISTEN: the worker would hold the notification queue
+SELECT jobq.enqueue('LISTEN sec_channel', max_attempts => 1) AS j \gset
+SELECT wait_job(:j);
+SELECT state, last_error, last_sqlstate FROM jobq.jobs WHERE id = :j;
+
+--
+-- 2. timeouts and cancels cannot be swallowed
+--
+-- a job that catches query_canceled runs past its timeout: after
+-- jobq.cancel_grace its worker ends it, the attempt fails with 57014 and
+-- is retried; its effects are rolled back
+SET ROLE regress_jobq_mallory;
+SELECT jobq.enqueue($$
+    INSERT INTO sec_mallory.effects VALUES ('timeout');
+    DO $do$
+    BEGIN
+        LOOP
+            BEGIN
+                PERFORM pg_catalog.pg_sleep(0.05);
+            EXCEPTION WHEN query_canceled THEN
+                NULL;
+            END;
+        END LOOP;
+    END
+    $do$
+$$, timeout => '500ms', max_attempts => 2) AS j \gset
+RESET ROLE;
+SELECT wait_job(:j, '120s');
+SELECT state, attempts, last_error, last_sqlstate FROM jobq.jobs WHERE id = :j;
+SELECT count(*) AS effects FROM sec_mallory.effects;
+-- the pool is back
+SELECT wait_workers(1);
+
+-- the same job without a timeout, cancelled: jobq.cancel() returns (it
+-- waited for its statement timeout before), the job ends cancelled
+SET ROLE regress_jobq_mallory;
+SELECT jobq.enqueue($$
+    INSERT INTO sec_mallory.effects VALUES ('cancel');
+    DO $do$
+    BEGIN
+        LOOP
+            BEGIN
+                PERFORM pg_catalog.pg_sleep(0.05);
+            EXCEPTION WHEN OTHERS THEN
+                NULL;
+            END;
+        END LOOP;
+    END
+    $do$
+$$, timeout => '0', max_attempts => 3) AS j \gset
+RESET ROLE;
+DO $$
+BEGIN
+    FOR i IN 1..6000 LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM jobq.workers WHERE state = 'busy');
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END
+$$;
+SET statement_timeout = '120s';
+SELECT jobq.cancel(:j) AS cancelled;
+RESET statement_timeout;
+SELECT state, last_sqlstate FROM jobq.jobs WHERE id = :j;
+SELECT count(*) AS effects FROM sec_mallory.effects;
+SELECT wait_workers(1);
+
+--
+-- 3. tasks cannot be hijacked
+--
+-- a superuser queues a task for later and unregisters the task; mallory
+-- registers the name to her own function; the superuser's job refuses it
+CREATE FUNCTION sec_maint(p jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT '"maintenance done"'::jsonb $$;
+SELECT jobq.register_task('maint', 'sec_maint(jsonb)');
+SELECT (jobq.pause('sec_later')).paused;
+SELECT jobq.enqueue_task('maint', '{}', queue => 'sec_later', max_attempts => 1) AS j \gset
+SELECT jobq.unregister_task('maint');
+SET ROLE regress_jobq_mallory;
+CREATE FUNCTION sec_mallory.grab(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    ALTER ROLE regress_jobq_mallory SUPERUSER;
+    RETURN '"got it"';
+END
+$$;
+SELECT jobq.register_task('maint', 'sec_mallory.grab(jsonb)');
+RESET ROLE;
+SELECT (jobq.resume('sec_later')).paused;
+SELECT wait_job(:j);
+SELECT state, last_error, last_sqlstate FROM jobq.jobs WHERE id = :j;
+SELECT is_super('regress_jobq_mallory') AS mallory_is_superuser;
+
+-- a function in a temporary schema cannot be a task
+SET ROLE regress_jobq_mallory;
+CREATE FUNCTION pg_temp.sec_temp_task(p jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT p $$;
+SELECT jobq.register_task('temp_task', 'pg_temp.sec_temp_task(jsonb)');
+RESET ROLE;
+
+--
+-- 4. jobq.wait() runs in place only the caller's own jobs
+--
+SET ROLE regress_jobq_mallory;
+CREATE FUNCTION sec_mallory.sneaky() RETURNS bigint SECURITY DEFINER LANGUAGE sql AS $$
+    SELECT jobq.enqueue($j$DECLARE c CURSOR WITH HOLD FOR SELECT 1; SELECT 1$j$)
+$$;
+RESET ROLE;
+BEGIN;
+SELECT sec_mallory.sneaky() AS j \gset
+SELECT sec_try(format('SELECT jobq.wait(%s, %L)', :j, '0s'));
+ROLLBACK;
+-- the caller's own job still runs in place
+BEGIN;
+SELECT jobq.enqueue('SELECT 42 AS answer') AS j \gset
+SELECT state, result FROM jobq.wait(:j);
+COMMIT;
+
+--
+-- 5. nothing jobq runs resolves through the caller's search_path
+--
+CREATE SCHEMA sec_evil AUTHORIZATION regress_jobq_mallory;
+SET ROLE regress_jobq_mallory;
+CREATE FUNCTION sec_evil.spy_text(a text, b text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'planted operator ran as %', current_user;
+    RETURN a OPERATOR(pg_catalog.=) b;
+END
+$$;
+CREATE FUNCTION sec_evil.spy_lt(a text, b text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'planted operator ran as %', current_user;
+    RETURN a OPERATOR(pg_catalog.<) b;
+END
+$$;
+CREATE FUNCTION sec_evil.spy_ne(a text, b text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'planted operator ran as %', current_user;
+    RETURN a OPERATOR(pg_catalog.<>) b;
+END
+$$;
+CREATE FUNCTION sec_evil.spy_cat(a text, b text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'planted operator ran as %', current_user;
+    RETURN a OPERATOR(pg_catalog.||) b;
+END
+$$;
+CREATE FUNCTION sec_evil.spy_int8(a bigint, b bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'planted operator ran as %', current_user;
+    RETURN a OPERATOR(pg_catalog.=) b;
+END
+$$;
+CREATE FUNCTION sec_evil.spy_oid(a oid, b oid) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'planted operator ran as %', current_user;
+    RETURN a OPERATOR(pg_catalog.=) b;
+END
+$$;
+CREATE OPERATOR sec_evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = sec_evil.spy_text);
+CREATE OPERATOR sec_evil.< (LEFTARG = text, RIGHTARG = text, FUNCTION = sec_evil.spy_lt);
+CREATE OPERATOR sec_evil.<> (LEFTARG = text, RIGHTARG = text, FUNCTION = sec_evil.spy_ne);
+CREATE OPERATOR sec_evil.|| (LEFTARG = text, RIGHTARG = text, FUNCTION = sec_evil.spy_cat);
+CREATE OPERATOR sec_evil.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = sec_evil.spy_int8);
+CREATE OPERATOR sec_evil.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = sec_evil.spy_oid);
+CREATE FUNCTION sec_evil.now() RETURNS timestamptz LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'planted function ran as %', current_user;
+    RETURN pg_catalog.now();
+END
+$$;
+CREATE FUNCTION sec_evil.unnest(a bigint[]) RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'planted function ran as %', current_user;
+    RETURN QUERY SELECT pg_catalog.unnest(a);
+END
+$$;
+CREATE FUNCTION sec_evil.length(a text) RETURNS integer LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'planted function ran as %', current_user;
+    RETURN pg_catalog.length(a);
+END
+$$;
+GRANT USAGE ON SCHEMA sec_evil TO PUBLIC;
+RESET ROLE;
+
+-- the victim: a superuser's SECURITY DEFINER function without a pinned
+-- search_path, which mallory may call
+CREATE FUNCTION public.sec_admin_ops(dep bigint) RETURNS text SECURITY DEFINER
+LANGUAGE plpgsql AS $$
+DECLARE
+    j bigint;
+    t bigint;
+BEGIN
+    j := jobq.enqueue('SELECT 1', dedup_key => 'sec-admin', depends_on => ARRAY[dep]);
+    t := jobq.enqueue_task('jobq.noop', '{"a": 1}', queue => 'sec_admin_q');
+    PERFORM jobq.status(j);
+    PERFORM jobq.cancel(j);
+    PERFORM jobq.retry(j);
+    PERFORM jobq.cancel(j);
+    PERFORM jobq.wait(dep, '60s');
+    PERFORM jobq.register_task('sec_admin_task', 'jobq.noop(jsonb)');
+    PERFORM jobq.unregister_task('sec_admin_task');
+    PERFORM jobq.configure_queue('sec_admin_q', concurrency => 2);
+    PERFORM jobq.pause('sec_admin_q');
+    PERFORM jobq.resume('sec_admin_q');
+    PERFORM jobq.current_job();
+    PERFORM count(*) FROM jobq.running_jobs();
+    PERFORM count(*) FROM jobq.worker_info();
+    PERFORM count(*) FROM jobq.jobs;
+    PERFORM count(*) FROM jobq.workers;
+    PERFORM count(*) FROM jobq.queue_stats;
+    RETURN 'done';
+END
+$$;
+GRANT EXECUTE ON FUNCTION public.sec_admin_ops(bigint) TO regress_jobq_mallory;
+SELECT jobq.enqueue('SELECT 1') AS dep \gset
+SELECT wait_job(:dep);
+
+SET ROLE regress_jobq_mallory;
+SET search_path = sec_evil, pg_catalog, public;
+-- through the wrapper: nothing planted runs (no NOTICE)
+SELECT public.sec_admin_ops(:dep);
+-- and called directly, with mallory's own planted objects
+BEGIN;
+SELECT jobq.enqueue('SELECT 1', dedup_key => 'sec-direct') AS j \gset
+SELECT jobq.enqueue('SELECT 1', dedup_key => 'sec-direct') AS j2 \gset
+COMMIT;
+SELECT (jobq.wait(:j, '60s')).state;
+SELECT jobq.retry(:j), jobq.cancel(:j);
+SELECT jobq.enqueue_task('jobq.noop', '{}', depends_on => ARRAY[:j]) AS t \gset
+SELECT (jobq.status(:j)).state;
+SELECT (jobq.wait(:t, '60s')).state;
+RESET search_path;
+SELECT :j = :j2 AS same_job;
+RESET ROLE;
+
+ALTER SYSTEM RESET jobq.workers;
+ALTER SYSTEM RESET jobq.cancel_grace;
+SELECT pg_reload_conf();
+SELECT wait_workers(2);
