@@ -314,3 +314,72 @@ ALTER SYSTEM RESET jobq.workers;
 ALTER SYSTEM RESET jobq.cancel_grace;
 SELECT pg_reload_conf();
 SELECT wait_workers(2);
+
+--
+-- 6. roles cannot block or probe each other through dedup keys
+--
+SELECT jobq.enqueue('SELECT 1', queue => 'sec_shared', dedup_key => 'sec-key',
+                    run_at => now() + interval '1 hour') AS su_job \gset
+SET ROLE regress_jobq_mallory;
+-- mallory's key is her own: a job of hers, no error, nothing learnt
+SELECT jobq.enqueue('SELECT 1', queue => 'sec_shared', dedup_key => 'sec-key',
+                    run_at => now() + interval '1 hour') AS m_job \gset
+SELECT jobq.enqueue('SELECT 2', queue => 'sec_shared', dedup_key => 'sec-key') = :m_job AS her_own_job;
+RESET ROLE;
+SELECT :su_job <> :m_job AS two_jobs;
+SELECT jobq.cancel(:su_job), jobq.cancel(:m_job);
+
+--
+-- 7. bounds on volume, set by the administrator
+--
+-- commands are capped like payloads
+SELECT jobq.enqueue('SELECT ' || repeat('1', 1024 * 1024));
+SET jobq.max_command_size = '2kB';
+SELECT jobq.enqueue('SELECT ''' || repeat('x', 2048) || '''');
+RESET jobq.max_command_size;
+SET ROLE regress_jobq_mallory;
+SET jobq.max_command_size = '100MB';
+RESET ROLE;
+-- limits are the administrator's to set
+SET ROLE regress_jobq_mallory;
+SELECT jobq.configure_role('regress_jobq_mallory', NULL, NULL);
+RESET ROLE;
+SELECT jobq.configure_role(NULL, 1, 1);
+SELECT jobq.configure_role('regress_jobq_mallory', -1, NULL);
+SELECT jobq.configure_role('regress_jobq_mallory', NULL, 65);
+SELECT count(*) AS no_limits_yet FROM jobq.role_limits;
+-- at most three unfinished jobs: the fourth enqueue fails and writes nothing
+SELECT role, max_pending, max_running FROM jobq.configure_role('regress_jobq_mallory', 3, NULL);
+SET ROLE regress_jobq_mallory;
+SELECT count(jobq.enqueue('SELECT 1', queue => 'sec_later_m', run_at => now() + interval '1 hour'))
+  FROM generate_series(1, 3);
+SELECT jobq.enqueue('SELECT 1', queue => 'sec_later_m');
+SELECT count(*) AS unfinished FROM jobq.jobs WHERE state = 'pending';
+RESET ROLE;
+-- a job of hers that would flood the queue fails the same way
+SELECT (jobq.configure_role('regress_jobq_mallory', 4, NULL)).max_pending AS raised_to;
+SET ROLE regress_jobq_mallory;
+SELECT jobq.enqueue($$SELECT count(jobq.enqueue('SELECT 1', run_at => now() + interval '1 hour'))
+                        FROM generate_series(1, 20000)$$, max_attempts => 1) AS flood \gset
+RESET ROLE;
+SELECT wait_job(:flood);
+SELECT state, last_sqlstate FROM jobq.jobs WHERE id = :flood;
+SELECT count(*) AS unfinished FROM jobq.jobs
+ WHERE owner = 'regress_jobq_mallory'::regrole AND state = 'pending';
+-- other roles are not limited by hers
+SELECT jobq.enqueue('SELECT 1') > 0 AS others_enqueue;
+-- at most one of her jobs runs at a time
+SELECT count(jobq.cancel(id)) FROM jobq.jobs WHERE owner = 'regress_jobq_mallory'::regrole
+   AND state = 'pending';
+SELECT role, max_pending, max_running FROM jobq.configure_role('regress_jobq_mallory', NULL, 1);
+SET ROLE regress_jobq_mallory;
+SELECT jobq.enqueue('SELECT pg_sleep(0.3)') AS r1,
+       jobq.enqueue('SELECT pg_sleep(0.3)') AS r2,
+       jobq.enqueue('SELECT pg_sleep(0.3)') AS r3 \gset
+RESET ROLE;
+SELECT wait_job(:r1), wait_job(:r2), wait_job(:r3);
+SELECT count(*) AS overlapping_runs
+  FROM jobq.jobs a JOIN jobq.jobs b ON a.id < b.id
+ WHERE a.id IN (:r1, :r2, :r3) AND b.id IN (:r1, :r2, :r3)
+   AND a.started_at < b.finished_at AND b.started_at < a.finished_at;
+SELECT (jobq.configure_role('regress_jobq_mallory')).max_running AS lifted;

@@ -1,9 +1,12 @@
 --
--- queues: a queue exists from its first job on; concurrency limits and
--- pauses, changed at run time and transactionally; jobq.queue_stats
+-- queues: a queue exists from its first job on (in jobq.queue_stats, for
+-- whoever may see its jobs); concurrency limits and pauses, changed at run
+-- time and transactionally; jobq.queue_stats
 --
 SELECT jobq.enqueue('SELECT 1', queue => 'q_first_use', run_at => now() + interval '1 hour') AS later \gset
-SELECT queue, concurrency, paused FROM jobq.queues WHERE queue IN ('default', 'q_first_use') ORDER BY queue;
+SELECT queue, concurrency, paused FROM jobq.queue_stats WHERE queue IN ('default', 'q_first_use') ORDER BY queue;
+-- an enqueue writes no settings row: only configuring a queue does
+SELECT count(*) AS settings_rows FROM jobq.queues WHERE queue = 'q_first_use';
 -- configuring a queue that has no job yet creates it
 SELECT queue, concurrency, paused FROM jobq.configure_queue('q_configured', concurrency => 3);
 SELECT queue, concurrency, paused FROM jobq.configure_queue('q_configured', paused => true);
@@ -23,15 +26,18 @@ GRANT USAGE ON SCHEMA jobq TO regress_jobq_queue_user;
 SET ROLE regress_jobq_queue_user;
 SELECT jobq.pause('q_configured');
 SELECT jobq.enqueue('SELECT 1', queue => 'q_of_a_user', run_at => now() + interval '1 hour') > 0 AS enqueued;
+SELECT count(*) AS own_queue_seen FROM jobq.queue_stats WHERE queue = 'q_of_a_user';
+-- the queues of other roles' jobs are not shown to it
+SELECT count(*) AS others_queue_seen FROM jobq.queue_stats WHERE queue = 'q_first_use';
 RESET ROLE;
-SELECT queue FROM jobq.queues WHERE queue = 'q_of_a_user';
--- a queue created by a transaction that rolls back is gone with it
+SELECT queue FROM jobq.queue_stats WHERE queue = 'q_of_a_user';
+-- a queue used by a transaction that rolls back is gone with it
 BEGIN;
 SELECT jobq.enqueue('SELECT 1', queue => 'q_rolled_back') > 0 AS enqueued;
 ROLLBACK;
-SELECT count(*) AS rolled_back FROM jobq.queues WHERE queue = 'q_rolled_back';
+SELECT count(*) AS rolled_back FROM jobq.queue_stats WHERE queue = 'q_rolled_back';
 SELECT jobq.enqueue('SELECT 1', queue => 'q_rolled_back', run_at => now() + interval '1 hour') > 0 AS enqueued;
-SELECT count(*) AS exists_now FROM jobq.queues WHERE queue = 'q_rolled_back';
+SELECT count(*) AS exists_now FROM jobq.queue_stats WHERE queue = 'q_rolled_back';
 
 -- a paused queue's jobs wait; other queues go on
 SELECT (jobq.pause('q_paused')).paused;

@@ -53,3 +53,19 @@ SELECT jobq.enqueue_task('jobq.noop', '{"on": "0.3.0"}') AS new_tables \gset
 SELECT wait_job(:new_tables);
 SELECT result, task, command FROM jobq.status(:new_tables);
 SELECT (jobq.status(:old_tables)).result AS kept;
+
+--
+-- from 0.3.0: dedup keys become per role, the limits table and the new
+-- queue view come with the update; queued jobs and settings stay
+--
+DROP EXTENSION jobq;
+CREATE EXTENSION jobq VERSION '0.3.0';
+SELECT (jobq.configure_queue('q_upgraded', concurrency => 2)).concurrency;
+SELECT jobq.enqueue('SELECT 1', run_at => now() + interval '1 hour',
+                    dedup_key => 'kept-key') AS keyed \gset
+ALTER EXTENSION jobq UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'jobq';
+SELECT jobq.enqueue('SELECT 2', dedup_key => 'kept-key') = :keyed AS same_job;
+SELECT queue, concurrency FROM jobq.queue_stats WHERE queue = 'q_upgraded';
+SELECT max_pending, max_running FROM jobq.configure_role(current_user::regrole, 100, 2);
+SELECT jobq.cancel(:keyed);

@@ -29,6 +29,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/sequence.h"
@@ -196,8 +197,30 @@ insert_job(Datum *values, bool *nulls)
 }
 
 /*
+ * Is the unique index of dedup keys per owner (version 0.4.0 on)?  Asked
+ * only when an insert conflicted and no job of the caller has the key.
+ */
+static bool
+dedup_key_per_owner(void)
+{
+	Oid			nsp = get_namespace_oid("jobq", false);
+	Oid			idx = get_relname_relid("job_dedup_idx", nsp);
+	HeapTuple	tup;
+	bool		per_owner = false;
+
+	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(idx));
+	if (HeapTupleIsValid(tup))
+	{
+		per_owner = ((Form_pg_index) GETSTRUCT(tup))->indnkeyatts == 3;
+		ReleaseSysCache(tup);
+	}
+	return per_owner;
+}
+
+/*
  * Insert a job with a dedup key, or find the unfinished job of its queue
- * that has the key; returns the id, and sets *added if the job is new.
+ * and owner that has the key; returns the id, and sets *added if the job
+ * is new.
  * SQL this time (INSERT ... ON CONFLICT, as the tables' owner): the
  * speculative insertion of the unique index job_dedup_idx is what makes
  * concurrent enqueues with one key agree.  The job found may finish (and
@@ -233,7 +256,7 @@ insert_dedup_job(Datum *values, bool *nulls, bool *added)
 									"       not_before, created_at)"
 									"VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.regrole, $7, $8, $9, $10,"
 									"        $11, $12, pg_catalog.now())"
-									"ON CONFLICT (queue, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING"
+									"ON CONFLICT DO NOTHING"
 									" RETURNING id",
 									12, argtypes, v, n, false) != SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "could not enqueue jobq job");
@@ -247,29 +270,24 @@ insert_dedup_job(Datum *values, bool *nulls, bool *added)
 		}
 		SPI_finish();
 
+		/* the caller's own job: keys are per queue and owner */
 		if (JobqExecuteAsOwnerNulls(
-									"SELECT id, owner::pg_catalog.oid FROM jobq.job"
+									"SELECT id FROM jobq.job"
 									" WHERE queue OPERATOR(pg_catalog.=) $1"
+									"   AND owner::pg_catalog.oid OPERATOR(pg_catalog.=) $6"
 									"   AND dedup_key OPERATOR(pg_catalog.=) $10",
 									12, argtypes, v, n, false) != SPI_OK_SELECT)
 			elog(ERROR, "could not look up jobq job by dedup key");
 		if (SPI_processed > 0)
-		{
-			Oid			other = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-															   SPI_tuptable->tupdesc, 2,
-															   &isnull));
-
 			id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 											 SPI_tuptable->tupdesc, 1, &isnull));
-			/* another role's job is not the caller's to be handed */
-			if (other != DatumGetObjectId(values[COL_OWNER]))
-				ereport(ERROR,
-						(errcode(ERRCODE_UNIQUE_VIOLATION),
-						 errmsg("dedup key is in use by another role's job in queue \"%s\"",
-								TextDatumGetCString(values[COL_QUEUE])),
-						 errhint("Use a key of your own, or another queue.")));
-		}
 		SPI_finish();
+		if (id == 0 && !dedup_key_per_owner())
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("dedup key is in use by another role's job in queue \"%s\"",
+							TextDatumGetCString(values[COL_QUEUE])),
+					 errhint("Update the extension with ALTER EXTENSION jobq UPDATE: from version 0.4.0 on, dedup keys are per role.")));
 		if (id != 0)
 		{
 			*added = false;
@@ -517,11 +535,13 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 		JobqNoteDependents(true);
 	}
 
-	JobqQueueEnsure(text_to_cstring(queue));
+	JobqRoleCheckEnqueue(owner);
 	if (dedup_key != NULL)
 		id = insert_dedup_job(values, nulls, &added);
 	else
 		id = insert_job(values, nulls);
+	if (added)
+		JobqRoleEnqueued(owner);
 
 	if (added && !wait_for_jobs)
 		JobqNoteEnqueue(run_at, (int16) priority, id);
@@ -545,6 +565,7 @@ Datum
 jobq_enqueue(PG_FUNCTION_ARGS)
 {
 	text	   *command;
+	Size		size;
 
 	enqueue_checks("jobq.enqueue()");
 
@@ -552,6 +573,14 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("job command must not be null")));
+	/* the size of the text, as stored before any compression */
+	size = toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ;
+	if (size > (Size) jobq_max_command_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("job command of %zu bytes is too long", size),
+				 errdetail("Job commands are limited to %d bytes by \"jobq.max_command_size\".",
+						   jobq_max_command_size)));
 	command = PG_GETARG_TEXT_PP(0);
 	if (is_blank(VARDATA_ANY(command), VARSIZE_ANY_EXHDR(command)))
 		ereport(ERROR,

@@ -89,7 +89,7 @@ static const char *claim_blocked_sql =
 CLAIM_COLUMNS
 "  FROM jobq.job"
 " WHERE state = 'pending' AND run_at <= pg_catalog.now()"
-"   AND queue <> ALL ($2)"
+"   AND queue <> ALL ($2) AND owner::pg_catalog.oid <> ALL ($3)"
 " ORDER BY priority DESC, run_at, id"
 " LIMIT $1"
 "   FOR UPDATE SKIP LOCKED";
@@ -492,6 +492,10 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 	int			nrules;
 	Datum	   *blocked;
 	int			nblocked = 0;
+	JobqRoleLimit *role_limits;
+	int			nrole_limits;
+	Datum	   *blocked_owners;
+	int			nblocked_owners = 0;
 	int			k;
 
 	*jobs_out = NULL;
@@ -514,17 +518,27 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 			(rules[k].concurrency > 0 &&
 			 JobqQueueRunning(rules[k].queue) >= rules[k].concurrency))
 			blocked[nblocked++] = CStringGetTextDatum(rules[k].queue);
+	/* roles running as many jobs as they may */
+	role_limits = JobqRoleLimits(&nrole_limits);
+	blocked_owners = palloc(sizeof(Datum) * Max(1, nrole_limits));
+	for (k = 0; k < nrole_limits; k++)
+		if (role_limits[k].max_running >= 0 &&
+			JobqOwnerRunning(role_limits[k].role) >= role_limits[k].max_running)
+			blocked_owners[nblocked_owners++] = ObjectIdGetDatum(role_limits[k].role);
 
-	if (nblocked > 0)
+	if (nblocked > 0 || nblocked_owners > 0)
 	{
-		Oid			argtypes[2] = {INT4OID, TEXTARRAYOID};
-		Datum		values[2];
+		Oid			argtypes[3] = {INT4OID, TEXTARRAYOID, OIDARRAYOID};
+		Datum		values[3];
 
 		values[0] = Int32GetDatum(limit);
 		values[1] = PointerGetDatum(construct_array(blocked, nblocked, TEXTOID,
 													-1, false, TYPALIGN_INT));
+		values[2] = PointerGetDatum(construct_array(blocked_owners, nblocked_owners,
+													OIDOID, sizeof(Oid), true,
+													TYPALIGN_INT));
 		rc = execute_kept(keep_plan(&claim_blocked_plan,
-									claim_statement(claim_blocked_sql), 2, argtypes),
+									claim_statement(claim_blocked_sql), 3, argtypes),
 						  values, false);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));

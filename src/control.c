@@ -316,6 +316,7 @@ jobq_retry(PG_FUNCTION_ARGS)
 	if (JobqExecuteAsOwner("SELECT j.id FROM jobq.job_history h, jobq.job j"
 						   " WHERE h.id OPERATOR(pg_catalog.=) $1"
 						   "   AND j.queue OPERATOR(pg_catalog.=) h.queue"
+						   "   AND j.owner OPERATOR(pg_catalog.=) h.owner"
 						   "   AND j.dedup_key OPERATOR(pg_catalog.=) h.dedup_key",
 						   1, argtypes, values, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);

@@ -237,8 +237,10 @@ extern void JobqWakeAllAtCommit(void);
 extern bool JobqDependentsMayExist(void);
 extern void JobqNoteDependents(bool exist);
 extern int	JobqQueueRunning(const char *queue);
+extern int	JobqOwnerRunning(Oid owner);
 extern bool JobqSlotBeginJob(int slot, int64 job_id, Oid owner, int32 attempt,
-							 TimestampTz started, const char *queue, int limit);
+							 TimestampTz started, const char *queue, int limit,
+							 int owner_limit);
 
 /* last_error of a job that jobq.cancel() cancelled */
 #define JOBQ_CANCELLED_MESSAGE	"job cancelled by jobq.cancel()"
@@ -350,9 +352,21 @@ typedef struct JobqQueueRule
 	bool		paused;
 } JobqQueueRule;
 
-extern void JobqQueueEnsure(const char *name);
 extern JobqQueueRule *JobqQueueRules(int *n);
 extern int	JobqQueueLimit(const char *queue);
+
+/* limits.c: per-role limits */
+typedef struct JobqRoleLimit
+{
+	Oid			role;
+	int			max_pending;	/* -1: no limit */
+	int			max_running;	/* -1: no limit */
+} JobqRoleLimit;
+
+extern JobqRoleLimit *JobqRoleLimits(int *n);
+extern int	JobqRoleRunningLimit(Oid role);
+extern void JobqRoleCheckEnqueue(Oid role);
+extern void JobqRoleEnqueued(Oid role);
 
 /* depend.c: jobs that depend on other jobs */
 #define JOBQ_MAX_DEPENDENCIES	100

@@ -4,12 +4,11 @@
  *		Queues: their rows in jobq.queues, their settings, and what the
  *		workers make of them.
  *
- * A queue exists from its first job on: jobq.enqueue() inserts its row
- * (INSERT ... ON CONFLICT DO NOTHING, as the tables' owner) the first
- * time a backend meets its name, and remembers the names it met so that
- * the next enqueues cost a hash look-up.  What a transaction inserted is
- * remembered only once it commits: an abort (of a subtransaction, too)
- * forgets the names met in the transaction.
+ * A queue has a row in jobq.queues once it is configured; a queue that
+ * only has jobs exists for jobq.queue_stats, which lists the queues of
+ * the jobs the caller may see.  An enqueue writes nothing here, so it
+ * takes no lock that another role's enqueue into a new queue could wait
+ * for, and no role learns the queue names of another.
  *
  * Settings (a concurrency limit, paused) are changed by
  * jobq.configure_queue(), jobq.pause() and jobq.resume(), which send a
@@ -44,14 +43,6 @@ PG_FUNCTION_INFO_V1(jobq_configure_queue);
 PG_FUNCTION_INFO_V1(jobq_pause);
 PG_FUNCTION_INFO_V1(jobq_resume);
 
-typedef struct KnownQueue
-{
-	char		name[NAMEDATALEN];	/* hash key */
-	bool		committed;		/* its row was there before this transaction */
-} KnownQueue;
-
-static HTAB *known_queues = NULL;
-static bool known_queues_dirty = false; /* entries of the open transaction */
 static Oid	queues_relid = InvalidOid;
 static bool callbacks_registered = false;
 
@@ -65,58 +56,7 @@ static void
 queues_relcache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == queues_relid)
-	{
 		rules_valid = false;
-		if (known_queues != NULL)
-		{
-			hash_destroy(known_queues);
-			known_queues = NULL;
-		}
-	}
-}
-
-/* forget what an aborted (sub)transaction met; keep what committed */
-static void
-queues_xact_callback(XactEvent event, void *arg)
-{
-	HASH_SEQ_STATUS status;
-	KnownQueue *q;
-
-	if (!known_queues_dirty || known_queues == NULL)
-		return;
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-	{
-		hash_destroy(known_queues);
-		known_queues = NULL;
-	}
-	else if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
-			 event == XACT_EVENT_PREPARE)
-	{
-		hash_seq_init(&status, known_queues);
-		while ((q = hash_seq_search(&status)) != NULL)
-			q->committed = true;
-	}
-	else
-		return;
-	known_queues_dirty = false;
-}
-
-static void
-queues_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-						SubTransactionId parentSubid, void *arg)
-{
-	if (event == SUBXACT_EVENT_ABORT_SUB && known_queues_dirty &&
-		known_queues != NULL)
-	{
-		/* simplest: forget the names not known to be committed */
-		HASH_SEQ_STATUS status;
-		KnownQueue *q;
-
-		hash_seq_init(&status, known_queues);
-		while ((q = hash_seq_search(&status)) != NULL)
-			if (!q->committed)
-				hash_search(known_queues, q->name, HASH_REMOVE, NULL);
-	}
 }
 
 static void
@@ -125,8 +65,6 @@ register_callbacks(void)
 	if (callbacks_registered)
 		return;
 	CacheRegisterRelcacheCallback(queues_relcache_callback, (Datum) 0);
-	RegisterXactCallback(queues_xact_callback, NULL);
-	RegisterSubXactCallback(queues_subxact_callback, NULL);
 	callbacks_registered = true;
 }
 
@@ -136,52 +74,6 @@ queues_table(void)
 	Oid			nsp = get_namespace_oid("jobq", true);
 
 	return OidIsValid(nsp) ? get_relname_relid("queues", nsp) : InvalidOid;
-}
-
-/*
- * The queue a job is enqueued into exists from then on (a no-op with
- * the tables of 0.2.0, which have no jobq.queues).
- */
-void
-JobqQueueEnsure(const char *name)
-{
-	KnownQueue *q;
-	bool		found;
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-
-	register_callbacks();
-	if (known_queues != NULL &&
-		hash_search(known_queues, name, HASH_FIND, NULL) != NULL)
-		return;
-
-	queues_relid = queues_table();
-	if (!OidIsValid(queues_relid))
-		return;
-
-	values[0] = CStringGetTextDatum(name);
-	if (JobqExecuteAsOwner("INSERT INTO jobq.queues (queue) VALUES ($1)"
-						   " ON CONFLICT (queue) DO NOTHING",
-						   1, argtypes, values, false) != SPI_OK_INSERT)
-		elog(ERROR, "could not create jobq queue \"%s\"", name);
-	SPI_finish();
-
-	if (known_queues == NULL)
-	{
-		HASHCTL		ctl;
-
-		ctl.keysize = NAMEDATALEN;
-		ctl.entrysize = sizeof(KnownQueue);
-		ctl.hcxt = CacheMemoryContext;
-		known_queues = hash_create("jobq known queues", 64, &ctl,
-								   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	}
-	q = hash_search(known_queues, name, HASH_ENTER, &found);
-	if (!found)
-	{
-		q->committed = false;
-		known_queues_dirty = true;
-	}
 }
 
 /*

@@ -896,30 +896,56 @@ JobqQueueRunning(const char *queue)
 	return n;
 }
 
+/* how many workers run a job of owner */
+int
+JobqOwnerRunning(Oid owner)
+{
+	int			n = 0;
+	int			i;
+
+	SpinLockAcquire(&JobqShared->mutex);
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+		if (JobqShared->workers[i].pid != 0 && JobqShared->workers[i].job_id != 0 &&
+			JobqShared->workers[i].job_owner == owner)
+			n++;
+	SpinLockRelease(&JobqShared->mutex);
+	return n;
+}
+
 /*
  * Note in a worker's slot the job it starts.  With limit > 0 (the queue's
- * concurrency), only if fewer than limit workers run a job of its queue:
- * counting and taking happen under one lock, so the pool never exceeds
- * the limit.  False if the queue is full.
+ * concurrency), only if fewer than limit workers run a job of its queue;
+ * with owner_limit >= 0 (its role's max_running), only if fewer than that
+ * run a job of its owner.  Counting and taking happen under one lock, so
+ * the pool never exceeds a limit.  False if the queue or the role is full.
  */
 bool
 JobqSlotBeginJob(int slot, int64 job_id, Oid owner, int32 attempt,
-				 TimestampTz started, const char *queue, int limit)
+				 TimestampTz started, const char *queue, int limit,
+				 int owner_limit)
 {
 	JobqWorkerSlot *w = &JobqShared->workers[slot];
 	int			i;
 
 	SpinLockAcquire(&JobqShared->mutex);
-	if (limit > 0)
+	if (limit > 0 || owner_limit >= 0)
 	{
-		int			n = 0;
+		int			in_queue = 0;
+		int			of_owner = 0;
 
 		for (i = 0; i < JOBQ_MAX_WORKERS; i++)
-			if (i != slot && JobqShared->workers[i].pid != 0 &&
-				JobqShared->workers[i].job_id != 0 &&
-				strcmp(JobqShared->workers[i].job_queue, queue) == 0)
-				n++;
-		if (n >= limit)
+		{
+			JobqWorkerSlot *o = &JobqShared->workers[i];
+
+			if (i == slot || o->pid == 0 || o->job_id == 0)
+				continue;
+			if (strcmp(o->job_queue, queue) == 0)
+				in_queue++;
+			if (o->job_owner == owner)
+				of_owner++;
+		}
+		if ((limit > 0 && in_queue >= limit) ||
+			(owner_limit >= 0 && of_owner >= owner_limit))
 		{
 			SpinLockRelease(&JobqShared->mutex);
 			return false;

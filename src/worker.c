@@ -289,8 +289,8 @@ stop_requested(void)
 
 /*
  * Note the job this worker starts, in the slot and in the journal.  False
- * if its queue already runs as many jobs as its concurrency allows: then
- * the job is not started.
+ * if its queue already runs as many jobs as its concurrency allows, or its
+ * role as many as its max_running: then the job is not started.
  */
 static bool
 begin_job(JobqJob *job)
@@ -298,7 +298,8 @@ begin_job(JobqJob *job)
 	TimestampTz now = GetCurrentTimestamp();
 
 	if (!JobqSlotBeginJob(my_slot, job->id, job->owner, job->attempts, now,
-						  job->queue, JobqQueueLimit(job->queue)))
+						  job->queue, JobqQueueLimit(job->queue),
+						  JobqRoleRunningLimit(job->owner)))
 		return false;
 	JobqJournalBegin(my_slot, job, now);
 	jobq_current_job_id = job->id;

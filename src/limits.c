@@ -1,0 +1,290 @@
+/*-------------------------------------------------------------------------
+ *
+ * limits.c
+ *		Per-role limits: how many unfinished jobs a role may have, and how
+ *		many of its jobs may run at once.
+ *
+ * The administrator sets them with jobq.configure_role(), rows of
+ * jobq.role_limits; a role without a row has no limit.  Every backend
+ * keeps the rows in a small cache, read again after a relcache
+ * invalidation of the table, which jobq.configure_role() sends with its
+ * commit.
+ *
+ * max_pending is checked at enqueue.  So that concurrent transactions of
+ * one role cannot each see room for the same last job, the enqueues of a
+ * limited role take a lock of their own (a heavyweight lock on a tag keyed
+ * by the role, held to the end of the transaction): they are serialized,
+ * the enqueues of other roles are not.  The count of a role's unfinished
+ * jobs is read once per transaction (an index scan of jobq.job by owner,
+ * stopped at the limit) and then kept up to date by the transaction's own
+ * enqueues.  A role whose limit is reached gets SQLSTATE 53400 and
+ * nothing is written.
+ *
+ * max_running is checked by the workers: the claim skips the jobs of
+ * roles that run as many jobs as they may (claim.c), and a worker starts
+ * a job only if its role has room, counted under the lock of the worker
+ * slots (shmem.c).
+ *
+ * IDENTIFICATION
+ *		src/limits.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "jobq.h"
+
+PG_FUNCTION_INFO_V1(jobq_configure_role);
+
+/* the lock of a limited role's enqueues: "jobq" in ASCII, a field4 of ours */
+#define JOBQ_ROLE_LOCK_KEY		0x6A6F6271
+#define JOBQ_ROLE_LOCK_FIELD4	0x4A52
+
+static JobqRoleLimit *limits = NULL;
+static int	nlimits = 0;
+static bool limits_valid = false;
+static Oid	limits_relid = InvalidOid;
+static MemoryContext LimitsContext = NULL;
+static bool callback_registered = false;
+
+/* the count of a role's unfinished jobs, as of this transaction */
+static Oid	counted_role = InvalidOid;
+static LocalTransactionId counted_lxid = InvalidLocalTransactionId;
+static int64 counted_pending = 0;
+
+static void
+limits_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == limits_relid)
+		limits_valid = false;
+}
+
+static Oid
+limits_table(void)
+{
+	Oid			nsp = get_namespace_oid("jobq", true);
+
+	return OidIsValid(nsp) ? get_relname_relid("role_limits", nsp) : InvalidOid;
+}
+
+/*
+ * The roles that have a limit, read again after a change.  Needs a
+ * transaction and an active snapshot.  *n is 0 with none (and with the
+ * tables of a version before 0.4.0).
+ */
+JobqRoleLimit *
+JobqRoleLimits(int *n)
+{
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(limits_relcache_callback, (Datum) 0);
+		callback_registered = true;
+	}
+	if (!limits_valid)
+	{
+		Oid			relid = limits_table();
+		uint64		i;
+
+		if (LimitsContext == NULL)
+			LimitsContext = AllocSetContextCreate(TopMemoryContext, "jobq role limits",
+												  ALLOCSET_SMALL_SIZES);
+		MemoryContextReset(LimitsContext);
+		limits = NULL;
+		nlimits = 0;
+		limits_relid = relid;
+		/* an invalidation while we read makes us read again next time */
+		limits_valid = OidIsValid(relid);
+		if (OidIsValid(relid))
+		{
+			if (JobqExecuteAsOwner("SELECT role::pg_catalog.oid,"
+								   "       COALESCE(max_pending, -1), COALESCE(max_running, -1)"
+								   "  FROM jobq.role_limits"
+								   " WHERE max_pending IS NOT NULL OR max_running IS NOT NULL"
+								   " LIMIT 10000",
+								   0, NULL, NULL, false) != SPI_OK_SELECT)
+				elog(ERROR, "could not read jobq role limits");
+			limits = MemoryContextAllocZero(LimitsContext,
+											sizeof(JobqRoleLimit) * Max(SPI_processed, 1));
+			for (i = 0; i < SPI_processed; i++)
+			{
+				HeapTuple	tup = SPI_tuptable->vals[i];
+				TupleDesc	desc = SPI_tuptable->tupdesc;
+				bool		isnull;
+
+				limits[i].role = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+				limits[i].max_pending = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+				limits[i].max_running = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+			}
+			nlimits = (int) SPI_processed;
+			SPI_finish();
+		}
+	}
+	*n = nlimits;
+	return limits;
+}
+
+/* the limits of role, or NULL if it has none */
+static const JobqRoleLimit *
+role_limit(Oid role)
+{
+	int			n;
+	JobqRoleLimit *all = JobqRoleLimits(&n);
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (all[i].role == role)
+			return &all[i];
+	return NULL;
+}
+
+/* how many jobs of role may run at once; -1 for no limit */
+int
+JobqRoleRunningLimit(Oid role)
+{
+	int			i;
+
+	/* the worker's cache, read by its claim in the same transaction */
+	for (i = 0; i < nlimits; i++)
+		if (limits[i].role == role)
+			return limits[i].max_running;
+	return -1;
+}
+
+/*
+ * An enqueue by role is about to add a job: an error if the role has as
+ * many unfinished jobs as it may.  Call JobqRoleEnqueued() once the job
+ * is in.
+ */
+void
+JobqRoleCheckEnqueue(Oid role)
+{
+	const JobqRoleLimit *lim = role_limit(role);
+	LOCKTAG		tag;
+
+	if (lim == NULL || lim->max_pending < 0)
+		return;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, JOBQ_ROLE_LOCK_KEY, (uint32) role,
+						 JOBQ_ROLE_LOCK_FIELD4);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+
+	if (counted_role != role || counted_lxid != MyProc->lxid)
+	{
+		Oid			argtypes[2] = {OIDOID, INT4OID};
+		Datum		values[2];
+		bool		isnull;
+
+		values[0] = ObjectIdGetDatum(role);
+		values[1] = Int32GetDatum(lim->max_pending);
+		if (JobqExecuteAsOwner("SELECT pg_catalog.count(*) FROM"
+							   " (SELECT 1 FROM jobq.job WHERE owner OPERATOR(pg_catalog.=) $1"
+							   "   LIMIT $2) AS unfinished",
+							   2, argtypes, values, false) != SPI_OK_SELECT)
+			elog(ERROR, "could not count the jobs of role %u", role);
+		counted_pending = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+													  SPI_tuptable->tupdesc, 1,
+													  &isnull));
+		SPI_finish();
+		counted_role = role;
+		counted_lxid = MyProc->lxid;
+	}
+	if (counted_pending >= lim->max_pending)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("role \"%s\" has reached its limit of %d unfinished jobs",
+						GetUserNameFromId(role, false), lim->max_pending),
+				 errdetail("The administrator limits its jobs with jobq.configure_role()."),
+				 errhint("Wait for some of its jobs to finish, or cancel some.")));
+}
+
+/* a job of role was added by the current transaction */
+void
+JobqRoleEnqueued(Oid role)
+{
+	if (counted_role == role && counted_lxid == MyProc->lxid)
+		counted_pending++;
+}
+
+/*
+ * jobq.configure_role(role regrole, max_pending integer, max_running
+ * integer) returns jobq.role_limits: sets both limits (NULL: none); the
+ * workers and enqueues apply them from the commit on.
+ */
+Datum
+jobq_configure_role(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[3] = {OIDOID, INT4OID, INT4OID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	Datum		row;
+	bool		isnull;
+	Oid			relid;
+
+	JobqCheckPreloaded();
+	PreventCommandIfReadOnly("jobq.configure_role()");
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("role must not be null")));
+	if (!PG_ARGISNULL(1) && PG_GETARG_INT32(1) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_pending must not be negative, not %d", PG_GETARG_INT32(1)),
+				 errhint("Pass NULL for no limit.")));
+	if (!PG_ARGISNULL(2) &&
+		(PG_GETARG_INT32(2) < 0 || PG_GETARG_INT32(2) > JOBQ_MAX_WORKERS))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_running must be between 0 and %d, not %d",
+						JOBQ_MAX_WORKERS, PG_GETARG_INT32(2)),
+				 errhint("Pass NULL for no limit.")));
+	if (GetUserNameFromId(PG_GETARG_OID(0), true) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role with OID %u does not exist", PG_GETARG_OID(0))));
+
+	relid = limits_table();
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"jobq.role_limits\" does not exist"),
+				 errhint("Update the extension with ALTER EXTENSION jobq UPDATE.")));
+
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
+	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
+	if (JobqExecuteAsOwnerNulls("INSERT INTO jobq.role_limits AS l (role, max_pending, max_running)"
+								" VALUES ($1::pg_catalog.regrole, $2, $3)"
+								" ON CONFLICT (role) DO UPDATE"
+								"   SET max_pending = excluded.max_pending,"
+								"       max_running = excluded.max_running,"
+								"       updated_at = pg_catalog.now()"
+								" RETURNING l",
+								3, argtypes, values, nulls, false) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "could not configure the limits of role %u", PG_GETARG_OID(0));
+	row = SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull),
+							false, -1);
+	SPI_finish();
+
+	/* every backend reads the limits again; a raised limit needs a worker */
+	CacheInvalidateRelcacheByRelid(relid);
+	JobqWakeAllAtCommit();
+	PG_RETURN_DATUM(row);
+}
