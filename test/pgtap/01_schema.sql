@@ -4,7 +4,7 @@
 -- columns, keys and the claim index, the types, the view, row-level
 -- security being on, and the registration of the tables for pg_dump.
 BEGIN;
-SELECT plan(132);
+SELECT plan(138);
 
 SET LOCAL search_path = public;
 
@@ -78,11 +78,16 @@ SELECT is(
     'CREATE INDEX job_claim_idx ON jobq.job USING btree (priority DESC, run_at, id) WHERE (state = ''pending''::jobq.job_state)',
     'the claim index orders by priority DESC, run_at, id and covers pending jobs only');
 
--- dedup keys: unique per queue among unfinished jobs
+-- dedup keys: unique per queue and owner among unfinished jobs
 SELECT is(
     pg_get_indexdef(to_regclass('jobq.job_dedup_idx')),
-    'CREATE UNIQUE INDEX job_dedup_idx ON jobq.job USING btree (queue, dedup_key) WHERE (dedup_key IS NOT NULL)',
-    'a dedup key is unique per queue among the jobs of jobq.job');
+    'CREATE UNIQUE INDEX job_dedup_idx ON jobq.job USING btree (queue, owner, dedup_key) WHERE (dedup_key IS NOT NULL)',
+    'a dedup key is unique per queue and owner among the jobs of jobq.job');
+-- a role's unfinished jobs, counted for its max_pending
+SELECT is(
+    pg_get_indexdef(to_regclass('jobq.job_owner_idx')),
+    'CREATE INDEX job_owner_idx ON jobq.job USING btree (owner)',
+    'the unfinished jobs of a role are indexed by owner');
 
 -- waiting jobs: found by the jobs they wait for, and by the sweep
 SELECT is(
@@ -252,8 +257,8 @@ SELECT is(
     (SELECT array_agg(c ORDER BY c)
        FROM pg_extension e, unnest(e.extcondition) AS c
       WHERE e.extname = 'jobq'),
-    ARRAY['', '', '', '', $$WHERE task OPERATOR(pg_catalog.!~) '^jobq\.'$$]::text[],
-    'pg_dump dumps every job and every task but the built-in ones');
+    ARRAY['', '', '', '', '', $$WHERE task OPERATOR(pg_catalog.!~) '^jobq\.'$$]::text[],
+    'pg_dump dumps every job, every role limit and every task but the built-in ones');
 
 /*
  * jobq.task: registered tasks
@@ -283,6 +288,15 @@ SELECT ok(
     coalesce((SELECT extconfig @> ARRAY[to_regclass('jobq.queues')::oid]
                 FROM pg_extension WHERE extname = 'jobq'), false),
     'jobq.queues is registered with pg_extension_config_dump');
+SELECT has_table('jobq', 'role_limits', 'table jobq.role_limits exists');
+SELECT columns_are('jobq', 'role_limits', ARRAY['role', 'max_pending', 'max_running', 'updated_at'],
+    'jobq.role_limits has exactly the documented columns');
+SELECT col_is_pk('jobq', 'role_limits', 'role', 'the primary key of jobq.role_limits is role');
+SELECT col_type_is('jobq', 'role_limits', 'role', 'regrole', 'jobq.role_limits.role is regrole');
+SELECT ok(
+    coalesce((SELECT extconfig @> ARRAY[to_regclass('jobq.role_limits')::oid]
+                FROM pg_extension WHERE extname = 'jobq'), false),
+    'jobq.role_limits is registered with pg_extension_config_dump');
 SELECT has_view('jobq', 'queue_stats', 'view jobq.queue_stats exists');
 SELECT columns_are('jobq', 'queue_stats', ARRAY[
     'queue', 'pending', 'scheduled', 'running', 'succeeded_1m', 'failed_1m',

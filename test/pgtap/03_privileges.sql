@@ -6,7 +6,7 @@
 -- The roles are created inside the transaction and rolled back with it,
 -- and so are the jobs enqueued here: they never run.
 BEGIN;
-SELECT plan(66);
+SELECT plan(68);
 
 SET LOCAL search_path = public;
 
@@ -59,6 +59,10 @@ SELECT ok(NOT has_function_privilege('public', p, 'EXECUTE'),
           format('PUBLIC may not execute %s: queue settings are the administrator''s', p))
   FROM unnest(ARRAY['jobq.configure_queue(text, integer, boolean)', 'jobq.pause(text)',
                     'jobq.resume(text)']) AS p;
+SELECT ok(NOT has_function_privilege('public', 'jobq.configure_role(regrole, integer, integer)', 'EXECUTE'),
+    'PUBLIC may not execute jobq.configure_role(): role limits are the administrator''s');
+SELECT is(pg_temp.public_privs(to_regclass('jobq.role_limits')), '{}'::text[],
+    'PUBLIC holds no privilege on jobq.role_limits');
 SELECT is(pg_temp.public_privs(to_regclass('jobq.queues')), ARRAY['SELECT'],
     'PUBLIC holds SELECT and nothing else on jobq.queues');
 
