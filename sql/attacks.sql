@@ -383,3 +383,17 @@ SELECT count(*) AS overlapping_runs
  WHERE a.id IN (:r1, :r2, :r3) AND b.id IN (:r1, :r2, :r3)
    AND a.started_at < b.finished_at AND b.started_at < a.finished_at;
 SELECT (jobq.configure_role('regress_jobq_mallory')).max_running AS lifted;
+
+--
+-- 8. role settings cannot switch a job's identity
+--
+CREATE ROLE regress_jobq_boss SUPERUSER;
+SET ROLE regress_jobq_mallory;
+ALTER ROLE regress_jobq_mallory SET role = 'regress_jobq_boss';
+SELECT jobq.enqueue('ALTER ROLE regress_jobq_mallory SUPERUSER', max_attempts => 1) AS j \gset
+RESET ROLE;
+SELECT wait_job(:j);
+SELECT state, last_error, last_sqlstate FROM jobq.jobs WHERE id = :j;
+SELECT is_super('regress_jobq_mallory') AS mallory_is_superuser;
+ALTER ROLE regress_jobq_mallory RESET ALL;
+DROP ROLE regress_jobq_boss;
