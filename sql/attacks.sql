@@ -119,7 +119,7 @@ SELECT jobq.enqueue($$
         LOOP
             BEGIN
                 PERFORM pg_catalog.pg_sleep(0.05);
-            EXCEPTION WHEN OTHERS THEN
+            EXCEPTION WHEN query_canceled OR OTHERS THEN
                 NULL;
             END;
         END LOOP;

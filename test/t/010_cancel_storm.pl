@@ -1,0 +1,118 @@
+# Copyright: jobq authors
+#
+# 010_cancel_storm.pl: no number of jobq.cancel() calls can keep another
+# role's jobq.cancel() from working, and a job that swallows the cancel is
+# ended all the same.
+#
+# Two workers each run a job that catches query_canceled in a loop (so the
+# cancel interrupts it, and it goes on).  Seventy sessions cancel the first
+# job at once (in 0.3.0 the shared request array had 64 entries: the
+# 65th call and every other role's call spun); then another role cancels
+# the second job.  After jobq.cancel_grace each worker ends its job by
+# exiting: every call returns, both jobs end cancelled, their effects are
+# rolled back, the server log says why, and the pool is back at two
+# workers.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use JobqTest;
+
+my $callers = 70;
+# a grace long enough for the storm to gather on a loaded machine
+my $node = new_jobq_node('main',
+	conf => "max_connections = 120\njobq.cancel_grace = '30s'\n");
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION jobq;
+	CREATE ROLE storm_other LOGIN;
+	GRANT USAGE ON SCHEMA jobq TO storm_other;
+	CREATE TABLE effects (t text);
+	GRANT INSERT ON effects TO storm_other;
+});
+
+my $swallow = q{INSERT INTO public.effects VALUES ('%s');
+	DO $do$
+	BEGIN
+		LOOP
+			BEGIN
+				PERFORM pg_catalog.pg_sleep(0.05);
+			EXCEPTION WHEN query_canceled THEN
+				NULL;
+			END;
+		END LOOP;
+	END
+	$do$};
+
+my $first = $node->safe_psql('postgres',
+	"SELECT jobq.enqueue(\$j\$" . sprintf($swallow, 'first') . "\$j\$, timeout => '0')");
+my $second = $node->safe_psql('postgres',
+	"SET ROLE storm_other; SELECT jobq.enqueue(\$j\$"
+	  . sprintf($swallow, 'second')
+	  . "\$j\$, timeout => '0')");
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT count(*) = 2 FROM jobq.workers WHERE job_id IN ($first, $second)"),
+	'both jobs are running');
+
+my $log_offset = -s $node->logfile;
+
+# the storm: every session cancels the first job
+my @runs;
+foreach my $i (1 .. $callers)
+{
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start(
+		[
+			'psql', '-XAtq', '-d', $node->connstr('postgres'),
+			'-c', "SELECT jobq.cancel($first)"
+		],
+		'>', \$out, '2>', \$err);
+	push @runs, [ $h, \$out, \$err ];
+}
+# every caller is in jobq.cancel() (waiting for the worker) before the
+# other role asks
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT count(*) >= $callers FROM pg_stat_activity WHERE query LIKE 'SELECT jobq.cancel($first)%'"
+	),
+	"$callers sessions are cancelling the first job");
+
+my $other = $node->safe_psql('postgres',
+	"SET ROLE storm_other; SET statement_timeout = '180s'; SELECT jobq.cancel($second)");
+is($other, 't', "another role's jobq.cancel() returns and cancels its job");
+
+my $returned = 0;
+my $said_true = 0;
+foreach my $run (@runs)
+{
+	my ($h, $out, $err) = @$run;
+	eval { $h->finish; };
+	$returned++ if !$@ && $h->result == 0;
+	$said_true++ if $$out =~ /^t$/m;
+}
+is($returned, $callers, "all $callers calls returned without error");
+cmp_ok($said_true, '>=', 1, 'the first job was cancelled by one of them');
+
+is( $node->safe_psql(
+		'postgres',
+		"SELECT string_agg(state::text, ',' ORDER BY id) FROM jobq.jobs WHERE id IN ($first, $second)"
+	),
+	'cancelled,cancelled',
+	'both jobs ended cancelled');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM effects'),
+	'0', 'their effects were rolled back');
+ok(wait_for_backends($node, 'jobq worker', 2), 'the pool is back at two workers');
+my @ended = log_lines_with_severity($node, $log_offset, qr/^LOG$/,
+	qr/ended job \d+ by exiting/);
+cmp_ok(scalar(@ended), '==', 2, 'the log says each worker ended its job');
+
+# and the pool works
+my $after = $node->safe_psql('postgres', "SELECT jobq.enqueue('SELECT 1')");
+ok(wait_for_job($node, $after), 'a new job runs');
+
+$node->stop;
+done_testing();
