@@ -32,8 +32,10 @@ SELECT wait_workers(1);
 -- 1. session state does not cross owners
 --
 -- jobs that use only SQL, PL/pgSQL and built-in functions leave nothing
--- behind: the worker switches owners in place
-SELECT jobq.enqueue('SELECT pg_backend_pid() AS pid') AS s1 \gset
+-- behind: the worker switches owners in place (the first PL/pgSQL block a
+-- fresh worker runs is no exception)
+SELECT jobq.enqueue($$DO $do$BEGIN PERFORM 1; END$do$;
+                      SELECT pg_backend_pid() AS pid$$) AS s1 \gset
 SELECT wait_job(:s1);
 SET ROLE regress_jobq_mallory;
 SELECT jobq.enqueue('SELECT pg_backend_pid() AS pid') AS m1 \gset
@@ -75,6 +77,38 @@ SELECT (SELECT result->'pid' FROM jobq.jobs WHERE id = :s2) <>
        (SELECT result->'pid' FROM jobq.jobs WHERE id = :m2) AS fresh_session;
 SELECT state FROM jobq.jobs WHERE id = :m3;
 SELECT is_super('regress_jobq_mallory') AS mallory_is_superuser;
+
+-- an execution transaction never holds one role's writes (row locks)
+-- while another role's job runs: the worker commits at the change of
+-- owner.  Quick jobs first, so that claims grow to whole batches; then
+-- pairs of a job of mallory's and a superuser's, in turn: in one, her job
+-- writes, in the other it only reads
+CREATE FUNCTION sec_mallory.enq(cmd text) RETURNS bigint SECURITY DEFINER
+    LANGUAGE sql AS $$ SELECT jobq.enqueue(cmd) $$;
+ALTER FUNCTION sec_mallory.enq(text) OWNER TO regress_jobq_mallory;
+SELECT count(jobq.enqueue('SELECT 1')) AS warm_up FROM generate_series(1, 127);
+DO $$
+BEGIN
+    FOR i IN 1..20 LOOP
+        PERFORM sec_mallory.enq(format($c$SELECT txid_current() AS xid, %s AS pair, 'reads' AS kind$c$, i));
+        PERFORM jobq.enqueue(format($c$SELECT txid_current() AS xid, %s AS pair, 'after reads' AS kind$c$, i));
+    END LOOP;
+    FOR i IN 1..20 LOOP
+        PERFORM sec_mallory.enq(format(
+            $c$INSERT INTO sec_mallory.effects VALUES ('pair'); SELECT txid_current() AS xid, %s AS pair, 'writes' AS kind$c$, i));
+        PERFORM jobq.enqueue(format($c$SELECT txid_current() AS xid, %s AS pair, 'after writes' AS kind$c$, i));
+    END LOOP;
+END
+$$;
+SELECT count(*) FILTER (WHERE wait_job(id) = 'succeeded') AS pairs_ran
+  FROM jobq.jobs WHERE result ? 'pair' OR command LIKE '%txid_current%';
+SELECT count(*) FILTER (WHERE w.result->'xid' = a.result->'xid') AS writes_shared_with_next_owner
+  FROM jobq.jobs w JOIN jobq.jobs a ON a.result->'pair' = w.result->'pair'
+ WHERE w.result->>'kind' = 'writes' AND a.result->>'kind' = 'after writes';
+SELECT count(*) FILTER (WHERE r.result->'xid' = a.result->'xid') > 0 AS reads_shared_with_next_owner
+  FROM jobq.jobs r JOIN jobq.jobs a ON a.result->'pair' = r.result->'pair'
+ WHERE r.result->>'kind' = 'reads' AND a.result->>'kind' = 'after reads';
+DELETE FROM sec_mallory.effects;
 
 -- a job cannot LISTEN: the worker would hold the notification queue
 SELECT jobq.enqueue('LISTEN sec_channel', max_attempts => 1) AS j \gset

@@ -168,6 +168,12 @@ session_process_utility(PlannedStmt *pstmt, const char *queryString,
 void
 JobqSessionInit(void)
 {
+	/*
+	 * PL/pgSQL defines settings of its own when it is loaded: load it now,
+	 * so that the first job that uses it does not count as defining them.
+	 */
+	load_file("$libdir/plpgsql", false);
+
 	prev_needs_fmgr_hook = needs_fmgr_hook;
 	needs_fmgr_hook = session_needs_fmgr_hook;
 	prev_fmgr_hook = fmgr_hook;

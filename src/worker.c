@@ -524,6 +524,15 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 			break;
 		}
 
+		/*
+		 * Another owner's job after jobs that wrote: commit first, so that
+		 * no role's row locks (or the lock of its enqueue limit) are held
+		 * while another role's job runs, however long that takes.
+		 */
+		if (next > 0 && jobs[next].owner != jobs[next - 1].owner &&
+			(MyProc->subxidStatus.overflowed || MyProc->subxidStatus.count > 0))
+			break;
+
 		/* its queue is at its concurrency: leave the rest to later claims */
 		if (!begin_job(&jobs[next]))
 		{
