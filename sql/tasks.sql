@@ -172,12 +172,15 @@ SELECT jobq.unregister_task('tasker_insert');
 -- jobq.workers: one row per slot; a busy worker shows its job
 SELECT jobq.enqueue_task('jobq.sleep', '{"seconds": 60}', timeout => '1s',
                          max_attempts => 1, queue => 'sleepy') AS job \gset
+-- (a worker whose session a C task of another role made its own may be
+-- starting again in a fresh process: wait for both)
 DO $$
 BEGIN
     FOR i IN 1..6000 LOOP
         EXIT WHEN EXISTS (SELECT 1 FROM jobq.workers WHERE state = 'busy');
         PERFORM pg_sleep(0.01);
     END LOOP;
+    PERFORM wait_workers(2);
 END
 $$;
 SELECT state, job_id = :job AS this_job, queue, job_started_at IS NOT NULL AS started

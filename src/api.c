@@ -197,8 +197,8 @@ insert_job(Datum *values, bool *nulls)
 }
 
 /*
- * Is the unique index of dedup keys per owner (version 0.4.0 on)?  Asked
- * only when an insert conflicted and no job of the caller has the key.
+ * Is the unique index of dedup keys per owner (version 0.4.0 on)?  Before
+ * ALTER EXTENSION UPDATE, the index of 0.3.0 is per queue only.
  */
 static bool
 dedup_key_per_owner(void)
@@ -238,25 +238,34 @@ insert_dedup_job(Datum *values, bool *nulls, bool *added)
 		COL_TIMEOUT, COL_OWNER, COL_COMMAND, COL_TASK, COL_PAYLOAD, COL_DEDUP_KEY,
 	COL_DEPENDS_ON, COL_NOT_BEFORE};
 	int			i;
+	bool		per_owner = dedup_key_per_owner();
 
 	for (i = 0; i < 12; i++)
 	{
 		v[i] = values[cols[i]];
 		n[i] = nulls[cols[i]] ? 'n' : ' ';
 	}
+
 	for (;;)
 	{
 		bool		isnull;
 		int64		id = 0;
 
 		CHECK_FOR_INTERRUPTS();
-		if (JobqExecuteAsOwnerNulls(
+		if (JobqExecuteAsOwnerNulls(per_owner ?
 									"INSERT INTO jobq.job (queue, priority, run_at, max_attempts, timeout,"
 									"       owner, command, task, payload, dedup_key, depends_on,"
 									"       not_before, created_at)"
 									"VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.regrole, $7, $8, $9, $10,"
 									"        $11, $12, pg_catalog.now())"
-									"ON CONFLICT DO NOTHING"
+									"ON CONFLICT (queue, owner, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING"
+									" RETURNING id" :
+									"INSERT INTO jobq.job (queue, priority, run_at, max_attempts, timeout,"
+									"       owner, command, task, payload, dedup_key, depends_on,"
+									"       not_before, created_at)"
+									"VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.regrole, $7, $8, $9, $10,"
+									"        $11, $12, pg_catalog.now())"
+									"ON CONFLICT (queue, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING"
 									" RETURNING id",
 									12, argtypes, v, n, false) != SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "could not enqueue jobq job");
@@ -282,7 +291,7 @@ insert_dedup_job(Datum *values, bool *nulls, bool *added)
 			id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 											 SPI_tuptable->tupdesc, 1, &isnull));
 		SPI_finish();
-		if (id == 0 && !dedup_key_per_owner())
+		if (id == 0 && !per_owner)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("dedup key is in use by another role's job in queue \"%s\"",

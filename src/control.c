@@ -73,7 +73,7 @@ typedef enum JobPlace
  * act on it.
  */
 static JobPlace
-find_job(int64 id, const char *what)
+find_job(int64 id, const char *what, Oid *owner_out)
 {
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(id)};
@@ -104,6 +104,8 @@ find_job(int64 id, const char *what)
 						   GetUserNameFromId(owner, true) ? GetUserNameFromId(owner, true) : "?",
 						   what)));
 
+	if (owner_out)
+		*owner_out = owner;
 	if (strcmp(state, "succeeded") == 0)
 		return JOB_SUCCEEDED;
 	if (strcmp(state, "failed") == 0)
@@ -249,7 +251,7 @@ jobq_cancel(PG_FUNCTION_ARGS)
 				 errmsg("job id must not be null")));
 	id = PG_GETARG_INT64(0);
 
-	if (find_job(id, "cancel") != JOB_UNFINISHED)
+	if (find_job(id, "cancel", NULL) != JOB_UNFINISHED)
 		PG_RETURN_BOOL(false);
 
 	/* pending, and no worker holds it */
@@ -298,6 +300,7 @@ jobq_retry(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int16		priority;
 	TimestampTz run_at;
+	Oid			owner = InvalidOid;
 
 	JobqCheckPreloaded();
 	PreventCommandIfReadOnly("jobq.retry()");
@@ -307,9 +310,11 @@ jobq_retry(PG_FUNCTION_ARGS)
 				 errmsg("job id must not be null")));
 	id = PG_GETARG_INT64(0);
 
-	place = find_job(id, "retry");
+	place = find_job(id, "retry", &owner);
 	if (place != JOB_FAILED && place != JOB_CANCELLED)
 		PG_RETURN_BOOL(false);
+	/* the job is unfinished again: its owner's max_pending applies */
+	JobqRoleCheckEnqueue(owner);
 
 	/* its dedup key may have been taken by a new job meanwhile */
 	values[0] = Int64GetDatum(id);
@@ -386,6 +391,7 @@ jobq_retry(PG_FUNCTION_ARGS)
 	run_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 2, &isnull));
 	SPI_finish();
+	JobqRoleEnqueued(owner);
 
 	/* wake a worker at commit, and keep the claim floors below it */
 	if (wait)

@@ -547,14 +547,11 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("could not run job: %s", SPI_result_code_string(rc))));
 
-		if (!here)
-		{
-			HOLD_CANCEL_INTERRUPTS();
-			jobq_in_job = false;
-		}
-		if (timeout_ms > 0)
-			disable_timeout(STATEMENT_TIMEOUT, false);
-
+		/*
+		 * Everything up to the end of the job may run the owner's code (a
+		 * cast to json of the result's type, deferred triggers), so it all
+		 * stays under the job's timeout, cancellable, and watched.
+		 */
 		if (task_fn == NULL)
 		{
 			if (SPI_tuptable != NULL && SPI_processed > 0)
@@ -583,6 +580,14 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 					 errmsg(JOBQ_CANCELLED_MESSAGE)));
 		if (!here)
 			JobqSessionJobEnd(true);
+
+		if (!here)
+		{
+			HOLD_CANCEL_INTERRUPTS();
+			jobq_in_job = false;
+		}
+		if (timeout_ms > 0)
+			disable_timeout(STATEMENT_TIMEOUT, false);
 
 		/* undo the job's SET commands and the owner's role settings */
 		AtEOXact_GUC(false, save_nestlevel);

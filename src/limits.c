@@ -44,6 +44,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "jobq.h"
 
@@ -56,6 +57,7 @@ PG_FUNCTION_INFO_V1(jobq_configure_role);
 static JobqRoleLimit *limits = NULL;
 static int	nlimits = 0;
 static bool limits_valid = false;
+static uint64 limits_invalidations = 0;
 static Oid	limits_relid = InvalidOid;
 static MemoryContext LimitsContext = NULL;
 static bool callback_registered = false;
@@ -69,7 +71,10 @@ static void
 limits_relcache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == limits_relid)
+	{
 		limits_valid = false;
+		limits_invalidations++;
+	}
 }
 
 static Oid
@@ -96,6 +101,7 @@ JobqRoleLimits(int *n)
 	if (!limits_valid)
 	{
 		Oid			relid = limits_table();
+		uint64		seen = limits_invalidations;
 		uint64		i;
 
 		if (LimitsContext == NULL)
@@ -105,8 +111,12 @@ JobqRoleLimits(int *n)
 		limits = NULL;
 		nlimits = 0;
 		limits_relid = relid;
-		/* an invalidation while we read makes us read again next time */
-		limits_valid = OidIsValid(relid);
+
+		/*
+		 * Valid only once read in full: a read that fails (cancelled, timed
+		 * out) must not leave "no limits" behind.  An invalidation while we
+		 * read makes us read again next time.
+		 */
 		if (OidIsValid(relid))
 		{
 			if (JobqExecuteAsOwner("SELECT role::pg_catalog.oid,"
@@ -130,6 +140,7 @@ JobqRoleLimits(int *n)
 			}
 			nlimits = (int) SPI_processed;
 			SPI_finish();
+			limits_valid = (seen == limits_invalidations);
 		}
 	}
 	*n = nlimits;
@@ -189,15 +200,23 @@ JobqRoleCheckEnqueue(Oid role)
 
 		values[0] = ObjectIdGetDatum(role);
 		values[1] = Int32GetDatum(lim->max_pending);
+
+		/*
+		 * Counted with a snapshot taken now, after the lock: a repeatable
+		 * read transaction's own snapshot would miss the jobs that others
+		 * of the role committed since it began.
+		 */
+		PushActiveSnapshot(GetLatestSnapshot());
 		if (JobqExecuteAsOwner("SELECT pg_catalog.count(*) FROM"
 							   " (SELECT 1 FROM jobq.job WHERE owner OPERATOR(pg_catalog.=) $1"
 							   "   LIMIT $2) AS unfinished",
-							   2, argtypes, values, false) != SPI_OK_SELECT)
+							   2, argtypes, values, true) != SPI_OK_SELECT)
 			elog(ERROR, "could not count the jobs of role %u", role);
 		counted_pending = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 													  SPI_tuptable->tupdesc, 1,
 													  &isnull));
 		SPI_finish();
+		PopActiveSnapshot();
 		counted_role = role;
 		counted_lxid = MyProc->lxid;
 	}

@@ -50,13 +50,17 @@ static bool callbacks_registered = false;
 static JobqQueueRule *rules = NULL;
 static int	nrules = 0;
 static bool rules_valid = false;
+static uint64 rules_invalidations = 0;
 static MemoryContext RulesContext = NULL;
 
 static void
 queues_relcache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == queues_relid)
+	{
 		rules_valid = false;
+		rules_invalidations++;
+	}
 }
 
 static void
@@ -89,6 +93,7 @@ JobqQueueRules(int *n)
 	if (!rules_valid)
 	{
 		Oid			relid = queues_table();
+		uint64		seen = rules_invalidations;
 		int			i;
 
 		if (RulesContext == NULL)
@@ -99,10 +104,11 @@ JobqQueueRules(int *n)
 		nrules = 0;
 		queues_relid = relid;
 		/*
-		 * Without the table (version 0.2.0), look again next time: the
-		 * update creates it.  An invalidation while we read resets it.
+		 * Valid only once read in full (a read that fails must not leave
+		 * "no rules" behind).  Without the table (version 0.2.0), look again
+		 * next time: the update creates it.  An invalidation while we read
+		 * makes us read again next time.
 		 */
-		rules_valid = OidIsValid(relid);
 		if (OidIsValid(relid))
 		{
 			if (SPI_connect() != SPI_OK_CONNECT)
@@ -127,6 +133,7 @@ JobqQueueRules(int *n)
 			}
 			nrules = (int) SPI_processed;
 			SPI_finish();
+			rules_valid = (seen == rules_invalidations);
 		}
 	}
 	*n = nrules;

@@ -50,6 +50,7 @@
 #include "nodes/parsenodes.h"
 #include "storage/lock.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
@@ -190,9 +191,22 @@ JobqSessionInit(void)
 bool
 JobqSessionMayRun(Oid owner)
 {
+	Oid			temp_namespace;
+	Oid			temp_toast_namespace;
+
 	if (owner == session_owner)
 		return true;
 	if (tainted && OidIsValid(session_owner))
+		return false;
+
+	/*
+	 * PostgreSQL checks the TEMP privilege when a session first creates its
+	 * temporary schema, never again: a role without it must not inherit
+	 * the schema another owner's job created.
+	 */
+	GetTempNamespaceState(&temp_namespace, &temp_toast_namespace);
+	if (OidIsValid(temp_namespace) &&
+		pg_database_aclcheck(MyDatabaseId, owner, ACL_CREATE_TEMP) != ACLCHECK_OK)
 		return false;
 	if (OidIsValid(session_owner))
 		DirectFunctionCall1(setseed,

@@ -649,7 +649,9 @@ JobqCancelRequestAdd(int64 id)
 	JobqRequest *r = my_request();
 
 	if (pg_atomic_read_u64(&r->cancel_id) != 0)
-		elog(ERROR, "jobq cancel request already in progress in this process");
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot cancel job " INT64_FORMAT " while this session cancels another job", id)));
 	pg_atomic_write_u64(&r->cancel_done, 0);
 	pg_atomic_write_u64(&r->cancel_id, (uint64) id);
 	/* counted after the entry is in: the signal that follows finds both */

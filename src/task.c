@@ -32,6 +32,7 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_auth_members.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -223,34 +224,68 @@ qualified_function_name(Oid fn)
 }
 
 /*
- * A job runs its task's function with its owner's privileges, and the
- * task's registrant chose that function (and may choose another): so a
- * role's jobs call only tasks registered by the role itself, by a
- * superuser, or by a role it is a member of through an explicit grant, as
- * it would call only code it trusts.  Membership is checked without the
- * superuser shortcut of has_privs_of_role(): a superuser is "a member" of
- * every role, and its jobs would otherwise call whatever any role
- * registered under the task's name.
+ * Does owner trust role with the code its jobs run?  A role trusts itself,
+ * superusers, and the roles a superuser made it a direct member of.
+ * Membership alone does not do: a superuser is a member of every role
+ * (has_privs_of_role), and in PostgreSQL 15 any role may grant its own
+ * membership to any other (GRANT mallory TO victim), so membership could
+ * be forced on the victim.  The grantor of the membership must be a
+ * superuser.
  */
 static bool
-trusts_registrant(Oid owner, Oid registered_by)
+trusts_role(Oid owner, Oid role)
 {
-	return owner == registered_by || superuser_arg(registered_by) ||
-		is_member_of_role_nosuper(owner, registered_by);
+	HeapTuple	tup;
+	bool		trusted = false;
+
+	if (owner == role || superuser_arg(role))
+		return true;
+	tup = SearchSysCache2(AUTHMEMROLEMEM, ObjectIdGetDatum(role),
+						  ObjectIdGetDatum(owner));
+	if (HeapTupleIsValid(tup))
+	{
+		trusted = superuser_arg(((Form_pg_auth_members) GETSTRUCT(tup))->grantor);
+		ReleaseSysCache(tup);
+	}
+	return trusted;
 }
 
+/*
+ * A job runs its task's function with its owner's privileges.  Two roles
+ * choose that code: the task's registrant (who may register the task
+ * again, to another function, for the jobs already queued) and the
+ * function's owner (who may replace its body).  A job calls the task only
+ * if its owner trusts both; otherwise an error, which retrying cannot
+ * help (*permanent, if given, is set first).
+ */
 static void
-report_untrusted(const char *name, Oid owner, Oid registered_by, volatile bool *permanent)
+check_trusted(const char *name, Oid owner, Oid registered_by, Oid fn,
+			  volatile bool *permanent)
 {
-	const char *r = GetUserNameFromId(registered_by, true);
+	Oid			fn_owner = InvalidOid;
+	HeapTuple	tup;
+	const char *r;
+	const char *o;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	if (HeapTupleIsValid(tup))
+	{
+		fn_owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+		ReleaseSysCache(tup);
+	}
+	if (trusts_role(owner, registered_by) &&
+		OidIsValid(fn_owner) && trusts_role(owner, fn_owner))
+		return;
 
 	if (permanent)
 		*permanent = true;
+	r = GetUserNameFromId(registered_by, true);
+	o = OidIsValid(fn_owner) ? GetUserNameFromId(fn_owner, true) : NULL;
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("permission denied for task \"%s\"", name),
-			 errdetail("The task was registered by role \"%s\"; the jobs of role \"%s\" may call only tasks registered by itself, by a superuser, or by a role it was granted membership in.",
-					   r ? r : "?", GetUserNameFromId(owner, false))));
+			 errdetail("The task was registered by role \"%s\" and its function belongs to role \"%s\"; the jobs of role \"%s\" call only code of roles they trust: themselves, superusers, and roles a superuser made them members of.",
+					   r ? r : "?", o ? o : "?", GetUserNameFromId(owner, false))));
 }
 
 /*
@@ -270,8 +305,7 @@ JobqTaskForEnqueue(const char *name)
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
 				 errmsg("task \"%s\" is not registered", name),
 				 errhint("Register it with jobq.register_task().")));
-	if (!trusts_registrant(GetUserId(), entry->registered_by))
-		report_untrusted(name, GetUserId(), entry->registered_by, NULL);
+	check_trusted(name, GetUserId(), entry->registered_by, entry->fn, NULL);
 	aclresult = pg_proc_aclcheck(entry->fn, GetUserId(), ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 		ereport(ERROR,
@@ -314,8 +348,7 @@ JobqTaskForJob(const char *name, Oid owner, volatile bool *permanent)
 						entry->fn, name),
 				 errdetail("The task's function was dropped after the task was registered.")));
 	}
-	if (!trusts_registrant(owner, entry->registered_by))
-		report_untrusted(name, owner, entry->registered_by, permanent);
+	check_trusted(name, owner, entry->registered_by, entry->fn, permanent);
 	/* the OID may have been reused by another function since */
 	*permanent = true;
 	check_task_function(entry->fn);

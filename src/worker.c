@@ -127,14 +127,31 @@ static volatile TimestampTz cancel_seen_at = 0;
 static volatile JobqEscalation escalated = JOBQ_ESCALATE_NONE;
 static volatile int64 escalated_job = 0;
 static TimeoutId watchdog_timeout;
+static bool watchdog_armed = false;
 
+/*
+ * The watchdog ticks only while the worker has jobs in hand: every tick
+ * sets the latch, which would wake an idle worker for nothing.
+ */
 static void
 arm_watchdog(void)
 {
+	if (watchdog_armed)
+		return;
 	enable_timeout_every(watchdog_timeout,
 						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													 JOBQ_WATCHDOG_MS),
 						 JOBQ_WATCHDOG_MS);
+	watchdog_armed = true;
+}
+
+static void
+disarm_watchdog(void)
+{
+	if (!watchdog_armed)
+		return;
+	disable_timeout(watchdog_timeout, false);
+	watchdog_armed = false;
 }
 
 /*
@@ -493,6 +510,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	}
 
 	set_busy(true);
+	arm_watchdog();
 	outcomes = palloc0(sizeof(JobqOutcome) * njobs);
 	chunk_start = GetCurrentTimestamp();
 	chunk_jobs = jobs;
@@ -514,6 +532,17 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 		}
 
 		/*
+		 * One owner per execution transaction: another owner's job waits
+		 * for the next one.  What PostgreSQL keeps per transaction would
+		 * otherwise reach it (open large objects, PL/pgSQL's simple
+		 * expressions with their privilege checks done, SET CONSTRAINTS,
+		 * transaction advisory locks), and the jobs run so far would keep
+		 * their row locks, and their effects uncommitted, while it runs.
+		 */
+		if (next > 0 && jobs[next].owner != jobs[0].owner)
+			break;
+
+		/*
 		 * Another owner's job, and our session may hold state of the jobs
 		 * run so far (session.c): hand it and the rest back, and make room
 		 * for a fresh process.
@@ -523,15 +552,6 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 			recycle = true;
 			break;
 		}
-
-		/*
-		 * Another owner's job after jobs that wrote: commit first, so that
-		 * no role's row locks (or the lock of its enqueue limit) are held
-		 * while another role's job runs, however long that takes.
-		 */
-		if (next > 0 && jobs[next].owner != jobs[next - 1].owner &&
-			(MyProc->subxidStatus.overflowed || MyProc->subxidStatus.count > 0))
-			break;
 
 		/* its queue is at its concurrency: leave the rest to later claims */
 		if (!begin_job(&jobs[next]))
@@ -690,7 +710,6 @@ JobqWorkerMain(Datum main_arg)
 
 	/* see JOBQ_WATCHDOG_MS */
 	watchdog_timeout = RegisterTimeout(USER_TIMEOUT, jobq_watchdog);
-	arm_watchdog();
 
 	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
 	{
@@ -701,7 +720,7 @@ JobqWorkerMain(Datum main_arg)
 		jobq_current_job_id = 0;
 		chunk_njobs = 0;
 		disable_all_timeouts(false);
-		arm_watchdog();
+		watchdog_armed = false;
 		QueryCancelPending = false;
 		QueryCancelHoldoffCount = 1;
 		debug_query_string = NULL;
@@ -800,6 +819,7 @@ JobqWorkerMain(Datum main_arg)
 				sleep_ms = Min(sleep_ms, stats_ms);
 		}
 		pgstat_report_activity(STATE_IDLE, NULL);
+		disarm_watchdog();
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 sleep_ms, PG_WAIT_EXTENSION);
