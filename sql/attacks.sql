@@ -113,6 +113,24 @@ SELECT count(*) FILTER (WHERE m.result->'xid' = s.result->'xid') AS pairs_sharin
  WHERE (m.result->>'kind', s.result->>'kind') IN (('reads', 'after reads'),
                                                   ('writes', 'after writes'));
 DELETE FROM sec_mallory.effects;
+-- handing another owner's job back never lets a job of lower priority
+-- run first: the superuser's jobs A and C, and mallory's B between them,
+-- claimed in one batch, run in priority order
+CREATE TABLE sec_order (label text, seq bigserial);
+GRANT INSERT ON sec_order TO regress_jobq_mallory;
+GRANT USAGE ON SEQUENCE sec_order_seq_seq TO regress_jobq_mallory;
+DO $$
+BEGIN
+    FOR i IN 1..127 LOOP
+        PERFORM jobq.enqueue('SELECT 1', priority => 5);
+    END LOOP;
+    PERFORM jobq.enqueue($c$INSERT INTO public.sec_order (label) VALUES ('A')$c$, priority => 5);
+    PERFORM sec_mallory.enq($c$INSERT INTO public.sec_order (label) VALUES ('B')$c$);
+    PERFORM jobq.enqueue($c$INSERT INTO public.sec_order (label) VALUES ('C')$c$, priority => -5);
+END
+$$;
+SELECT count(wait_job(id)) FROM jobq.jobs WHERE command LIKE '%sec_order%';
+SELECT string_agg(label, ' ' ORDER BY seq) AS run_order FROM sec_order;
 
 -- a job cannot LISTEN: the worker would hold the notification queue
 SELECT jobq.enqueue('LISTEN sec_channel', max_attempts => 1) AS j \gset
@@ -317,6 +335,9 @@ BEGIN
     PERFORM jobq.configure_queue('sec_admin_q', concurrency => 2);
     PERFORM jobq.pause('sec_admin_q');
     PERFORM jobq.resume('sec_admin_q');
+    PERFORM jobq.configure_role('regress_jobq_mallory', max_pending => NULL);
+    PERFORM jobq.noop('{"b": 2}');
+    PERFORM jobq.sleep('{"seconds": 0}');
     PERFORM jobq.current_job();
     PERFORM count(*) FROM jobq.running_jobs();
     PERFORM count(*) FROM jobq.worker_info();
@@ -385,7 +406,8 @@ RESET ROLE;
 SELECT jobq.configure_role(NULL, 1, 1);
 SELECT jobq.configure_role('regress_jobq_mallory', -1, NULL);
 SELECT jobq.configure_role('regress_jobq_mallory', NULL, 65);
-SELECT count(*) AS no_limits_yet FROM jobq.role_limits;
+SELECT count(*) AS no_limits_yet FROM jobq.role_limits
+ WHERE max_pending IS NOT NULL OR max_running IS NOT NULL;
 -- at most three unfinished jobs: the fourth enqueue fails and writes nothing
 SELECT role, max_pending, max_running FROM jobq.configure_role('regress_jobq_mallory', 3, NULL);
 SET ROLE regress_jobq_mallory;

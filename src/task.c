@@ -14,7 +14,9 @@
  *
  * A job of a task is resolved by name when it runs, so a task registered
  * again calls its new function, and a task unregistered after its jobs
- * were queued fails them with an error that says so.  Every backend keeps
+ * were queued fails them with an error that says so.  Because of that, a
+ * job calls a task only if its owner trusts both the task's registrant
+ * and the function's owner (check_trusted), at enqueue and at run time.  Every backend keeps
  * what it resolved (the function, and its FmgrInfo, which is how a
  * worker calls it) in a small cache, emptied when jobq.task changes (the
  * API sends a relcache invalidation for the table, delivered to every

@@ -476,6 +476,10 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	bool		slow = false;
 	bool		queue_full = false;
 	bool		recycle = false;
+	Oid			chunk_owner = InvalidOid;	/* owner of the jobs run */
+	bool		handed_back = false;	/* jobs of other owners let go */
+	int			n_handed_back = 0;
+	int16		handed_back_priority = 0;
 	TimestampTz commit_start;
 	int			i;
 
@@ -532,14 +536,28 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 		}
 
 		/*
-		 * One owner per execution transaction: another owner's job waits
-		 * for the next one.  What PostgreSQL keeps per transaction would
-		 * otherwise reach it (open large objects, PL/pgSQL's simple
-		 * expressions with their privilege checks done, SET CONSTRAINTS,
-		 * transaction advisory locks), and the jobs run so far would keep
-		 * their row locks, and their effects uncommitted, while it runs.
+		 * One owner per execution transaction: the jobs of other owners in
+		 * the claim go back to the queue at the commit, unrun.  What
+		 * PostgreSQL keeps per transaction would otherwise reach them (open
+		 * large objects, PL/pgSQL's simple expressions with their privilege
+		 * checks done, SET CONSTRAINTS, transaction advisory locks), and
+		 * the jobs run so far would keep their row locks, and their effects
+		 * uncommitted, while they run.  The owner's later jobs of the same
+		 * priority still run in this transaction; one of a lower priority
+		 * than a job handed back would jump ahead of it, so the chunk ends
+		 * there.
 		 */
-		if (next > 0 && jobs[next].owner != jobs[0].owner)
+		if (OidIsValid(chunk_owner) && jobs[next].owner != chunk_owner)
+		{
+			if (!handed_back)
+				handed_back_priority = jobs[next].priority;
+			handed_back = true;
+			n_handed_back++;
+			outcomes[next].kind = JOBQ_RELEASE;
+			next++;
+			continue;
+		}
+		if (handed_back && jobs[next].priority < handed_back_priority)
 			break;
 
 		/*
@@ -559,6 +577,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 			queue_full = true;
 			break;
 		}
+		chunk_owner = jobs[next].owner;
 		JobqExecuteJob(&jobs[next], &outcomes[next], JobContext, false);
 		end_job();
 		MemoryContextReset(JobContext);
@@ -617,8 +636,9 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	MemoryContextReset(ChunkContext);
 	set_busy(false);
 
-	if (slow && left_over > 0)
-		JobqWakeWorkers(left_over);
+	/* idle workers take what this chunk left, at once */
+	if ((slow && left_over > 0) || n_handed_back > 0)
+		JobqWakeWorkers((slow ? left_over : 0) + n_handed_back);
 	if (recycle)
 		recycle_worker();
 	return njobs;
