@@ -679,8 +679,16 @@ JobqWorkerMain(Datum main_arg)
 	JobqShared->workers[my_slot].settled = false;
 	JobqShared->workers[my_slot].job_id = 0;
 	JobqShared->workers[my_slot].claiming = false;
-	/* the counts go on across the recycling of a session (session.c) */
-	if (!JobqShared->workers[my_slot].recycled)
+	/*
+	 * The counts go on across the recycling of a session (session.c).  A
+	 * process started for another owner's job claims a whole batch at
+	 * once: it runs that owner's jobs of the batch and hands the others
+	 * back, so that jobs of owners in turn cost a process start per batch,
+	 * not per job.
+	 */
+	if (JobqShared->workers[my_slot].recycled)
+		claim_limit = jobq_batch_size;
+	else
 	{
 		JobqShared->workers[my_slot].n_succeeded = 0;
 		JobqShared->workers[my_slot].n_retried = 0;
