@@ -13,10 +13,15 @@ CREATE UNIQUE INDEX job_dedup_idx ON jobq.job (queue, owner, dedup_key)
 COMMENT ON COLUMN jobq.jobs.dedup_key IS 'while the job is unfinished, enqueueing with this key in its queue by the same role returns this job';
 
 /*
- * A role's unfinished jobs, for the per-role limit on them (see
- * jobq.role_limits).
+ * The unfinished jobs that count against their role's max_pending (see
+ * jobq.role_limits): those enqueued while the role had that limit.  Jobs
+ * of roles without it have no entry in the index, so that their enqueues
+ * pay nothing for it (a B-tree of one repeated owner made a bulk enqueue
+ * 23 % dearer, counted in instructions).
  */
-CREATE INDEX job_owner_idx ON jobq.job (owner);
+ALTER TABLE jobq.job ADD COLUMN counted boolean;
+COMMENT ON COLUMN jobq.job.counted IS 'true if the job counts against its owner''s max_pending; null otherwise';
+CREATE INDEX job_owner_idx ON jobq.job (owner) WHERE counted IS NOT NULL;
 
 /*
  * Per-role limits, set by the administrator: how many unfinished jobs a

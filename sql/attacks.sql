@@ -428,6 +428,16 @@ SELECT count(*) AS unfinished FROM jobq.jobs
  WHERE owner = 'regress_jobq_mallory'::regrole AND state = 'pending';
 -- other roles are not limited by hers
 SELECT jobq.enqueue('SELECT 1') > 0 AS others_enqueue;
+-- nor does jobq.retry() of her cancelled jobs take her past it
+SET ROLE regress_jobq_mallory;
+SELECT min(id) AS some_job FROM jobq.jobs WHERE state = 'pending' \gset
+SELECT jobq.cancel(:some_job);
+SELECT count(jobq.enqueue('SELECT 1', queue => 'sec_later_m', run_at => now() + interval '1 hour'))
+       AS refilled_to_the_limit_of_4
+  FROM generate_series(1, 2);
+SELECT jobq.retry(:some_job);
+SELECT count(*) AS unfinished FROM jobq.jobs WHERE state = 'pending';
+RESET ROLE;
 -- at most one of her jobs runs at a time
 SELECT count(jobq.cancel(id)) FROM jobq.jobs WHERE owner = 'regress_jobq_mallory'::regrole
    AND state = 'pending';

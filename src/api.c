@@ -73,6 +73,7 @@ typedef enum JobColumn
 	COL_DEDUP_KEY,
 	COL_DEPENDS_ON,
 	COL_NOT_BEFORE,
+	COL_COUNTED,
 	NUM_JOB_COLUMNS
 } JobColumn;
 
@@ -97,12 +98,13 @@ static const struct
 	[COL_DEDUP_KEY] = {"dedup_key", TEXTOID},
 	[COL_DEPENDS_ON] = {"depends_on", INT8ARRAYOID},
 	[COL_NOT_BEFORE] = {"not_before", TIMESTAMPTZOID},
+	[COL_COUNTED] = {"counted", BOOLOID},
 };
 
-/* columns that a jobq.job of version 0.2.0 does not have */
+/* columns that a jobq.job of version 0.2.0 (or 0.3.0: counted) lacks */
 #define JOB_COLUMN_OPTIONAL(c) \
 	((c) == COL_TASK || (c) == COL_PAYLOAD || (c) == COL_DEDUP_KEY || \
-	 (c) == COL_DEPENDS_ON || (c) == COL_NOT_BEFORE)
+	 (c) == COL_DEPENDS_ON || (c) == COL_NOT_BEFORE || (c) == COL_COUNTED)
 
 static JobqTable job_table = {.relname = "job"};
 static uint64 job_columns_generation = 0;
@@ -229,18 +231,18 @@ dedup_key_per_owner(void)
 static int64
 insert_dedup_job(Datum *values, bool *nulls, bool *added)
 {
-	Oid			argtypes[12] = {TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID,
+	Oid			argtypes[13] = {TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID,
 		INTERVALOID, OIDOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT8ARRAYOID,
-	TIMESTAMPTZOID};
-	Datum		v[12];
-	char		n[12];
-	int			cols[12] = {COL_QUEUE, COL_PRIORITY, COL_RUN_AT, COL_MAX_ATTEMPTS,
+	TIMESTAMPTZOID, BOOLOID};
+	Datum		v[13];
+	char		n[13];
+	int			cols[13] = {COL_QUEUE, COL_PRIORITY, COL_RUN_AT, COL_MAX_ATTEMPTS,
 		COL_TIMEOUT, COL_OWNER, COL_COMMAND, COL_TASK, COL_PAYLOAD, COL_DEDUP_KEY,
-	COL_DEPENDS_ON, COL_NOT_BEFORE};
+	COL_DEPENDS_ON, COL_NOT_BEFORE, COL_COUNTED};
 	int			i;
 	bool		per_owner = dedup_key_per_owner();
 
-	for (i = 0; i < 12; i++)
+	for (i = 0; i < 13; i++)
 	{
 		v[i] = values[cols[i]];
 		n[i] = nulls[cols[i]] ? 'n' : ' ';
@@ -255,9 +257,9 @@ insert_dedup_job(Datum *values, bool *nulls, bool *added)
 		if (JobqExecuteAsOwnerNulls(per_owner ?
 									"INSERT INTO jobq.job (queue, priority, run_at, max_attempts, timeout,"
 									"       owner, command, task, payload, dedup_key, depends_on,"
-									"       not_before, created_at)"
+									"       not_before, counted, created_at)"
 									"VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.regrole, $7, $8, $9, $10,"
-									"        $11, $12, pg_catalog.now())"
+									"        $11, $12, $13, pg_catalog.now())"
 									"ON CONFLICT (queue, owner, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING"
 									" RETURNING id" :
 									"INSERT INTO jobq.job (queue, priority, run_at, max_attempts, timeout,"
@@ -267,7 +269,7 @@ insert_dedup_job(Datum *values, bool *nulls, bool *added)
 									"        $11, $12, pg_catalog.now())"
 									"ON CONFLICT (queue, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING"
 									" RETURNING id",
-									12, argtypes, v, n, false) != SPI_OK_INSERT_RETURNING)
+									per_owner ? 13 : 12, argtypes, v, n, false) != SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "could not enqueue jobq job");
 		if (SPI_processed > 0)
 		{
@@ -544,7 +546,9 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 		JobqNoteDependents(true);
 	}
 
-	JobqRoleCheckEnqueue(owner);
+	/* a job of a role with a max_pending limit counts against it */
+	values[COL_COUNTED] = BoolGetDatum(true);
+	nulls[COL_COUNTED] = !JobqRoleCheckEnqueue(owner);
 	if (dedup_key != NULL)
 		id = insert_dedup_job(values, nulls, &added);
 	else

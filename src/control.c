@@ -285,6 +285,31 @@ jobq_cancel(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Move a failed or cancelled job ($1) back to jobq.job, pending, waiting
+ * for its dependencies if $2.  One statement: a concurrent retry of the
+ * same job waits for this one's delete and then finds nothing to move.
+ * The second form marks the job as counting against its owner's
+ * max_pending (a column that tables before 0.4.0 lack).
+ */
+#define RETRY_SQL(counted_column, counted_value) \
+	"WITH h AS (DELETE FROM jobq.job_history" \
+	"            WHERE id OPERATOR(pg_catalog.=) $1" \
+	"              AND state IN ('failed', 'cancelled') RETURNING *)" \
+	"INSERT INTO jobq.job (id, queue, state, priority, run_at, attempts," \
+	"       max_attempts, timeout, owner, command, created_at," \
+	"       last_error, last_sqlstate, task, payload, dedup_key, depends_on," \
+	"       not_before" counted_column ")" \
+	"SELECT id, queue, 'pending', priority," \
+	"       CASE WHEN $2 THEN 'infinity' ELSE pg_catalog.now() END, 0," \
+	"       max_attempts, timeout, owner, command, created_at," \
+	"       last_error, last_sqlstate, task, payload, dedup_key, depends_on," \
+	"       CASE WHEN $2 THEN pg_catalog.now() END" counted_value " FROM h" \
+	" RETURNING priority, run_at"
+
+static const char *retry_sql = RETRY_SQL("", "");
+static const char *retry_counted_sql = RETRY_SQL(", counted", ", true");
+
+/*
  * jobq.retry(id bigint) returns boolean: a failed or cancelled job is
  * pending again, due now, with its attempts counted from zero; false for
  * a job that is unfinished or succeeded.
@@ -301,6 +326,7 @@ jobq_retry(PG_FUNCTION_ARGS)
 	int16		priority;
 	TimestampTz run_at;
 	Oid			owner = InvalidOid;
+	bool		counted;
 
 	JobqCheckPreloaded();
 	PreventCommandIfReadOnly("jobq.retry()");
@@ -314,7 +340,7 @@ jobq_retry(PG_FUNCTION_ARGS)
 	if (place != JOB_FAILED && place != JOB_CANCELLED)
 		PG_RETURN_BOOL(false);
 	/* the job is unfinished again: its owner's max_pending applies */
-	JobqRoleCheckEnqueue(owner);
+	counted = JobqRoleCheckEnqueue(owner);
 
 	/* its dedup key may have been taken by a new job meanwhile */
 	values[0] = Int64GetDatum(id);
@@ -360,25 +386,8 @@ jobq_retry(PG_FUNCTION_ARGS)
 	else
 		SPI_finish();
 
-	/*
-	 * One statement: a concurrent retry of the same job waits for this
-	 * one's delete and then finds nothing to move.
-	 */
 	values[1] = BoolGetDatum(wait);
-	if (JobqExecuteAsOwner(
-						   "WITH h AS (DELETE FROM jobq.job_history"
-						   "            WHERE id OPERATOR(pg_catalog.=) $1"
-						   "              AND state IN ('failed', 'cancelled') RETURNING *)"
-						   "INSERT INTO jobq.job (id, queue, state, priority, run_at, attempts,"
-						   "       max_attempts, timeout, owner, command, created_at,"
-						   "       last_error, last_sqlstate, task, payload, dedup_key, depends_on,"
-						   "       not_before)"
-						   "SELECT id, queue, 'pending', priority,"
-						   "       CASE WHEN $2 THEN 'infinity' ELSE pg_catalog.now() END, 0,"
-						   "       max_attempts, timeout, owner, command, created_at,"
-						   "       last_error, last_sqlstate, task, payload, dedup_key, depends_on,"
-						   "       CASE WHEN $2 THEN pg_catalog.now() END FROM h"
-						   " RETURNING priority, run_at",
+	if (JobqExecuteAsOwner(counted ? retry_counted_sql : retry_sql,
 						   2, argtypes, values, false) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not retry jobq job " INT64_FORMAT, id);
 	if (SPI_processed == 0)

@@ -365,7 +365,7 @@ typedef struct JobqRoleLimit
 
 extern JobqRoleLimit *JobqRoleLimits(int *n);
 extern int	JobqRoleRunningLimit(Oid role);
-extern void JobqRoleCheckEnqueue(Oid role);
+extern bool JobqRoleCheckEnqueue(Oid role);
 extern void JobqRoleEnqueued(Oid role);
 
 /* depend.c: jobs that depend on other jobs */

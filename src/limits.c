@@ -10,7 +10,10 @@
  * invalidation of the table, which jobq.configure_role() sends with its
  * commit.
  *
- * max_pending is checked at enqueue.  So that concurrent transactions of
+ * max_pending is checked at enqueue; the jobs enqueued while a role has
+ * that limit are marked (jobq.job.counted) and indexed by owner, and only
+ * they count: the jobs of unlimited roles pay nothing for the index.  So
+ * that concurrent transactions of
  * one role cannot each see room for the same last job, the enqueues of a
  * limited role take a lock of their own (a heavyweight lock on a tag keyed
  * by the role, held to the end of the transaction): they are serialized,
@@ -176,17 +179,18 @@ JobqRoleRunningLimit(Oid role)
 
 /*
  * An enqueue by role is about to add a job: an error if the role has as
- * many unfinished jobs as it may.  Call JobqRoleEnqueued() once the job
- * is in.
+ * many unfinished jobs as it may.  True if the role has a max_pending
+ * limit: the job is then marked as counted (jobq.job.counted).  Call
+ * JobqRoleEnqueued() once the job is in.
  */
-void
+bool
 JobqRoleCheckEnqueue(Oid role)
 {
 	const JobqRoleLimit *lim = role_limit(role);
 	LOCKTAG		tag;
 
 	if (lim == NULL || lim->max_pending < 0)
-		return;
+		return false;
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, JOBQ_ROLE_LOCK_KEY, (uint32) role,
 						 JOBQ_ROLE_LOCK_FIELD4);
@@ -209,7 +213,7 @@ JobqRoleCheckEnqueue(Oid role)
 		PushActiveSnapshot(GetLatestSnapshot());
 		if (JobqExecuteAsOwner("SELECT pg_catalog.count(*) FROM"
 							   " (SELECT 1 FROM jobq.job WHERE owner OPERATOR(pg_catalog.=) $1"
-							   "   LIMIT $2) AS unfinished",
+							   "     AND counted IS NOT NULL LIMIT $2) AS unfinished",
 							   2, argtypes, values, true) != SPI_OK_SELECT)
 			elog(ERROR, "could not count the jobs of role %u", role);
 		counted_pending = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -227,6 +231,7 @@ JobqRoleCheckEnqueue(Oid role)
 						GetUserNameFromId(role, false), lim->max_pending),
 				 errdetail("The administrator limits its jobs with jobq.configure_role()."),
 				 errhint("Wait for some of its jobs to finish, or cancel some.")));
+	return true;
 }
 
 /* a job of role was added by the current transaction */

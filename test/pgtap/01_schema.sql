@@ -35,7 +35,7 @@ SELECT columns_are('jobq', 'job', ARRAY[
     'id', 'queue', 'state', 'priority', 'run_at', 'attempts', 'max_attempts',
     'timeout', 'owner', 'command', 'created_at', 'started_at', 'worker_pid',
     'last_error', 'last_sqlstate', 'task', 'payload', 'dedup_key', 'depends_on',
-    'not_before'],
+    'not_before', 'counted'],
     'jobq.job has exactly the documented columns');
 SELECT col_type_is('jobq', 'job', c, t, format('jobq.job.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
@@ -86,8 +86,8 @@ SELECT is(
 -- a role's unfinished jobs, counted for its max_pending
 SELECT is(
     pg_get_indexdef(to_regclass('jobq.job_owner_idx')),
-    'CREATE INDEX job_owner_idx ON jobq.job USING btree (owner)',
-    'the unfinished jobs of a role are indexed by owner');
+    'CREATE INDEX job_owner_idx ON jobq.job USING btree (owner) WHERE (counted IS NOT NULL)',
+    'the unfinished jobs that count against a role''s limit are indexed by owner');
 
 -- waiting jobs: found by the jobs they wait for, and by the sweep
 SELECT is(
