@@ -561,6 +561,22 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 	return id;
 }
 
+/*
+ * A command or payload (a varlena argument) may be at most limit bytes,
+ * measured as stored before any compression; the setting guc says so.
+ */
+static void
+check_size(Datum value, const char *what, int limit, const char *guc)
+{
+	Size		size = toast_raw_datum_size(value) - VARHDRSZ;
+
+	if (size > (Size) limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s of %zu bytes is too large", what, size),
+				 errdetail("The limit is %d bytes, set by \"%s\".", limit, guc)));
+}
+
 static void
 enqueue_checks(const char *what)
 {
@@ -578,7 +594,6 @@ Datum
 jobq_enqueue(PG_FUNCTION_ARGS)
 {
 	text	   *command;
-	Size		size;
 
 	enqueue_checks("jobq.enqueue()");
 
@@ -586,14 +601,8 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("job command must not be null")));
-	/* the size of the text, as stored before any compression */
-	size = toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ;
-	if (size > (Size) jobq_max_command_size)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("job command of %zu bytes is too long", size),
-				 errdetail("Job commands are limited to %d bytes by \"jobq.max_command_size\".",
-						   jobq_max_command_size)));
+	check_size(PG_GETARG_DATUM(0), "job command", jobq_max_command_size,
+			   "jobq.max_command_size");
 	command = PG_GETARG_TEXT_PP(0);
 	if (is_blank(VARDATA_ANY(command), VARSIZE_ANY_EXHDR(command)))
 		ereport(ERROR,
@@ -614,7 +623,6 @@ jobq_enqueue_task(PG_FUNCTION_ARGS)
 {
 	text	   *task;
 	Jsonb	   *payload;
-	Size		size;
 
 	enqueue_checks("jobq.enqueue_task()");
 
@@ -630,14 +638,8 @@ jobq_enqueue_task(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("payload must not be null"),
 				 errhint("Omit the payload argument to pass an empty object.")));
-	/* the size of the value, as stored before any compression */
-	size = toast_raw_datum_size(PG_GETARG_DATUM(1)) - VARHDRSZ;
-	if (size > (Size) jobq_max_payload_size)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("payload of %zu bytes is too large", size),
-				 errdetail("Payloads are limited to %d bytes by \"jobq.max_payload_size\".",
-						   jobq_max_payload_size)));
+	check_size(PG_GETARG_DATUM(1), "payload", jobq_max_payload_size,
+			   "jobq.max_payload_size");
 	payload = PG_GETARG_JSONB_P(1);
 
 	PG_RETURN_INT64(enqueue_job(fcinfo, 2, NULL, task, payload));

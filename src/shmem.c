@@ -882,36 +882,40 @@ JobqWakeAllAtCommit(void)
 	pending_due_jobs = JOBQ_MAX_WORKERS;
 }
 
-/* how many workers run a job of queue now */
-int
-JobqQueueRunning(const char *queue)
+/*
+ * How many workers run a job of queue (if not NULL) and of owner (if
+ * valid) now.
+ */
+static int
+count_running(const char *queue, Oid owner)
 {
 	int			n = 0;
 	int			i;
 
 	SpinLockAcquire(&JobqShared->mutex);
 	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
-		if (JobqShared->workers[i].pid != 0 && JobqShared->workers[i].job_id != 0 &&
-			strcmp(JobqShared->workers[i].job_queue, queue) == 0)
+	{
+		JobqWorkerSlot *w = &JobqShared->workers[i];
+
+		if (w->pid != 0 && w->job_id != 0 &&
+			(queue == NULL || strcmp(w->job_queue, queue) == 0) &&
+			(!OidIsValid(owner) || w->job_owner == owner))
 			n++;
+	}
 	SpinLockRelease(&JobqShared->mutex);
 	return n;
 }
 
-/* how many workers run a job of owner */
+int
+JobqQueueRunning(const char *queue)
+{
+	return count_running(queue, InvalidOid);
+}
+
 int
 JobqOwnerRunning(Oid owner)
 {
-	int			n = 0;
-	int			i;
-
-	SpinLockAcquire(&JobqShared->mutex);
-	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
-		if (JobqShared->workers[i].pid != 0 && JobqShared->workers[i].job_id != 0 &&
-			JobqShared->workers[i].job_owner == owner)
-			n++;
-	SpinLockRelease(&JobqShared->mutex);
-	return n;
+	return count_running(NULL, owner);
 }
 
 /*
