@@ -183,14 +183,7 @@ SELECT jobq.enqueue($$
     $do$
 $$, timeout => '0', max_attempts => 3) AS j \gset
 RESET ROLE;
-DO $$
-BEGIN
-    FOR i IN 1..6000 LOOP
-        EXIT WHEN EXISTS (SELECT 1 FROM jobq.workers WHERE state = 'busy');
-        PERFORM pg_sleep(0.01);
-    END LOOP;
-END
-$$;
+SELECT wait_started(:j) AS running;
 SET statement_timeout = '120s';
 SELECT jobq.cancel(:j) AS cancelled;
 RESET statement_timeout;

@@ -41,6 +41,22 @@ BEGIN
 END
 $$;
 
+-- wait (bounded) until a worker runs the job; an error if none does
+CREATE FUNCTION wait_started(job bigint, max_wait interval DEFAULT '60s')
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + max_wait;
+BEGIN
+    WHILE NOT EXISTS (SELECT 1 FROM jobq.workers WHERE job_id = job) LOOP
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'job % did not start within %', job, max_wait;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+    RETURN true;
+END
+$$;
+
 -- wait (bounded) until the pool has n workers (after ALTER SYSTEM + reload)
 CREATE FUNCTION wait_workers(n integer, max_wait interval DEFAULT '60s')
 RETURNS integer LANGUAGE plpgsql AS $$

@@ -174,15 +174,7 @@ SELECT jobq.enqueue_task('jobq.sleep', '{"seconds": 60}', timeout => '1s',
                          max_attempts => 1, queue => 'sleepy') AS job \gset
 -- (a worker whose session a C task of another role made its own may be
 -- starting again in a fresh process: wait for both)
-DO $$
-BEGIN
-    FOR i IN 1..6000 LOOP
-        EXIT WHEN EXISTS (SELECT 1 FROM jobq.workers WHERE state = 'busy');
-        PERFORM pg_sleep(0.01);
-    END LOOP;
-    PERFORM wait_workers(2);
-END
-$$;
+SELECT wait_started(:job) AS running, wait_workers(2) AS workers;
 SELECT state, job_id = :job AS this_job, queue, job_started_at IS NOT NULL AS started
   FROM jobq.workers WHERE state = 'busy';
 SELECT count(*) AS slots, count(pid) AS running, sum(jobs_succeeded) > 0 AS some_succeeded,
@@ -194,14 +186,7 @@ SELECT state, last_error, last_sqlstate FROM jobq.status(:job);
 -- another role sees that a worker is busy, not with what
 SELECT jobq.enqueue_task('jobq.sleep', '{"seconds": 60}', timeout => '1s',
                          max_attempts => 1) AS job \gset
-DO $$
-BEGIN
-    FOR i IN 1..6000 LOOP
-        EXIT WHEN EXISTS (SELECT 1 FROM jobq.workers WHERE state = 'busy');
-        PERFORM pg_sleep(0.01);
-    END LOOP;
-END
-$$;
+SELECT wait_started(:job) AS running;
 SET ROLE regress_jobq_other;
 SELECT state, job_id, queue FROM jobq.workers WHERE state = 'busy';
 RESET ROLE;
