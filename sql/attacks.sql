@@ -216,6 +216,34 @@ SELECT wait_job(:j);
 SELECT state, last_error, last_sqlstate FROM jobq.jobs WHERE id = :j;
 SELECT is_super('regress_jobq_mallory') AS mallory_is_superuser;
 
+-- membership is trust only when a superuser granted it: not when a role
+-- with CREATEROLE (which in PostgreSQL 15 may grant any role that is not
+-- a superuser) makes the victim a member of mallory
+CREATE ROLE regress_jobq_victim LOGIN;
+CREATE ROLE regress_jobq_roleadmin LOGIN CREATEROLE;
+GRANT USAGE ON SCHEMA jobq TO regress_jobq_victim;
+SET ROLE regress_jobq_mallory;
+SELECT jobq.register_task('handy', 'sec_mallory.grab(jsonb)');
+GRANT EXECUTE ON FUNCTION sec_mallory.grab(jsonb) TO regress_jobq_victim;
+GRANT USAGE ON SCHEMA sec_mallory TO regress_jobq_victim;
+RESET ROLE;
+SET SESSION AUTHORIZATION regress_jobq_roleadmin;
+GRANT regress_jobq_mallory TO regress_jobq_victim;
+RESET SESSION AUTHORIZATION;
+SELECT pg_has_role('regress_jobq_victim', 'regress_jobq_mallory', 'MEMBER') AS victim_is_member;
+SET ROLE regress_jobq_victim;
+SELECT jobq.enqueue_task('handy', '{}');
+RESET ROLE;
+-- a membership a superuser granted is trust
+REVOKE regress_jobq_mallory FROM regress_jobq_victim;
+GRANT regress_jobq_mallory TO regress_jobq_victim;
+SET ROLE regress_jobq_victim;
+SELECT jobq.enqueue_task('handy', '{}', run_at => now() + interval '1 hour') > 0 AS trusted;
+RESET ROLE;
+SELECT count(jobq.cancel(id)) FROM jobq.jobs WHERE task = 'handy';
+REVOKE regress_jobq_mallory FROM regress_jobq_victim;
+DROP ROLE regress_jobq_roleadmin;
+
 -- a function in a temporary schema cannot be a task
 SET ROLE regress_jobq_mallory;
 CREATE FUNCTION pg_temp.sec_temp_task(p jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT p $$;

@@ -229,9 +229,9 @@ qualified_function_name(Oid fn)
  * Does owner trust role with the code its jobs run?  A role trusts itself,
  * superusers, and the roles a superuser made it a direct member of.
  * Membership alone does not do: a superuser is a member of every role
- * (has_privs_of_role), and in PostgreSQL 15 any role may grant its own
- * membership to any other (GRANT mallory TO victim), so membership could
- * be forced on the victim.  The grantor of the membership must be a
+ * (has_privs_of_role), and in PostgreSQL 15 a role with CREATEROLE may
+ * make anybody a member of any role that is not a superuser, so membership
+ * could be forced on the victim.  The grantor of the membership must be a
  * superuser.
  */
 static bool
