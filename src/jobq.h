@@ -332,6 +332,19 @@ typedef struct JobqTable
 	AttrNumber *skip_attno;		/* rows with this column null skip the index */
 } JobqTable;
 
+/* a backend's copy of a small table, read again after a change */
+typedef struct JobqTableCopy
+{
+	const char *relname;		/* in schema jobq */
+	Oid			relid;
+	bool		valid;
+	uint64		invalidations;	/* relcache invalidations of it seen */
+	MemoryContext cxt;			/* holds the copy */
+} JobqTableCopy;
+
+extern bool JobqTableCopyStale(JobqTableCopy *c, uint64 *seen);
+extern void JobqTableCopyRead(JobqTableCopy *c, uint64 seen);
+
 extern Relation JobqTableOpen(JobqTable *t);
 extern AttrNumber JobqTableColumn(JobqTable *t, const char *name, Oid type,
 								  bool required);

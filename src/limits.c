@@ -57,36 +57,14 @@ PG_FUNCTION_INFO_V1(jobq_configure_role);
 #define JOBQ_ROLE_LOCK_KEY		0x6A6F6271
 #define JOBQ_ROLE_LOCK_FIELD4	0x4A52
 
+static JobqTableCopy limits_copy = {.relname = "role_limits"};
 static JobqRoleLimit *limits = NULL;
 static int	nlimits = 0;
-static bool limits_valid = false;
-static uint64 limits_invalidations = 0;
-static Oid	limits_relid = InvalidOid;
-static MemoryContext LimitsContext = NULL;
-static bool callback_registered = false;
 
 /* the count of a role's unfinished jobs, as of this transaction */
 static Oid	counted_role = InvalidOid;
 static LocalTransactionId counted_lxid = InvalidLocalTransactionId;
 static int64 counted_pending = 0;
-
-static void
-limits_relcache_callback(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == limits_relid)
-	{
-		limits_valid = false;
-		limits_invalidations++;
-	}
-}
-
-static Oid
-limits_table(void)
-{
-	Oid			nsp = get_namespace_oid("jobq", true);
-
-	return OidIsValid(nsp) ? get_relname_relid("role_limits", nsp) : InvalidOid;
-}
 
 /*
  * The roles that have a limit, read again after a change.  Needs a
@@ -96,31 +74,15 @@ limits_table(void)
 JobqRoleLimit *
 JobqRoleLimits(int *n)
 {
-	if (!callback_registered)
+	uint64		seen;
+
+	if (JobqTableCopyStale(&limits_copy, &seen))
 	{
-		CacheRegisterRelcacheCallback(limits_relcache_callback, (Datum) 0);
-		callback_registered = true;
-	}
-	if (!limits_valid)
-	{
-		Oid			relid = limits_table();
-		uint64		seen = limits_invalidations;
 		uint64		i;
 
-		if (LimitsContext == NULL)
-			LimitsContext = AllocSetContextCreate(TopMemoryContext, "jobq role limits",
-												  ALLOCSET_SMALL_SIZES);
-		MemoryContextReset(LimitsContext);
 		limits = NULL;
 		nlimits = 0;
-		limits_relid = relid;
-
-		/*
-		 * Valid only once read in full: a read that fails (cancelled, timed
-		 * out) must not leave "no limits" behind.  An invalidation while we
-		 * read makes us read again next time.
-		 */
-		if (OidIsValid(relid))
+		if (OidIsValid(limits_copy.relid))
 		{
 			if (JobqExecuteAsOwner("SELECT role::pg_catalog.oid,"
 								   "       COALESCE(max_pending, -1), COALESCE(max_running, -1)"
@@ -129,7 +91,7 @@ JobqRoleLimits(int *n)
 								   " LIMIT 10000",
 								   0, NULL, NULL, false) != SPI_OK_SELECT)
 				elog(ERROR, "could not read jobq role limits");
-			limits = MemoryContextAllocZero(LimitsContext,
+			limits = MemoryContextAllocZero(limits_copy.cxt,
 											sizeof(JobqRoleLimit) * Max(SPI_processed, 1));
 			for (i = 0; i < SPI_processed; i++)
 			{
@@ -143,8 +105,8 @@ JobqRoleLimits(int *n)
 			}
 			nlimits = (int) SPI_processed;
 			SPI_finish();
-			limits_valid = (seen == limits_invalidations);
 		}
+		JobqTableCopyRead(&limits_copy, seen);
 	}
 	*n = nlimits;
 	return limits;
@@ -256,6 +218,7 @@ jobq_configure_role(PG_FUNCTION_ARGS)
 	Datum		row;
 	bool		isnull;
 	Oid			relid;
+	int			n;
 
 	JobqCheckPreloaded();
 	PreventCommandIfReadOnly("jobq.configure_role()");
@@ -280,7 +243,8 @@ jobq_configure_role(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("role with OID %u does not exist", PG_GETARG_OID(0))));
 
-	relid = limits_table();
+	(void) JobqRoleLimits(&n);
+	relid = limits_copy.relid;
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),

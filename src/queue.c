@@ -43,42 +43,10 @@ PG_FUNCTION_INFO_V1(jobq_configure_queue);
 PG_FUNCTION_INFO_V1(jobq_pause);
 PG_FUNCTION_INFO_V1(jobq_resume);
 
-static Oid	queues_relid = InvalidOid;
-static bool callbacks_registered = false;
-
 /* the worker's rules: queues with a setting */
+static JobqTableCopy rules_copy = {.relname = "queues"};
 static JobqQueueRule *rules = NULL;
 static int	nrules = 0;
-static bool rules_valid = false;
-static uint64 rules_invalidations = 0;
-static MemoryContext RulesContext = NULL;
-
-static void
-queues_relcache_callback(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == queues_relid)
-	{
-		rules_valid = false;
-		rules_invalidations++;
-	}
-}
-
-static void
-register_callbacks(void)
-{
-	if (callbacks_registered)
-		return;
-	CacheRegisterRelcacheCallback(queues_relcache_callback, (Datum) 0);
-	callbacks_registered = true;
-}
-
-static Oid
-queues_table(void)
-{
-	Oid			nsp = get_namespace_oid("jobq", true);
-
-	return OidIsValid(nsp) ? get_relname_relid("queues", nsp) : InvalidOid;
-}
 
 /*
  * The worker's rules: the queues that are paused or have a concurrency
@@ -89,27 +57,16 @@ queues_table(void)
 JobqQueueRule *
 JobqQueueRules(int *n)
 {
-	register_callbacks();
-	if (!rules_valid)
+	uint64		seen;
+
+	if (JobqTableCopyStale(&rules_copy, &seen))
 	{
-		Oid			relid = queues_table();
-		uint64		seen = rules_invalidations;
 		int			i;
 
-		if (RulesContext == NULL)
-			RulesContext = AllocSetContextCreate(TopMemoryContext, "jobq queue rules",
-												 ALLOCSET_SMALL_SIZES);
-		MemoryContextReset(RulesContext);
 		rules = NULL;
 		nrules = 0;
-		queues_relid = relid;
-		/*
-		 * Valid only once read in full (a read that fails must not leave
-		 * "no rules" behind).  Without the table (version 0.2.0), look again
-		 * next time: the update creates it.  An invalidation while we read
-		 * makes us read again next time.
-		 */
-		if (OidIsValid(relid))
+		/* without the table (version 0.2.0), there is nothing to read */
+		if (OidIsValid(rules_copy.relid))
 		{
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
@@ -117,7 +74,7 @@ JobqQueueRules(int *n)
 							"  FROM jobq.queues WHERE paused OR concurrency IS NOT NULL"
 							" ORDER BY queue LIMIT 1000", false, 0) != SPI_OK_SELECT)
 				elog(ERROR, "could not read jobq queue settings");
-			rules = MemoryContextAllocZero(RulesContext,
+			rules = MemoryContextAllocZero(rules_copy.cxt,
 										   sizeof(JobqQueueRule) * Max(SPI_processed, 1));
 			for (i = 0; i < SPI_processed; i++)
 			{
@@ -133,8 +90,8 @@ JobqQueueRules(int *n)
 			}
 			nrules = (int) SPI_processed;
 			SPI_finish();
-			rules_valid = (seen == rules_invalidations);
 		}
+		JobqTableCopyRead(&rules_copy, seen);
 	}
 	*n = nrules;
 	return rules;
@@ -166,6 +123,7 @@ set_queue(FunctionCallInfo fcinfo, const char *what, text *queue,
 	Datum		row;
 	bool		isnull;
 	char	   *name;
+	Oid			queues_relid;
 
 	JobqCheckPreloaded();
 	PreventCommandIfReadOnly(what);
@@ -192,7 +150,7 @@ set_queue(FunctionCallInfo fcinfo, const char *what, text *queue,
 				 errmsg("concurrency must be between 1 and %d, or 0 for no limit, not %d",
 						JOBQ_MAX_WORKERS, DatumGetInt32(concurrency))));
 
-	queues_relid = queues_table();
+	queues_relid = get_relname_relid("queues", get_namespace_oid("jobq", false));
 	if (!OidIsValid(queues_relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),

@@ -359,3 +359,67 @@ JobqExecuteAsCaller(const char *sql, int nargs, Oid *argtypes, Datum *values,
 	return execute_pinned(sql, nargs, argtypes, values, NULL, read_only,
 						  InvalidOid);
 }
+
+/*
+ * Backend-local copies of small tables of jobq's (queue settings, role
+ * limits), read again after a relcache invalidation of the table, which
+ * the functions that change them send with their commit.  A copy is valid
+ * only once read in full, and only if no invalidation came while it was
+ * read: a read that fails (cancelled, timed out) must not leave an empty
+ * copy behind.
+ */
+#define JOBQ_MAX_COPIES 4
+
+static JobqTableCopy *copies[JOBQ_MAX_COPIES];
+static int	ncopies = 0;
+
+static void
+copy_invalidate(Datum arg, Oid relid)
+{
+	int			i;
+
+	for (i = 0; i < ncopies; i++)
+		if (relid == InvalidOid || relid == copies[i]->relid)
+		{
+			copies[i]->valid = false;
+			copies[i]->invalidations++;
+		}
+}
+
+/*
+ * Must c be read again?  If so, its memory context is emptied, its table
+ * looked up (c->relid is InvalidOid if the extension has no such table:
+ * then there is nothing to read, and it is looked up again next time),
+ * and *seen notes the invalidations so far, for JobqTableCopyRead().
+ */
+bool
+JobqTableCopyStale(JobqTableCopy *c, uint64 *seen)
+{
+	Oid			nsp;
+
+	if (c->cxt == NULL)
+	{
+		if (ncopies == 0)
+			CacheRegisterRelcacheCallback(copy_invalidate, (Datum) 0);
+		if (ncopies >= JOBQ_MAX_COPIES)
+			elog(ERROR, "too many jobq table copies");
+		copies[ncopies++] = c;
+		c->cxt = AllocSetContextCreate(TopMemoryContext, "jobq table copy",
+									   ALLOCSET_SMALL_SIZES);
+		MemoryContextSetIdentifier(c->cxt, c->relname);
+	}
+	if (c->valid)
+		return false;
+	MemoryContextReset(c->cxt);
+	nsp = get_namespace_oid("jobq", true);
+	c->relid = OidIsValid(nsp) ? get_relname_relid(c->relname, nsp) : InvalidOid;
+	*seen = c->invalidations;
+	return true;
+}
+
+/* c has been read in full, from a look-up that noted seen */
+void
+JobqTableCopyRead(JobqTableCopy *c, uint64 seen)
+{
+	c->valid = OidIsValid(c->relid) && seen == c->invalidations;
+}
