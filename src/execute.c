@@ -486,9 +486,10 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 		SetUserIdAndSecContext(job->owner,
 							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 		save_nestlevel = NewGUCNestLevel();
+		apply_role_settings(job->owner, outercxt);
+		/* settings the owner's role defines are not the job's (session.c) */
 		if (!here)
 			JobqSessionJobBegin();
-		apply_role_settings(job->owner, outercxt);
 
 		/*
 		 * From here on the job may be cancelled (timeout, SIGTERM).  A cancel

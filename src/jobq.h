@@ -380,6 +380,7 @@ extern JobqRoleLimit *JobqRoleLimits(int *n);
 extern int	JobqRoleRunningLimit(Oid role);
 extern bool JobqRoleCheckEnqueue(Oid role);
 extern void JobqRoleEnqueued(Oid role);
+extern bool JobqRoleLockHeld(void);
 
 /* depend.c: jobs that depend on other jobs */
 #define JOBQ_MAX_DEPENDENCIES	100

@@ -156,9 +156,14 @@ JobqRoleCheckEnqueue(Oid role)
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, JOBQ_ROLE_LOCK_KEY, (uint32) role,
 						 JOBQ_ROLE_LOCK_FIELD4);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 
-	if (counted_role != role || counted_lxid != MyProc->lxid)
+	/*
+	 * The count kept for this transaction holds while the lock has been
+	 * held since: a subtransaction that took it and aborted let it go, and
+	 * others may have enqueued meanwhile.
+	 */
+	if (LockAcquire(&tag, ExclusiveLock, false, false) != LOCKACQUIRE_ALREADY_HELD ||
+		counted_role != role || counted_lxid != MyProc->lxid)
 	{
 		Oid			argtypes[2] = {OIDOID, INT4OID};
 		Datum		values[2];
@@ -194,6 +199,16 @@ JobqRoleCheckEnqueue(Oid role)
 				 errdetail("The administrator limits its jobs with jobq.configure_role()."),
 				 errhint("Wait for some of its jobs to finish, or cancel some.")));
 	return true;
+}
+
+/*
+ * Does the current transaction hold the enqueue lock of a limited role?
+ * (A worker commits after a job that took one: others wait for it.)
+ */
+bool
+JobqRoleLockHeld(void)
+{
+	return OidIsValid(counted_role) && counted_lxid == MyProc->lxid;
 }
 
 /* a job of role was added by the current transaction */

@@ -88,15 +88,17 @@ static int	chunk_njobs = 0;
 static int	chunk_next = 0;
 
 /*
- * Does this worker hold job id, claimed in its chunk and not finished?
- * (A job that waited for it would wait for ever.)
+ * Does this worker hold job id, claimed in its chunk?  Until the chunk
+ * commits, every job of it is locked, whether it waits to run, was handed
+ * back to another owner's transaction, or ran already (its outcome is
+ * written at the commit): a job that waited for it would wait for ever.
  */
 bool
 JobqHeldByThisWorker(int64 id)
 {
 	int			i;
 
-	for (i = chunk_next; i < chunk_njobs; i++)
+	for (i = 0; i < chunk_njobs; i++)
 		if (chunk_jobs[i].id == id)
 			return true;
 	return false;
@@ -179,9 +181,13 @@ jobq_watchdog(void)
 	if (!jobq_in_job || escalated != JOBQ_ESCALATE_NONE || id == 0)
 		return;
 	now = GetCurrentTimestamp();
-	if (cancel_seen_at == 0 &&
-		(jobq_shutdown_requested || JobqCancelRequested(id)))
-		cancel_seen_at = now;
+	if (jobq_shutdown_requested || JobqCancelRequested(id))
+	{
+		if (cancel_seen_at == 0)
+			cancel_seen_at = now;
+	}
+	else
+		cancel_seen_at = 0;		/* the canceller gave up */
 
 	if (cancel_seen_at != 0 && now - cancel_seen_at >= grace_us)
 		why = JobqCancelRequested(id) ? JOBQ_ESCALATE_CANCEL :
@@ -326,6 +332,8 @@ begin_job(JobqJob *job)
 static void
 end_job(void)
 {
+	/* a watchdog tick too late for the job must not label a later death */
+	(void) JobqEscalationTake(my_slot, jobq_current_job_id);
 	jobq_current_job_id = 0;
 	SpinLockAcquire(&JobqShared->mutex);
 	JobqShared->workers[my_slot].job_id = 0;
@@ -390,8 +398,10 @@ note_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
 static void
 recycle_worker(void)
 {
+	/* busy: the wake-up below is for another worker */
 	SpinLockAcquire(&JobqShared->mutex);
 	JobqShared->workers[my_slot].recycled = true;
+	JobqShared->workers[my_slot].busy = true;
 	SpinLockRelease(&JobqShared->mutex);
 	JobqWakeWorkers(1);
 	ereport(DEBUG1,
@@ -479,6 +489,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	Oid			chunk_owner = InvalidOid;	/* owner of the jobs run */
 	bool		handed_back = false;	/* jobs of other owners let go */
 	int			n_handed_back = 0;
+	int			n_run = 0;		/* jobs started */
 	int16		handed_back_priority = 0;
 	TimestampTz commit_start;
 	int			i;
@@ -578,6 +589,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 			break;
 		}
 		chunk_owner = jobs[next].owner;
+		n_run++;
 		JobqExecuteJob(&jobs[next], &outcomes[next], JobContext, false);
 		end_job();
 		MemoryContextReset(JobContext);
@@ -594,6 +606,9 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 		/* commit a cancelled job at once: jobq.cancel() waits for it */
 		if (outcomes[next - 1].kind == JOBQ_CANCELLED)
 			break;
+		/* and the lock of its role's enqueue limit, which others wait for */
+		if (JobqRoleLockHeld())
+			break;
 		if (MyProc->subxidStatus.overflowed ||
 			MyProc->subxidStatus.count >= JOBQ_CHUNK_MAX_SUBXIDS)
 			break;
@@ -609,6 +624,8 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 
 	if (slow || queue_full || recycle)
 		*claim_limit = 1;
+	else if (n_handed_back > 0)
+		*claim_limit = Min(Max(2 * n_run, 1), jobq_batch_size);	/* by what ran */
 	else if (left_over > 0)
 		*claim_limit = Max(next, 1);
 	else if (!TimestampDifferenceExceeds(chunk_start, GetCurrentTimestamp(),
