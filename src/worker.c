@@ -489,7 +489,6 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	Oid			chunk_owner = InvalidOid;	/* owner of the jobs run */
 	bool		handed_back = false;	/* jobs of other owners let go */
 	int			n_handed_back = 0;
-	int			n_run = 0;		/* jobs started */
 	int16		handed_back_priority = 0;
 	TimestampTz commit_start;
 	int			i;
@@ -589,7 +588,6 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 			break;
 		}
 		chunk_owner = jobs[next].owner;
-		n_run++;
 		JobqExecuteJob(&jobs[next], &outcomes[next], JobContext, false);
 		end_job();
 		MemoryContextReset(JobContext);
@@ -624,8 +622,6 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 
 	if (slow || queue_full || recycle)
 		*claim_limit = 1;
-	else if (n_handed_back > 0)
-		*claim_limit = Min(Max(2 * n_run, 1), jobq_batch_size);	/* by what ran */
 	else if (left_over > 0)
 		*claim_limit = Max(next, 1);
 	else if (!TimestampDifferenceExceeds(chunk_start, GetCurrentTimestamp(),
