@@ -183,7 +183,8 @@ SELECT jobq.enqueue($$
     $do$
 $$, timeout => '0', max_attempts => 3) AS j \gset
 RESET ROLE;
-SELECT wait_started(:j) AS running;
+-- (inside the loop: a cancel that came earlier would simply cancel it)
+SELECT wait_started(:j, in_sleep => true) AS running;
 SET statement_timeout = '120s';
 SELECT jobq.cancel(:j) AS cancelled;
 RESET statement_timeout;

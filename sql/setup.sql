@@ -41,13 +41,19 @@ BEGIN
 END
 $$;
 
--- wait (bounded) until a worker runs the job; an error if none does
-CREATE FUNCTION wait_started(job bigint, max_wait interval DEFAULT '60s')
+-- wait (bounded) until a worker runs the job (and, with in_sleep, waits
+-- in pg_sleep() in it); an error if none does
+CREATE FUNCTION wait_started(job bigint, in_sleep boolean DEFAULT false,
+                             max_wait interval DEFAULT '60s')
 RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + max_wait;
 BEGIN
-    WHILE NOT EXISTS (SELECT 1 FROM jobq.workers WHERE job_id = job) LOOP
+    PERFORM pg_stat_clear_snapshot();
+    WHILE NOT EXISTS (SELECT 1 FROM jobq.workers w JOIN pg_stat_activity a ON a.pid = w.pid
+                       WHERE w.job_id = job
+                         AND (NOT in_sleep OR a.wait_event = 'PgSleep')) LOOP
+        PERFORM pg_stat_clear_snapshot();
         IF clock_timestamp() > deadline THEN
             RAISE EXCEPTION 'job % did not start within %', job, max_wait;
         END IF;

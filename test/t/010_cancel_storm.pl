@@ -53,10 +53,13 @@ my $second = $node->safe_psql('postgres',
 	"SET ROLE storm_other; SELECT jobq.enqueue(\$j\$"
 	  . sprintf($swallow, 'second')
 	  . "\$j\$, timeout => '0')");
+# both are inside the loop that swallows cancels (a cancel that came
+# earlier, in the INSERT, would simply cancel the job)
 ok( $node->poll_query_until(
 		'postgres',
-		"SELECT count(*) = 2 FROM jobq.workers WHERE job_id IN ($first, $second)"),
-	'both jobs are running');
+		"SELECT count(*) = 2 FROM jobq.workers w JOIN pg_stat_activity a ON a.pid = w.pid
+		  WHERE w.job_id IN ($first, $second) AND a.wait_event = 'PgSleep'"),
+	'both jobs are running, in their loops');
 
 my $log_offset = -s $node->logfile;
 
