@@ -400,7 +400,6 @@ extern void JobqSessionInit(void);
 extern bool JobqSessionMayRun(Oid owner);
 extern void JobqSessionJobBegin(void);
 extern void JobqSessionJobEnd(bool drop_temp);
-extern bool JobqSessionTainted(void);
 
 /* execute.c */
 extern void JobqExecuteJob(JobqJob *job, JobqOutcome *outcome,

@@ -250,10 +250,3 @@ JobqSessionJobEnd(bool drop_temp)
 	if (GetNumConfigOptions() != settings_at_start)
 		tainted = true;
 }
-
-/* for jobq.workers: may the session carry state of its owner's jobs? */
-bool
-JobqSessionTainted(void)
-{
-	return tainted;
-}
