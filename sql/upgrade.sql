@@ -17,10 +17,10 @@ SELECT wait_job(:job);
 SELECT (jobq.status(:job)).result;
 
 --
--- from 0.1.0 (CREATE EXTENSION takes the same path: there is one install
--- script, for 0.1.0): a job that 0.1.0 had marked running (its claim was a
--- row update then, a row lock now) is pending again with its attempt
--- kept, and runs
+-- from 0.1.0 (test/t/012_install_paths.pl compares every path's schema
+-- with the full install script's): a job that 0.1.0 had marked running
+-- (its claim was a row update then, a row lock now) is pending again with
+-- its attempt kept, and runs
 --
 DROP EXTENSION jobq;
 CREATE EXTENSION jobq VERSION '0.1.0';
@@ -69,3 +69,21 @@ SELECT jobq.enqueue('SELECT 2', dedup_key => 'kept-key') = :keyed AS same_job;
 SELECT queue, concurrency FROM jobq.queue_stats WHERE queue = 'q_upgraded';
 SELECT max_pending, max_running FROM jobq.configure_role(current_user::regrole, 100, 2);
 SELECT jobq.cancel(:keyed);
+
+--
+-- from 0.4.0: the "default" queue row that the install script wrote goes,
+-- unless it was configured
+--
+DROP EXTENSION jobq;
+CREATE EXTENSION jobq VERSION '0.4.0';
+SELECT queue, concurrency, paused FROM jobq.queues;
+ALTER EXTENSION jobq UPDATE;
+SELECT count(*) AS queue_rows FROM jobq.queues;
+DROP EXTENSION jobq;
+CREATE EXTENSION jobq VERSION '0.4.0';
+SELECT (jobq.pause('default')).paused;
+ALTER EXTENSION jobq UPDATE;
+SELECT queue, concurrency, paused FROM jobq.queues;
+DROP EXTENSION jobq;
+CREATE EXTENSION jobq;
+SELECT count(*) AS queue_rows FROM jobq.queues;
