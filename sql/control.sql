@@ -68,16 +68,18 @@ SELECT jobq.cancel(-42);
 -- cancel a running job: it is interrupted, its effects roll back, and it
 -- is not retried although it has attempts left
 CREATE TABLE ctl_effects (what text);
--- wait (bounded) until a job is running
+-- wait until a job is running; an error after a minute
 CREATE FUNCTION wait_running(job bigint) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '60 s';
 BEGIN
-    FOR i IN 1..6000 LOOP
-        IF EXISTS (SELECT 1 FROM jobq.jobs WHERE id = job AND state = 'running') THEN
-            RETURN 'running';
+    WHILE NOT EXISTS (SELECT 1 FROM jobq.jobs WHERE id = job AND state = 'running') LOOP
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'job % was not running within a minute', job;
         END IF;
         PERFORM pg_sleep(0.01);
     END LOOP;
-    RETURN 'gave up';
+    RETURN 'running';
 END
 $$;
 SELECT jobq.enqueue($$INSERT INTO ctl_effects VALUES ('should not stay');
@@ -149,10 +151,10 @@ SET ROLE regress_jobq_ctl_other;
 SELECT jobq.cancel(:owned);
 SELECT jobq.retry(:owned_failing);
 SELECT jobq.wait(:owned, '10 ms');
-SET ROLE regress_jobq_ctl_monitor;
-SELECT jobq.cancel(:owned);
-SELECT jobq.retry(:owned_failing);
 \set VERBOSITY default
+SET ROLE regress_jobq_ctl_monitor;
+SELECT error_of(format('SELECT jobq.cancel(%s)', :owned), :owned);
+SELECT error_of(format('SELECT jobq.retry(%s)', :owned_failing), :owned_failing);
 SELECT state FROM jobq.wait(:owned, '10 ms');
 SET ROLE regress_jobq_ctl_owner;
 SELECT jobq.cancel(:owned);

@@ -57,8 +57,9 @@ SELECT jobq.cancel(:later2);
 SELECT count(*) AS jobs_before FROM jobq.jobs \gset
 \set VERBOSITY sqlstate
 SELECT jobq.enqueue('SELECT 1', depends_on => ARRAY[-42]::bigint[]);
-SELECT jobq.enqueue('SELECT 1', depends_on => ARRAY[:bad]::bigint[]);
 \set VERBOSITY default
+SELECT error_of(format('SELECT jobq.enqueue(''SELECT 1'', depends_on => ARRAY[%s]::bigint[])', :bad), :bad);
+SELECT error_of(format('SELECT jobq.enqueue(''SELECT 1'', depends_on => ARRAY[%s]::bigint[])', :later), :later);
 SELECT jobq.enqueue('SELECT 1', depends_on => ARRAY[NULL]::bigint[]);
 SELECT jobq.enqueue('SELECT 1', depends_on => ARRAY[[1]]::bigint[]);
 SELECT jobq.enqueue('SELECT 1', depends_on => (SELECT array_agg(i) FROM generate_series(1, 101) i));

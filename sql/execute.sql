@@ -111,7 +111,6 @@ SELECT (jobq.status(:job)).result;
 
 -- a job enqueued for later waits for its run_at
 SELECT jobq.enqueue('SELECT 1', run_at => now() + interval '2 seconds') AS job \gset
-SELECT state FROM jobq.status(:job);
 SELECT wait_job(:job);
 SELECT started_at >= run_at AS started_after_run_at FROM jobq.status(:job);
 

@@ -169,8 +169,9 @@ SELECT state, attempts, last_error, last_sqlstate FROM jobq.status(:job);
 -- the superuser may take over any task
 SELECT jobq.unregister_task('tasker_insert');
 
--- jobq.workers: one row per slot; a busy worker shows its job
-SELECT jobq.enqueue_task('jobq.sleep', '{"seconds": 60}', timeout => '1s',
+-- jobq.workers: one row per slot; a busy worker shows its job (which the
+-- test then cancels)
+SELECT jobq.enqueue_task('jobq.sleep', '{"seconds": 60}',
                          max_attempts => 1, queue => 'sleepy') AS job \gset
 -- (a worker whose session a C task of another role made its own may be
 -- starting again in a fresh process: wait for both)
@@ -180,16 +181,19 @@ SELECT state, job_id = :job AS this_job, queue, job_started_at IS NOT NULL AS st
 SELECT count(*) AS slots, count(pid) AS running, sum(jobs_succeeded) > 0 AS some_succeeded,
        sum(jobs_retried) > 0 AS some_retried, sum(jobs_failed) > 0 AS some_failed
   FROM jobq.workers;
+SELECT jobq.cancel(:job);
 -- the sleep is interrupted by the job's timeout
+SELECT jobq.enqueue_task('jobq.sleep', '{"seconds": 60}', timeout => '1s',
+                         max_attempts => 1) AS job \gset
 SELECT wait_job(:job);
 SELECT state, last_error, last_sqlstate FROM jobq.status(:job);
 -- another role sees that a worker is busy, not with what
-SELECT jobq.enqueue_task('jobq.sleep', '{"seconds": 60}', timeout => '1s',
-                         max_attempts => 1) AS job \gset
+SELECT jobq.enqueue_task('jobq.sleep', '{"seconds": 60}', max_attempts => 1) AS job \gset
 SELECT wait_started(:job) AS running;
 SET ROLE regress_jobq_other;
 SELECT state, job_id, queue FROM jobq.workers WHERE state = 'busy';
 RESET ROLE;
+SELECT jobq.cancel(:job);
 SELECT wait_job(:job);
 
 -- payloads that are not what jobq.sleep needs

@@ -146,8 +146,9 @@ insert_job(Datum *values, bool *nulls)
 			if (c == NUM_JOB_COLUMNS && att->attnotnull && !att->attisdropped)
 				ereport(ERROR,
 						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("column \"%s\" of relation \"jobq.job\" is unknown to this version of the jobq library",
+						 errmsg("unrecognized column \"%s\" in relation \"jobq.job\"",
 								NameStr(att->attname)),
+						 errdetail("This version of the jobq library does not know how to fill it."),
 						 errhint("Install the jobq library that matches the extension's version.")));
 		}
 		if (!OidIsValid(seqid))

@@ -748,9 +748,10 @@ build_history_map(void)
 		if (src == HS_NULL && att->attnotnull && !att->attisdropped)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("column \"%s\" of relation \"jobq.job_history\" is unknown to this version of the jobq library",
+					 errmsg("unrecognized column \"%s\" in relation \"jobq.job_history\"",
 							name),
-					 errhint("Install the jobq library that matches the extension's version.")));
+					 errdetail("This version of the jobq library does not know how to fill it."),
+						 errhint("Install the jobq library that matches the extension's version.")));
 		history_source[i] = src;
 	}
 	/* the columns filled here must have the types they are given */

@@ -67,13 +67,20 @@ typedef enum JobPlace
 	JOB_CANCELLED
 } JobPlace;
 
+/* what the caller of find_job() means to do with the job */
+typedef enum JobAction
+{
+	JOB_LOOK,					/* only look */
+	JOB_CANCEL,
+	JOB_RETRY
+} JobAction;
+
 /*
  * Where job id is, as the caller sees it (row-level security applies);
- * an error if the caller cannot see it, or (with what non-NULL) may not
- * act on it.
+ * an error if the caller cannot see it, or may not take the action on it.
  */
 static JobPlace
-find_job(int64 id, const char *what, Oid *owner_out)
+find_job(int64 id, JobAction action, Oid *owner_out)
 {
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(id)};
@@ -96,13 +103,23 @@ find_job(int64 id, const char *what, Oid *owner_out)
 										   SPI_tuptable->tupdesc, 2, &isnull));
 	SPI_finish();
 
-	if (what != NULL && !has_privs_of_role(GetUserId(), owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to %s job " INT64_FORMAT, what, id),
-				 errdetail("Only the job's owner, role \"%s\", a member of it or a superuser may %s it.",
-						   GetUserNameFromId(owner, true) ? GetUserNameFromId(owner, true) : "?",
-						   what)));
+	if (action != JOB_LOOK && !has_privs_of_role(GetUserId(), owner))
+	{
+		const char *rolname = GetUserNameFromId(owner, true);
+
+		if (action == JOB_CANCEL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to cancel job " INT64_FORMAT, id),
+					 errdetail("Only the job's owner, role \"%s\", a member of it or a superuser may cancel it.",
+							   rolname ? rolname : "?")));
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to retry job " INT64_FORMAT, id),
+					 errdetail("Only the job's owner, role \"%s\", a member of it or a superuser may retry it.",
+							   rolname ? rolname : "?")));
+	}
 
 	if (owner_out)
 		*owner_out = owner;
@@ -251,7 +268,7 @@ jobq_cancel(PG_FUNCTION_ARGS)
 				 errmsg("job id must not be null")));
 	id = PG_GETARG_INT64(0);
 
-	if (find_job(id, "cancel", NULL) != JOB_UNFINISHED)
+	if (find_job(id, JOB_CANCEL, NULL) != JOB_UNFINISHED)
 		PG_RETURN_BOOL(false);
 
 	/* pending, and no worker holds it */
@@ -336,7 +353,7 @@ jobq_retry(PG_FUNCTION_ARGS)
 				 errmsg("job id must not be null")));
 	id = PG_GETARG_INT64(0);
 
-	place = find_job(id, "retry", &owner);
+	place = find_job(id, JOB_RETRY, &owner);
 	if (place != JOB_FAILED && place != JOB_CANCELLED)
 		PG_RETURN_BOOL(false);
 	/* the job is unfinished again: its owner's max_pending applies */
@@ -642,8 +659,8 @@ wait_loop(int64 id, TimestampTz deadline, bool *found)
 		if (JobqHeldByThisWorker(id))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cannot wait for job " INT64_FORMAT ": the worker running this job holds it", id),
-					 errdetail("It would start only after this job ends.")));
+					 errmsg("cannot wait for job " INT64_FORMAT, id),
+					 errdetail("The worker running this job holds that job, which would start only after this job ends.")));
 		if (mine)
 		{
 			/*

@@ -283,10 +283,16 @@ JobqCheckDependencies(ArrayType *deps, int *ndeps)
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("job " INT64_FORMAT " in depends_on does not exist", d),
 					 errdetail("It may have finished longer ago than jobq.retention, or belong to another role.")));
-		if (strcmp(state, "failed") == 0 || strcmp(state, "cancelled") == 0)
+		if (strcmp(state, "failed") == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("job " INT64_FORMAT " in depends_on has %s", d, state),
+					 errmsg("job " INT64_FORMAT " in depends_on has failed", d),
+					 errdetail("A job that depends on it would never run."),
+					 errhint("Retry it with jobq.retry() first.")));
+		if (strcmp(state, "cancelled") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("job " INT64_FORMAT " in depends_on was cancelled", d),
 					 errdetail("A job that depends on it would never run."),
 					 errhint("Retry it with jobq.retry() first.")));
 		if (strcmp(state, "succeeded") != 0)

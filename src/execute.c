@@ -544,9 +544,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 					 errmsg("COPY from or to the client is not possible in a job"),
 					 errhint("Copy from or to a file or a program instead.")));
 		else if (rc < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("could not run job: %s", SPI_result_code_string(rc))));
+			elog(ERROR, "could not run job command: %s", SPI_result_code_string(rc));
 
 		/*
 		 * Everything up to the end of the job may run the owner's code (a
@@ -578,7 +576,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 		if (JobqCancelRequested(job->id))
 			ereport(ERROR,
 					(errcode(ERRCODE_QUERY_CANCELED),
-					 errmsg(JOBQ_CANCELLED_MESSAGE)));
+					 errmsg("job cancelled by jobq.cancel()")));
 		if (!here)
 			JobqSessionJobEnd(true);
 
