@@ -4,7 +4,7 @@ EXTVERSION = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*
 
 MODULE_big = jobq
 OBJS = src/jobq.o src/guc.o src/shmem.o src/journal.o src/launcher.o src/worker.o \
-       src/claim.o src/execute.o src/session.o src/store.o src/task.o src/control.o src/queue.o src/limits.o src/depend.o src/api.o
+       src/schema.o src/claim.o src/finish.o src/execute.o src/session.o src/spi.o src/store.o src/task.o src/control.o src/queue.o src/limits.o src/depend.o src/api.o
 
 # Install and upgrade scripts: every jobq--*.sql at the top level.
 DATA = $(wildcard jobq--*.sql)
@@ -17,7 +17,7 @@ PG_CFLAGS += -Werror
 endif
 
 # pg_regress: API outputs, against a temporary instance that preloads jobq.
-REGRESS = setup enqueue_errors execute tasks control dedup queues depends security attacks single_worker retention upgrade
+REGRESS = setup enqueue_errors execute tasks control dedup queues depends security attacks single_worker retention upgrade columns
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
                --temp-instance=$(CURDIR)/tmp_regress
 NO_INSTALLCHECK_OPTS =

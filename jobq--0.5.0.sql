@@ -36,8 +36,6 @@ CREATE SEQUENCE jobq.job_id_seq AS bigint;
 CREATE TABLE jobq.job (
     id            bigint NOT NULL DEFAULT pg_catalog.nextval('jobq.job_id_seq') PRIMARY KEY,
     queue         text NOT NULL DEFAULT 'default',
-    state         jobq.job_state NOT NULL DEFAULT 'pending'
-                  CHECK (state IN ('pending', 'running')),
     priority      smallint NOT NULL DEFAULT 0,
     run_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     attempts      integer NOT NULL DEFAULT 0,
@@ -47,7 +45,6 @@ CREATE TABLE jobq.job (
     command       text,
     created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     started_at    timestamptz,
-    worker_pid    integer,
     last_error    text,
     last_sqlstate text,
     task          text,
@@ -59,12 +56,11 @@ CREATE TABLE jobq.job (
     CONSTRAINT job_command_or_task CHECK ((command IS NULL) <> (task IS NULL))
 ) WITH (fillfactor = 80);
 ALTER SEQUENCE jobq.job_id_seq OWNED BY jobq.job.id;
-COMMENT ON TABLE jobq.job IS 'unfinished jobs (pending and running); written only by the jobq API and workers';
+COMMENT ON TABLE jobq.job IS 'unfinished jobs; written only by the jobq API and workers, which lock the rows of the jobs they run';
 COMMENT ON COLUMN jobq.job.counted IS 'true if the job counts against its owner''s max_pending; null otherwise';
 
--- the claim: due pending jobs by priority, then run_at, then id
-CREATE INDEX job_claim_idx ON jobq.job (priority DESC, run_at, id)
-    WHERE state = 'pending';
+-- the claim: due jobs by priority, then run_at, then id
+CREATE INDEX job_claim_idx ON jobq.job (priority DESC, run_at, id);
 
 /*
  * Dedup keys: while an unfinished job has a key, enqueueing another job
@@ -190,7 +186,7 @@ COMMENT ON FUNCTION jobq.running_jobs() IS 'jobs being run now: id, worker pid, 
 
 CREATE VIEW jobq.jobs WITH (security_invoker = true) AS
     SELECT j.id, j.queue,
-           CASE WHEN r.id IS NULL THEN j.state ELSE 'running' END AS state,
+           CASE WHEN r.id IS NULL THEN 'pending'::jobq.job_state ELSE 'running' END AS state,
            j.priority, COALESCE(r.attempts, j.attempts) AS attempts,
            j.max_attempts, COALESCE(j.not_before, j.run_at) AS run_at, j.created_at,
            COALESCE(r.started_at, j.started_at) AS started_at,
@@ -467,17 +463,17 @@ REVOKE EXECUTE ON FUNCTION jobq.configure_queue(text, integer, boolean),
 CREATE VIEW jobq.queue_stats WITH (security_invoker = true) AS
     SELECT q.queue,
            (SELECT pg_catalog.count(*) FROM jobq.job j
-             WHERE j.queue = q.queue AND j.state = 'pending'
+             WHERE j.queue = q.queue
                AND j.run_at <= pg_catalog.now()
                AND j.id NOT IN (SELECT r.id FROM jobq.running_jobs() r)) AS pending,
            (SELECT pg_catalog.count(*) FROM jobq.job j
-             WHERE j.queue = q.queue AND j.state = 'pending'
+             WHERE j.queue = q.queue
                AND j.run_at > pg_catalog.now()) AS scheduled,
            (SELECT pg_catalog.count(*) FROM jobq.worker_info() w
              WHERE w.queue = q.queue) AS running,
            h.succeeded_1m, h.failed_1m, h.succeeded_1h, h.failed_1h,
            (SELECT pg_catalog.now() - pg_catalog.min(j.run_at) FROM jobq.job j
-             WHERE j.queue = q.queue AND j.state = 'pending'
+             WHERE j.queue = q.queue
                AND j.run_at <= pg_catalog.now()) AS oldest_due_age,
            c.concurrency, COALESCE(c.paused, false) AS paused
       FROM (SELECT qs.queue FROM jobq.queues qs

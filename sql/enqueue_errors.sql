@@ -70,9 +70,9 @@ EXPLAIN (COSTS OFF) SELECT command FROM jobq.job WHERE queue = 'regress_idx_b';
 SELECT command FROM jobq.job WHERE queue = 'regress_idx_a';
 SELECT command FROM jobq.job WHERE queue = 'regress_idx_b' ORDER BY command;
 -- and the claim index, through which workers find jobs
-EXPLAIN (COSTS OFF) SELECT id FROM jobq.job WHERE state = 'pending' ORDER BY priority DESC, run_at, id;
-SELECT count(*) FROM (SELECT id FROM jobq.job WHERE state = 'pending'
-                       AND queue LIKE 'regress_idx_%' ORDER BY priority DESC, run_at, id) s;
+EXPLAIN (COSTS OFF) SELECT id FROM jobq.job ORDER BY priority DESC, run_at, id;
+SELECT count(*) FROM (SELECT id FROM jobq.job
+                       WHERE queue LIKE 'regress_idx_%' ORDER BY priority DESC, run_at, id) s;
 ROLLBACK;
 
 -- status of a job that does not exist

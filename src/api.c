@@ -101,10 +101,14 @@ static const struct
 	[COL_COUNTED] = {"counted", BOOLOID},
 };
 
-/* columns that a jobq.job of version 0.2.0 (or 0.3.0: counted) lacks */
+/*
+ * columns that a jobq.job of some version lacks: those of tasks before
+ * 0.3.0, counted before 0.4.0, state from 0.5.0 on
+ */
 #define JOB_COLUMN_OPTIONAL(c) \
 	((c) == COL_TASK || (c) == COL_PAYLOAD || (c) == COL_DEDUP_KEY || \
-	 (c) == COL_DEPENDS_ON || (c) == COL_NOT_BEFORE || (c) == COL_COUNTED)
+	 (c) == COL_DEPENDS_ON || (c) == COL_NOT_BEFORE || (c) == COL_COUNTED || \
+	 (c) == COL_STATE)
 
 static JobqTable job_table = {.relname = "job"};
 static uint64 job_columns_generation = 0;
@@ -127,8 +131,7 @@ insert_job(Datum *values, bool *nulls)
 
 	if (job_columns_generation != job_table.generation)
 	{
-		Oid			seqid = get_relname_relid("job_id_seq",
-											  RelationGetNamespace(rel));
+		Oid			seqid = JobqSchemaRelid("job_id_seq");
 
 		for (i = 0; i < NUM_JOB_COLUMNS; i++)
 			job_attno[i] = JobqTableColumn(&job_table, job_columns[i].name,
@@ -156,10 +159,11 @@ insert_job(Datum *values, bool *nulls)
 					(errcode(ERRCODE_UNDEFINED_TABLE),
 					 errmsg("relation \"jobq.job_id_seq\" does not exist"),
 					 errhint("Reinstall the extension with DROP EXTENSION jobq and CREATE EXTENSION jobq.")));
-		pending_state =
-			DirectFunctionCall2(enum_in, CStringGetDatum("pending"),
-								ObjectIdGetDatum(TupleDescAttr(job_table.desc,
-															   job_attno[COL_STATE] - 1)->atttypid));
+		if (job_attno[COL_STATE] != InvalidAttrNumber)
+			pending_state =
+				DirectFunctionCall2(enum_in, CStringGetDatum("pending"),
+									ObjectIdGetDatum(TupleDescAttr(job_table.desc,
+																   job_attno[COL_STATE] - 1)->atttypid));
 		job_seqid = seqid;
 		job_columns_generation = job_table.generation;
 	}
@@ -168,7 +172,7 @@ insert_job(Datum *values, bool *nulls)
 	values[COL_ID] = Int64GetDatum(id);
 	nulls[COL_ID] = false;
 	values[COL_STATE] = pending_state;
-	nulls[COL_STATE] = false;
+	nulls[COL_STATE] = (job_attno[COL_STATE] == InvalidAttrNumber);
 	values[COL_ATTEMPTS] = Int32GetDatum(0);
 	nulls[COL_ATTEMPTS] = false;
 	values[COL_CREATED_AT] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
@@ -200,27 +204,6 @@ insert_job(Datum *values, bool *nulls)
 }
 
 /*
- * Is the unique index of dedup keys per owner (version 0.4.0 on)?  Before
- * ALTER EXTENSION UPDATE, the index of 0.3.0 is per queue only.
- */
-static bool
-dedup_key_per_owner(void)
-{
-	Oid			nsp = get_namespace_oid("jobq", false);
-	Oid			idx = get_relname_relid("job_dedup_idx", nsp);
-	HeapTuple	tup;
-	bool		per_owner = false;
-
-	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(idx));
-	if (HeapTupleIsValid(tup))
-	{
-		per_owner = ((Form_pg_index) GETSTRUCT(tup))->indnkeyatts == 3;
-		ReleaseSysCache(tup);
-	}
-	return per_owner;
-}
-
-/*
  * Insert a job with a dedup key, or find the unfinished job of its queue
  * and owner that has the key; returns the id, and sets *added if the job
  * is new.
@@ -241,7 +224,7 @@ insert_dedup_job(Datum *values, bool *nulls, bool *added)
 		COL_TIMEOUT, COL_OWNER, COL_COMMAND, COL_TASK, COL_PAYLOAD, COL_DEDUP_KEY,
 	COL_DEPENDS_ON, COL_NOT_BEFORE, COL_COUNTED};
 	int			i;
-	bool		per_owner = dedup_key_per_owner();
+	bool		per_owner = JobqSchemaRequire()->dedup_per_owner;
 
 	for (i = 0; i < 13; i++)
 	{

@@ -135,89 +135,54 @@ find_job(int64 id, JobAction action, Oid *owner_out)
 /*
  * Lock the job's row in jobq.job, waiting for a worker that holds it if
  * wait; false if the row is not there (finished), or, without wait, is
- * locked.
+ * locked.  *job gets the row's id and place.
  */
 static bool
-lock_job(int64 id, bool wait)
+lock_job(int64 id, bool wait, JobqJob *job)
 {
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(id)};
 	bool		found;
 
 	if (JobqExecuteAsOwner(wait ?
-						   "SELECT 1 FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE" :
-						   "SELECT 1 FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE SKIP LOCKED",
+						   "SELECT ctid FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE" :
+						   "SELECT ctid FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE SKIP LOCKED",
 						   1, argtypes, values, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not lock jobq job " INT64_FORMAT, id);
 	found = SPI_processed > 0;
+	memset(job, 0, sizeof(*job));
+	job->id = id;
+	job->attempts = -1;			/* as it is */
+	if (found)
+	{
+		bool		isnull;
+
+		job->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0],
+															   SPI_tuptable->tupdesc,
+															   1, &isnull));
+	}
 	SPI_finish();
 	return found;
 }
 
 /*
- * Move job id, which the caller's transaction holds locked in jobq.job, to
- * the history with state (or delete it, with jobq.retention 0).  attempts
- * < 0 and started_at 0 keep the job's own; error NULL keeps its last
- * error; pid 0 records none.
+ * Cancel the job, which the caller's transaction holds locked in jobq.job:
+ * it ends cancelled, and so do the jobs that wait for it.
  */
 static void
-move_to_history(int64 id, const char *state, int32 attempts,
-				TimestampTz started_at, TimestampTz finished_at, Datum result,
-				const char *error, const char *sqlstate, int32 pid)
+finish_cancelled(JobqJob *job)
 {
-	Oid			types[10] = {INT8OID, TEXTOID, INT4OID, TIMESTAMPTZOID,
-		TIMESTAMPTZOID, JSONBOID, TEXTOID, TEXTOID, INT4OID, BOOLOID};
-	Datum		v[10];
-	char		n[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	JobqOutcome out;
 
-	v[0] = Int64GetDatum(id);
-	v[1] = CStringGetTextDatum(state);
-	v[2] = Int32GetDatum(attempts);
-	n[2] = attempts < 0 ? 'n' : ' ';
-	v[3] = TimestampTzGetDatum(started_at);
-	n[3] = started_at == 0 ? 'n' : ' ';
-	v[4] = TimestampTzGetDatum(finished_at);
-	v[5] = result;
-	n[5] = result == (Datum) 0 ? 'n' : ' ';
-	v[6] = error ? CStringGetTextDatum(error) : (Datum) 0;
-	n[6] = error ? ' ' : 'n';
-	v[7] = error ? CStringGetTextDatum(sqlstate) : (Datum) 0;
-	n[7] = error ? ' ' : 'n';
-	v[8] = Int32GetDatum(pid);
-	n[8] = pid == 0 ? 'n' : ' ';
-	v[9] = BoolGetDatum(jobq_retention > 0);
-	if (JobqExecuteAsOwnerNulls(
-								"WITH d AS (DELETE FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1 RETURNING *)"
-								"INSERT INTO jobq.job_history (id, queue, state, priority, run_at,"
-								"       attempts, max_attempts, timeout, owner, command, created_at,"
-								"       started_at, finished_at, result, last_error, last_sqlstate,"
-								"       worker_pid, task, payload, dedup_key, depends_on)"
-								"SELECT id, queue, $2::jobq.job_state, priority, COALESCE(not_before, run_at),"
-								"       COALESCE($3, attempts), max_attempts, timeout, owner, command,"
-								"       created_at, COALESCE($4, started_at), $5, $6,"
-								"       COALESCE($7, last_error),"
-								"       CASE WHEN $7 IS NULL THEN last_sqlstate ELSE $8 END,"
-								"       $9, task, payload, dedup_key, depends_on"
-								"  FROM d WHERE $10",
-								10, types, v, n, false) < 0)
-		elog(ERROR, "could not record the end of jobq job " INT64_FORMAT, id);
-	SPI_finish();
-}
-
-/*
- * Cancel the job, which the caller's transaction holds locked in jobq.job.
- */
-static void
-finish_cancelled(int64 id)
-{
-	move_to_history(id, "cancelled", -1, 0, GetCurrentTransactionStartTimestamp(),
-					(Datum) 0, JOBQ_CANCELLED_MESSAGE,
-					unpack_sql_state(ERRCODE_QUERY_CANCELED), 0);
-	JobqNoteFinishedAtCommit();
-	/* a job cancelling a job that its worker holds: see worker.c */
-	jobq_chunk_jobs_touched = true;
-	/* the jobs that wait for it are cancelled too */
-	JobqSettleDependents(&id, 1);
+	memset(&out, 0, sizeof(out));
+	out.kind = JOBQ_CANCELLED;
+	out.finished_at = GetCurrentTransactionStartTimestamp();
+	out.error = JOBQ_CANCELLED_MESSAGE;
+	strlcpy(out.sqlstate, unpack_sql_state(ERRCODE_QUERY_CANCELED),
+			sizeof(out.sqlstate));
+	PushActiveSnapshot(GetTransactionSnapshot());
+	JobqFinishJobs(job, &out, 1);
+	PopActiveSnapshot();
 }
 
 /* what became of a job that left jobq.job: was it cancelled? */
@@ -259,6 +224,7 @@ jobq_cancel(PG_FUNCTION_ARGS)
 	int64		id;
 	bool		cancelled;
 	int			idx;
+	JobqJob		job;
 
 	JobqCheckPreloaded();
 	PreventCommandIfReadOnly("jobq.cancel()");
@@ -272,9 +238,9 @@ jobq_cancel(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(false);
 
 	/* pending, and no worker holds it */
-	if (lock_job(id, false))
+	if (lock_job(id, false, &job))
 	{
-		finish_cancelled(id);
+		finish_cancelled(&job);
 		PG_RETURN_BOOL(true);
 	}
 
@@ -286,10 +252,10 @@ jobq_cancel(PG_FUNCTION_ARGS)
 	PG_ENSURE_ERROR_CLEANUP(cancel_request_cleanup, Int32GetDatum(idx));
 	{
 		JobqSignalJobWorker(id);
-		if (lock_job(id, true))
+		if (lock_job(id, true, &job))
 		{
 			/* let go unrun, or to be retried: it is pending, and ours */
-			finish_cancelled(id);
+			finish_cancelled(&job);
 			cancelled = true;
 		}
 		else
@@ -312,11 +278,11 @@ jobq_cancel(PG_FUNCTION_ARGS)
 	"WITH h AS (DELETE FROM jobq.job_history" \
 	"            WHERE id OPERATOR(pg_catalog.=) $1" \
 	"              AND state IN ('failed', 'cancelled') RETURNING *)" \
-	"INSERT INTO jobq.job (id, queue, state, priority, run_at, attempts," \
+	"INSERT INTO jobq.job (id, queue, priority, run_at, attempts," \
 	"       max_attempts, timeout, owner, command, created_at," \
 	"       last_error, last_sqlstate, task, payload, dedup_key, depends_on," \
 	"       not_before" counted_column ")" \
-	"SELECT id, queue, 'pending', priority," \
+	"SELECT id, queue, priority," \
 	"       CASE WHEN $2 THEN 'infinity' ELSE pg_catalog.now() END, 0," \
 	"       max_attempts, timeout, owner, command, created_at," \
 	"       last_error, last_sqlstate, task, payload, dedup_key, depends_on," \
@@ -507,9 +473,9 @@ run_here(int64 id)
 	int64		saved_job_id;
 
 	if (JobqExecuteAsOwner("SELECT owner::pg_catalog.oid, command, task, payload,"
-						   "       attempts OPERATOR(pg_catalog.+) 1, max_attempts"
+						   "       attempts OPERATOR(pg_catalog.+) 1, max_attempts,"
+						   "       ctid, priority, run_at"
 						   "  FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1"
-						   "   AND state OPERATOR(pg_catalog.=) 'pending'"
 						   "   AND run_at OPERATOR(pg_catalog.<=) pg_catalog.now() FOR UPDATE",
 						   1, argtypes, values, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not read jobq job " INT64_FORMAT, id);
@@ -559,6 +525,9 @@ run_here(int64 id)
 	job.payload = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
 	job.attempts = DatumGetInt32(heap_getattr(tup, 5, desc, &isnull));
 	job.max_attempts = DatumGetInt32(heap_getattr(tup, 6, desc, &isnull));
+	job.tid = *(ItemPointer) DatumGetPointer(heap_getattr(tup, 7, desc, &isnull));
+	job.priority = DatumGetInt16(heap_getattr(tup, 8, desc, &isnull));
+	job.run_at = DatumGetTimestampTz(heap_getattr(tup, 9, desc, &isnull));
 
 	job_context = AllocSetContextCreate(CurrentMemoryContext, "jobq job run here",
 										ALLOCSET_DEFAULT_SIZES);
@@ -578,45 +547,10 @@ run_here(int64 id)
 	PG_END_TRY();
 	MemoryContextSwitchTo(oldcxt);
 
-	if (out.kind == JOBQ_RETRY)
-	{
-		Oid			types[6] = {INT8OID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-		TEXTOID, TEXTOID};
-		Datum		v[6];
-
-		v[0] = Int64GetDatum(id);
-		v[1] = Int32GetDatum(job.attempts);
-		v[2] = TimestampTzGetDatum(out.started_at);
-		v[3] = TimestampTzGetDatum(out.next_run_at);
-		v[4] = CStringGetTextDatum(out.error);
-		v[5] = CStringGetTextDatum(out.sqlstate);
-		if (JobqExecuteAsOwner("UPDATE jobq.job SET attempts = $2, started_at = $3, run_at = $4,"
-							   "       last_error = $5, last_sqlstate = $6"
-							   " WHERE id OPERATOR(pg_catalog.=) $1",
-							   6, types, v, false) < 0)
-			elog(ERROR, "could not record the outcome of jobq job " INT64_FORMAT, id);
-		SPI_finish();
-	}
-	else
-		move_to_history(id, out.kind == JOBQ_SUCCEEDED ? "succeeded" : "failed",
-						job.attempts, out.started_at, out.finished_at, out.result,
-						out.error, out.sqlstate, MyProcPid);
-	if (out.kind != JOBQ_RETRY)
-		JobqSettleDependents(&id, 1);
-	/* the retry's floor and wake-up: as if enqueued again */
-	if (out.kind == JOBQ_RETRY)
-	{
-		Oid			t1[1] = {INT8OID};
-		Datum		v1[1] = {Int64GetDatum(id)};
-
-		if (JobqExecuteAsOwner("SELECT priority FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1",
-							   1, t1, v1, false) == SPI_OK_SELECT && SPI_processed > 0)
-			JobqNoteEnqueue(out.next_run_at,
-							DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[0],
-														SPI_tuptable->tupdesc, 1, &isnull)),
-							id);
-		SPI_finish();
-	}
+	/* its outcome, as a worker's chunk would record it */
+	PushActiveSnapshot(GetTransactionSnapshot());
+	JobqFinishJobs(&job, &out, 1);
+	PopActiveSnapshot();
 	MemoryContextDelete(job_context);
 }
 

@@ -17,8 +17,11 @@
  * jobs, with a new snapshot: the second sees the first's commit.  A
  * dependent enqueued while its last job finishes in another transaction
  * is not seen by that transaction; the workers' periodic sweep settles
- * it (JobqSweepDependents, at most ten seconds later).  The sweep also
+ * it (JobqSettleWaitingJobs, at most ten seconds later).  The sweep also
  * covers jobs failed by the count of a dead worker's attempt.
+ *
+ * This file decides; the jobs to cancel are cancelled by finish.c, which
+ * calls in here whenever jobs end.
  *
  * IDENTIFICATION
  *		src/depend.c
@@ -43,75 +46,44 @@
 
 /* the dependents of jobs $1 that wait, locked in id order */
 static const char *lock_dependents_sql =
-"SELECT id FROM jobq.job"
+"SELECT id, ctid FROM jobq.job"
 " WHERE not_before IS NOT NULL AND depends_on OPERATOR(pg_catalog.&&) $1"
 " ORDER BY id FOR UPDATE";
 
-/* every waiting job, for the sweep; skips those being settled */
+/*
+ * Waiting jobs none of whose jobs is unfinished, for the sweep; skips
+ * those being settled.
+ */
 static const char *lock_waiting_sql =
-"SELECT id FROM jobq.job j WHERE not_before IS NOT NULL"
+"SELECT id, ctid FROM jobq.job j WHERE not_before IS NOT NULL"
 "   AND NOT EXISTS (SELECT 1 FROM jobq.job u"
 "                    WHERE u.id OPERATOR(pg_catalog.=) ANY (j.depends_on))"
 " ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED";
 
 /*
- * Settle locked waiting jobs $1: cancel those with a job that did not
- * succeed (it is in the history, not succeeded), free those with no job
- * left unfinished.  Returns the cancelled ids ('c') and the freed ones
- * ('f', with their priority and run_at).  A job that is in neither
- * table (jobq.retention 0) counts as succeeded.
+ * What becomes of locked waiting jobs $1: the first of their jobs that
+ * did not succeed (it is in the history, not succeeded), if any, and
+ * whether one is unfinished.  A job that is in neither table (jobq.retention
+ * 0) counts as succeeded.
  */
-static const char *settle_sql =
-"WITH c AS ("
-"  SELECT j.id, j.depends_on FROM jobq.job j"
-"   WHERE j.id OPERATOR(pg_catalog.=) ANY ($1) AND j.not_before IS NOT NULL"
-"), e AS ("
-"  SELECT c.id,"
-"         (SELECT pg_catalog.min(h.id) FROM jobq.job_history h"
-"           WHERE h.id OPERATOR(pg_catalog.=) ANY (c.depends_on)"
-"             AND h.state OPERATOR(pg_catalog.<>) 'succeeded') AS bad,"
-"         EXISTS (SELECT 1 FROM jobq.job u"
-"                  WHERE u.id OPERATOR(pg_catalog.=) ANY (c.depends_on)) AS waiting"
-"    FROM c"
-"), gone AS ("
-"  DELETE FROM jobq.job j USING e"
-"   WHERE j.id OPERATOR(pg_catalog.=) e.id AND e.bad IS NOT NULL"
-"  RETURNING j.*, e.bad"
-"), kept AS ("
-"  INSERT INTO jobq.job_history (id, queue, state, priority, run_at, attempts,"
-"         max_attempts, timeout, owner, command, created_at, started_at,"
-"         finished_at, result, last_error, last_sqlstate, worker_pid, task,"
-"         payload, dedup_key, depends_on)"
-"  SELECT id, queue, 'cancelled', priority, not_before, attempts, max_attempts,"
-"         timeout, owner, command, created_at, started_at, pg_catalog.now(), NULL,"
-"         pg_catalog.format('job %s, which this job depends on, did not succeed', bad),"
-"         '57014', NULL, task, payload, dedup_key, depends_on"
-"    FROM gone WHERE $2"
-"), freed AS ("
-"  UPDATE jobq.job j SET run_at = j.not_before, not_before = NULL"
-"    FROM e"
-"   WHERE j.id OPERATOR(pg_catalog.=) e.id AND e.bad IS NULL AND NOT e.waiting"
-"  RETURNING j.id, j.priority, j.run_at"
-")"
-"SELECT 'c'::pg_catalog.text, id, 0::pg_catalog.int2, NULL::pg_catalog.timestamptz FROM gone"
-" UNION ALL "
-"SELECT 'f', id, priority, run_at FROM freed";
+static const char *decide_sql =
+"SELECT c.id,"
+"       (SELECT pg_catalog.min(h.id) FROM jobq.job_history h"
+"         WHERE h.id OPERATOR(pg_catalog.=) ANY (c.depends_on)"
+"           AND h.state OPERATOR(pg_catalog.<>) 'succeeded') AS bad,"
+"       EXISTS (SELECT 1 FROM jobq.job u"
+"                WHERE u.id OPERATOR(pg_catalog.=) ANY (c.depends_on)) AS waiting"
+"  FROM jobq.job c"
+" WHERE c.id OPERATOR(pg_catalog.=) ANY ($1) AND c.not_before IS NOT NULL";
 
-/*
- * Whether jobq.job can hold waiting jobs: the tables of 0.2.0 (the library
- * updated, the extension not yet) cannot.
- */
-static bool
-waiting_columns(void)
-{
-	Oid			nsp = get_namespace_oid("jobq", true);
-	Oid			job = OidIsValid(nsp) ? get_relname_relid("job", nsp) : InvalidOid;
-
-	return OidIsValid(job) && get_attnum(job, "not_before") != InvalidAttrNumber;
-}
+/* free waiting jobs $1: due at the run_at they asked for */
+static const char *free_sql =
+"UPDATE jobq.job SET run_at = not_before, not_before = NULL"
+" WHERE id OPERATOR(pg_catalog.=) ANY ($1)"
+" RETURNING id, priority, run_at";
 
 static Datum
-id_array(int64 *ids, int n)
+id_array(const int64 *ids, int n)
 {
 	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
 	int			i;
@@ -122,59 +94,30 @@ id_array(int64 *ids, int n)
 }
 
 /*
- * Settle the waiting jobs among locked (n of them); returns how many were
- * cancelled, their ids in *cancelled (palloc'd).
+ * Lock the jobs a statement returns (id, ctid); returns how many, in
+ * *locked.
  */
 static int
-settle(int64 *locked, int n, int64 **cancelled)
-{
-	Oid			argtypes[2] = {INT8ARRAYOID, BOOLOID};
-	Datum		values[2];
-	int			nc = 0;
-	uint64		i;
-
-	values[0] = id_array(locked, n);
-	values[1] = BoolGetDatum(jobq_retention > 0);
-	if (JobqExecuteAsOwner(settle_sql, 2, argtypes, values, false) != SPI_OK_SELECT)
-		elog(ERROR, "could not settle the dependents of jobq jobs");
-	*cancelled = palloc(sizeof(int64) * Max(SPI_processed, 1));
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		char	   *kind = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-
-		if (kind[0] == 'c')
-			(*cancelled)[nc++] = id;
-		else
-			JobqNoteEnqueue(DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull)),
-							DatumGetInt16(SPI_getbinval(tup, desc, 3, &isnull)),
-							id);
-	}
-	SPI_finish();
-	if (nc > 0)
-		JobqNoteFinishedAtCommit();
-	return nc;
-}
-
-/* lock the result of a statement's ids; returns how many */
-static int
-lock_ids(const char *sql, int nargs, Oid *argtypes, Datum *values, int64 **ids)
+lock_jobs(const char *sql, int nargs, Oid *argtypes, Datum *values,
+		  JobqJob **locked)
 {
 	uint64		i;
 	int			n;
 
 	if (JobqExecuteAsOwner(sql, nargs, argtypes, values, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not lock the dependents of jobq jobs");
-	*ids = palloc(sizeof(int64) * Max(SPI_processed, 1));
+	/* outside SPI's memory, which SPI_finish() frees */
+	*locked = SPI_palloc(sizeof(JobqJob) * Max(SPI_processed, 1));
+	memset(*locked, 0, sizeof(JobqJob) * Max(SPI_processed, 1));
 	for (i = 0; i < SPI_processed; i++)
 	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 
-		(*ids)[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-												SPI_tuptable->tupdesc, 1, &isnull));
+		(*locked)[i].id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		(*locked)[i].tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 2, &isnull));
+		(*locked)[i].attempts = -1; /* as they are */
 	}
 	n = (int) SPI_processed;
 	SPI_finish();
@@ -182,55 +125,122 @@ lock_ids(const char *sql, int nargs, Oid *argtypes, Datum *values, int64 **ids)
 }
 
 /*
- * Jobs ids[0..n-1] finished in the current transaction: settle their
- * waiting dependents, and theirs in turn when they are cancelled.  Needs
- * an active snapshot.  Does nothing until a job has waited since the
- * server started (a flag in shared memory, set by an enqueue that makes a
- * job wait and by a sweep that finds one, and never cleared: clearing it
- * could race with an enqueue that has not committed yet).
+ * Settle the n locked waiting jobs of *lockedp: free those whose jobs all
+ * succeeded; *lockedp becomes the ones whose job did not succeed (their
+ * count is returned), with that job in (*because)[], for the caller to
+ * cancel (finish.c).  A
+ * new statement, a new snapshot: it sees what committed while we waited
+ * for the locks.
  */
-void
-JobqSettleDependents(int64 *ids, int n)
+static int
+settle_locked(JobqJob **lockedp, int n, int64 **because)
 {
-	int			depth;
+	JobqJob    *locked = *lockedp;
+	JobqJob    *cancel = palloc(sizeof(JobqJob) * Max(n, 1));
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		values[1];
+	int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
+	int64	   *free_ids = palloc(sizeof(int64) * Max(n, 1));
+	int			nfree = 0;
+	int			nc = 0;
+	uint64		i;
+	int			k;
 
-	if (n == 0 || !JobqDependentsMayExist() || !waiting_columns())
-		return;
-	for (depth = 0; n > 0 && depth < 1000; depth++)
+	for (k = 0; k < n; k++)
+		ids[k] = locked[k].id;
+	values[0] = id_array(ids, n);
+	if (JobqExecuteAsOwner(decide_sql, 1, argtypes, values, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not settle the dependents of jobq jobs");
+	*because = SPI_palloc(sizeof(int64) * Max(n, 1));
+	for (i = 0; i < SPI_processed; i++)
 	{
-		Oid			argtypes[1] = {INT8ARRAYOID};
-		Datum		values[1];
-		int64	   *locked;
-		int			nlocked;
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		bad_null;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		Datum		bad = SPI_getbinval(tup, desc, 2, &bad_null);
+		bool		waiting = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
 
-		CHECK_FOR_INTERRUPTS();
-		values[0] = id_array(ids, n);
-		nlocked = lock_ids(lock_dependents_sql, 1, argtypes, values, &locked);
-		if (nlocked == 0)
-			break;
-		/* a new statement, a new snapshot: it sees what committed while we waited */
-		n = settle(locked, nlocked, &ids);
+		if (!bad_null)
+		{
+			for (k = 0; k < n && locked[k].id != id; k++)
+				;
+			if (k == n)
+				elog(ERROR, "jobq settled job " INT64_FORMAT ", which it had not locked", id);
+			cancel[nc] = locked[k];
+			(*because)[nc++] = DatumGetInt64(bad);
+		}
+		else if (!waiting)
+			free_ids[nfree++] = id;
 	}
+	SPI_finish();
+
+	if (nfree > 0)
+	{
+		values[0] = id_array(free_ids, nfree);
+		if (JobqExecuteAsOwner(free_sql, 1, argtypes, values, false) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not free the dependents of jobq jobs");
+		for (i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+
+			JobqNoteEnqueue(DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull)),
+							DatumGetInt16(SPI_getbinval(tup, desc, 2, &isnull)),
+							DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)));
+		}
+		SPI_finish();
+	}
+	*lockedp = cancel;
+	return nc;
 }
 
 /*
- * The safety net: settle every waiting job that nobody else is settling,
- * in the current transaction.  Returns the number of waiting jobs seen.
+ * Jobs ids[0..n-1] ended in the current transaction: lock the jobs that
+ * wait for them (in id order, so that two transactions that end two jobs
+ * of one dependent cannot deadlock), and settle them.  Returns how many
+ * must be cancelled, in *cancel, with the job that did not succeed in
+ * *because.  Needs an active snapshot.
  */
 int
-JobqSweepDependents(void)
+JobqSettleDependents(const int64 *ids, int n, JobqJob **cancel, int64 **because)
 {
-	int64	   *locked;
-	int64	   *cancelled;
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		values[1];
 	int			nlocked;
-	int			nc;
 
-	nlocked = lock_ids(lock_waiting_sql, 0, NULL, NULL, &locked);
+	values[0] = id_array(ids, n);
+	nlocked = lock_jobs(lock_dependents_sql, 1, argtypes, values, cancel);
 	if (nlocked == 0)
 		return 0;
-	nc = settle(locked, nlocked, &cancelled);
-	JobqSettleDependents(cancelled, nc);
-	return nlocked;
+	return settle_locked(cancel, nlocked, because);
+}
+
+/*
+ * The sweep: settle every waiting job that nobody else is settling and
+ * none of whose jobs is unfinished.  Returns how many must be cancelled,
+ * as JobqSettleDependents.
+ */
+int
+JobqSettleWaitingJobs(JobqJob **cancel, int64 **because)
+{
+	int			nlocked = lock_jobs(lock_waiting_sql, 0, NULL, NULL, cancel);
+
+	/* jobs left waiting from before a restart: settle them from now on */
+	if (nlocked == 0 && !JobqDependentsMayExist())
+	{
+		if (JobqExecuteAsOwner("SELECT 1 FROM jobq.job WHERE not_before IS NOT NULL LIMIT 1",
+							   0, NULL, NULL, false) != SPI_OK_SELECT)
+			elog(ERROR, "could not look for waiting jobq jobs");
+		if (SPI_processed > 0)
+			JobqNoteDependents(true);
+		SPI_finish();
+	}
+	if (nlocked == 0)
+		return 0;
+	return settle_locked(cancel, nlocked, because);
 }
 
 /*
@@ -300,38 +310,4 @@ JobqCheckDependencies(ArrayType *deps, int *ndeps)
 	}
 	SPI_finish();
 	return wait;
-}
-
-/*
- * A worker's periodic sweep (with retention pruning), in a transaction of
- * its own.
- */
-void
-JobqSweepDependentsInTransaction(void)
-{
-	MemoryContext callercxt = CurrentMemoryContext;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (JobqLockTables() && waiting_columns())
-	{
-		int			seen;
-
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "jobq: settling jobs that wait for others");
-		seen = JobqSweepDependents();
-		/* jobs left waiting from before a restart: settle them from now on */
-		if (seen == 0 && !JobqDependentsMayExist())
-		{
-			if (JobqExecuteAsOwner("SELECT 1 FROM jobq.job WHERE not_before IS NOT NULL LIMIT 1",
-								   0, NULL, NULL, false) != SPI_OK_SELECT)
-				elog(ERROR, "could not look for waiting jobq jobs");
-			if (SPI_processed > 0)
-				JobqNoteDependents(true);
-			SPI_finish();
-		}
-		PopActiveSnapshot();
-	}
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(callercxt);
 }

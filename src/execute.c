@@ -431,6 +431,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 
 	memset(out, 0, sizeof(*out));
 	out->started_at = GetCurrentTimestamp();
+	out->pid = MyProcPid;
 	if (here)
 		;						/* the caller's query stays what it shows */
 	else if (job->task != NULL)

@@ -58,5 +58,6 @@ _PG_init(void)
 	jobq_preloaded = true;
 	JobqDefineGucs();
 	JobqShmemInstallHooks();
+	JobqSchemaInstallHooks();
 	JobqRegisterLauncher();
 }

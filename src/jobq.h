@@ -22,6 +22,7 @@
 
 #include "access/attnum.h"
 #include "access/tupdesc.h"
+#include "executor/spi.h"
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "nodes/execnodes.h"
@@ -201,6 +202,36 @@ extern int	jobq_max_command_size;
 extern int	jobq_cancel_grace;
 extern void JobqDefineGucs(void);
 
+/* schema.c: the installed version of the extension and its tables */
+typedef enum JobqRel
+{
+	JOBQ_REL_JOB,
+	JOBQ_REL_HISTORY,
+	JOBQ_REL_JOB_SEQ,
+	JOBQ_REL_TASK,
+	JOBQ_REL_QUEUES,
+	JOBQ_REL_ROLE_LIMITS,
+	JOBQ_NUM_RELS
+} JobqRel;
+
+typedef struct JobqSchema
+{
+	bool		installed;		/* the extension and its two job tables */
+	int			version;		/* 0.5.0 is 500; 0 if not installed */
+	Oid			relids[JOBQ_NUM_RELS];	/* InvalidOid where missing */
+	Oid			owner;			/* owner of the tables */
+	bool		tasks;			/* tasks, dedup keys, dependencies (0.3.0) */
+	bool		role_limits;	/* jobq.role_limits, jobq.job.counted (0.4.0) */
+	bool		dedup_per_owner;	/* dedup keys unique per owner (0.4.0) */
+	bool		job_state;		/* jobq.job.state (before 0.5.0) */
+	uint64		generation;		/* changes whenever any of the above does */
+} JobqSchema;
+
+extern const JobqSchema *JobqSchemaGet(void);
+extern const JobqSchema *JobqSchemaRequire(void);
+extern Oid	JobqSchemaRelid(const char *relname);
+extern void JobqSchemaInstallHooks(void);
+
 /* jobq.c */
 extern bool jobq_preloaded;
 extern void JobqCheckPreloaded(void);
@@ -231,8 +262,7 @@ extern void JobqEscalationNote(int slot, int64 id, JobqEscalation reason);
 extern JobqEscalation JobqEscalationTake(int slot, int64 id);
 extern int	JobqWaitBegin(int64 id);
 extern void JobqWaitEnd(int idx);
-extern void JobqNoteFinished(const int64 *ids, int n);
-extern void JobqNoteFinishedAtCommit(void);
+extern void JobqNoteFinishedAtCommit(const int64 *ids, int n);
 extern void JobqWakeAllAtCommit(void);
 extern bool JobqDependentsMayExist(void);
 extern void JobqNoteDependents(bool exist);
@@ -255,7 +285,6 @@ extern volatile sig_atomic_t jobq_in_job;
 extern volatile sig_atomic_t jobq_shutdown_requested;
 extern volatile int64 jobq_current_job_id;
 extern void JobqWatchJob(int64 timeout_ms);
-extern bool jobq_chunk_jobs_touched;
 extern bool JobqHeldByThisWorker(int64 id);
 
 /* A claimed job, as the worker holds it between claim and outcome. */
@@ -295,20 +324,24 @@ typedef struct JobqOutcome
 	TimestampTz started_at;
 	TimestampTz finished_at;
 	TimestampTz next_run_at;	/* for JOBQ_RETRY */
+	int32		pid;			/* the worker's (recorded as worker_pid), 0 */
 } JobqOutcome;
 
-/* claim.c: the SQL that moves jobs through their life */
+/* claim.c: claiming due jobs */
 extern bool JobqLockTables(void);
 extern int	JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 								   JobqJob **jobs, TimestampTz *next_due);
-extern void JobqRecordOutcomes(JobqJob *jobs, JobqOutcome *outcomes, int n);
+extern int	JobqPruneHistory(void);
+
+/* finish.c: every way a job ends, or is scheduled again */
+extern void JobqFinishJobs(JobqJob *jobs, JobqOutcome *outcomes, int n);
 extern bool JobqClaimedJobGone(JobqJob *job);
+extern void JobqSweepWaitingJobs(void);
 extern int	JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 									 TimestampTz *started, int32 *pids,
 									 JobqEscalation *reasons);
-extern int	JobqPruneHistory(void);
 
-/* store.c: direct writes to jobq's tables */
+/* spi.c: running jobq's own SQL */
 extern int	JobqExecuteAsOwner(const char *sql, int nargs, Oid *argtypes,
 							   Datum *values, bool read_only);
 extern int	JobqExecuteAsOwnerNulls(const char *sql, int nargs, Oid *argtypes,
@@ -316,6 +349,12 @@ extern int	JobqExecuteAsOwnerNulls(const char *sql, int nargs, Oid *argtypes,
 									bool read_only);
 extern int	JobqExecuteAsCaller(const char *sql, int nargs, Oid *argtypes,
 								Datum *values, bool read_only);
+extern SPIPlanPtr JobqKeepPlan(SPIPlanPtr *plan, const char *sql, int nargs,
+							   Oid *argtypes);
+extern int	JobqExecuteKept(SPIPlanPtr plan, Datum *values, bool read_only);
+extern int	JobqExecuteKeptAsOwner(SPIPlanPtr plan, Datum *values);
+
+/* store.c: direct writes to jobq's tables */
 typedef struct JobqTable
 {
 	const char *relname;		/* in schema jobq */
@@ -330,6 +369,7 @@ typedef struct JobqTable
 	Oid		   *indexids;
 	IndexInfo **indexinfo;
 	AttrNumber *skip_attno;		/* rows with this column null skip the index */
+	ResultRelInfo *checks;		/* for the NOT NULL and CHECK constraints */
 } JobqTable;
 
 /* a backend's copy of a small table, read again after a change */
@@ -385,9 +425,9 @@ extern bool JobqRoleLockHeld(void);
 /* depend.c: jobs that depend on other jobs */
 #define JOBQ_MAX_DEPENDENCIES	100
 extern bool JobqCheckDependencies(ArrayType *deps, int *ndeps);
-extern void JobqSettleDependents(int64 *ids, int n);
-extern int	JobqSweepDependents(void);
-extern void JobqSweepDependentsInTransaction(void);
+extern int	JobqSettleDependents(const int64 *ids, int n, JobqJob **cancel,
+								 int64 **because);
+extern int	JobqSettleWaitingJobs(JobqJob **cancel, int64 **because);
 
 /* task.c: registered tasks */
 extern void JobqCheckTaskName(const char *name);

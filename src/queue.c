@@ -150,7 +150,7 @@ set_queue(FunctionCallInfo fcinfo, const char *what, text *queue,
 				 errmsg("concurrency must be between 1 and %d, or 0 for no limit, not %d",
 						JOBQ_MAX_WORKERS, DatumGetInt32(concurrency))));
 
-	queues_relid = get_relname_relid("queues", get_namespace_oid("jobq", false));
+	queues_relid = JobqSchemaRelid("queues");
 	if (!OidIsValid(queues_relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),

@@ -47,7 +47,11 @@ static bool release_callback_registered = false;
 static int	pending_due_jobs = 0;
 static TimestampTz pending_min_future = DT_NOEND;
 static bool pending_any = false;
-static bool pending_finished = false;	/* the transaction finished jobs */
+/* the jobs the transaction finished, for the jobq.wait() callers */
+#define JOBQ_PENDING_FINISHED	64
+static int64 pending_finished[JOBQ_PENDING_FINISHED];
+static int	n_pending_finished = 0;	/* > JOBQ_PENDING_FINISHED: overflowed */
+static void wake_waiters(void);
 /* the smallest key enqueued per priority level, for the claim floors */
 #define JOBQ_PENDING_LEVELS		8
 static int	n_pending_levels = 0;
@@ -548,9 +552,9 @@ jobq_release_callback(ResourceReleasePhase phase, bool isCommit,
 			JobqWakeWorkers(1);
 		}
 	}
-	if (isCommit && pending_finished)
-		ConditionVariableBroadcast(&JobqShared->finished_cv);
-	pending_finished = false;
+	if (isCommit && n_pending_finished > 0)
+		wake_waiters();
+	n_pending_finished = 0;
 	pending_due_jobs = 0;
 	pending_min_future = DT_NOEND;
 	pending_any = false;
@@ -834,37 +838,46 @@ JobqWaitEnd(int idx)
 }
 
 /*
- * A worker's chunk that finished jobs ids[0..n-1] has committed: wake
- * whoever waits for one of them.
+ * The transaction that finished the jobs of pending_finished committed:
+ * wake whoever waits for one of them (or, with too many to look for,
+ * every waiter).
  */
-void
-JobqNoteFinished(const int64 *ids, int n)
+static void
+wake_waiters(void)
 {
 	bool		wake;
 	int			i;
 
 	if (pg_atomic_read_u32(&JobqShared->n_waits) == 0)
 		return;
-	wake = pg_atomic_read_u32(&JobqShared->wait_any) > 0;
-	for (i = 0; i < n && !wake; i++)
-		wake = request_present(ids[i], true);
+	wake = n_pending_finished > JOBQ_PENDING_FINISHED ||
+		pg_atomic_read_u32(&JobqShared->wait_any) > 0;
+	for (i = 0; i < n_pending_finished && !wake; i++)
+		wake = request_present(pending_finished[i], true);
 	if (wake)
 		ConditionVariableBroadcast(&JobqShared->finished_cv);
 }
 
 /*
- * The current transaction finishes jobs (jobq.cancel(), or the attempts of
- * dead workers counted): wake the waiters when it commits.
+ * The current transaction finishes jobs ids[0..n-1]: wake their
+ * jobq.wait() callers when it commits.
  */
 void
-JobqNoteFinishedAtCommit(void)
+JobqNoteFinishedAtCommit(const int64 *ids, int n)
 {
+	int			i;
+
 	if (!release_callback_registered)
 	{
 		RegisterResourceReleaseCallback(jobq_release_callback, NULL);
 		release_callback_registered = true;
 	}
-	pending_finished = true;
+	for (i = 0; i < n && n_pending_finished <= JOBQ_PENDING_FINISHED; i++)
+	{
+		if (n_pending_finished < JOBQ_PENDING_FINISHED)
+			pending_finished[n_pending_finished] = ids[i];
+		n_pending_finished++;
+	}
 }
 
 /*

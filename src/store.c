@@ -12,11 +12,13 @@
  * SPI, one enqueue cost about 35 us, and recording a chunk's outcomes was
  * the largest part of a worker's time.
  *
- * What the direct path does not do (permission checks, row-level security,
- * triggers, CHECK constraints) has nothing to do on these tables: they
- * are the extension's, users hold no privileges to write them, and the
- * callers build every column by name, checked against the table's
- * definition when the description is built.
+ * The direct path checks the table's constraints (NOT NULL and CHECK), as
+ * the executor's insert would, so that they hold for every row whichever
+ * way it was written.  What it does not do (permission checks, row-level
+ * security, triggers) has nothing to do on these tables: they are the
+ * extension's, users hold no privileges to write them, and the callers
+ * build every column by name, checked against the table's definition when
+ * the description is built.
  *
  * A JobqTable keeps what a write needs between calls: the relation's OID,
  * a copy of its tuple descriptor, its indexes with their IndexInfo (a
@@ -146,6 +148,14 @@ table_build(JobqTable *t, Relation rel)
 		index_close(index, NoLock);
 		i++;
 	}
+	/* the constraints, compiled into estate at the first insert */
+	t->checks = NULL;
+	if (t->desc->constr != NULL &&
+		(t->desc->constr->has_not_null || t->desc->constr->num_check > 0))
+	{
+		t->checks = palloc0(sizeof(ResultRelInfo));
+		InitResultRelInfo(t->checks, rel, 0, NULL, 0);
+	}
 	MemoryContextSwitchTo(old);
 	t->valid = !t->stale;
 }
@@ -157,8 +167,7 @@ table_build(JobqTable *t, Relation rel)
 Relation
 JobqTableOpen(JobqTable *t)
 {
-	Oid			nsp = get_namespace_oid("jobq", false);
-	Oid			relid = get_relname_relid(t->relname, nsp);
+	Oid			relid = JobqSchemaRelid(t->relname);
 	Relation	rel;
 
 	if (!OidIsValid(relid))
@@ -220,6 +229,15 @@ JobqTableInsert(JobqTable *t, Relation rel, TupleTableSlot **slots, int n)
 	int			i,
 				j;
 
+	if (t->checks != NULL)
+	{
+		t->checks->ri_RelationDesc = rel;
+		for (i = 0; i < n; i++)
+		{
+			ExecConstraints(t->checks, slots[i], t->estate);
+			ResetPerTupleExprContext(t->estate);
+		}
+	}
 	if (n == 1)
 		table_tuple_insert(rel, slots[0], cid, 0, NULL);
 	else
@@ -279,88 +297,6 @@ JobqTableSlot(JobqTable *t)
 }
 
 /*
- * Run one SQL statement on jobq's tables as their owner (the owner of
- * jobq.job), with search_path pinned to pg_catalog, the way a SECURITY
- * DEFINER function would: users may read the tables, only the API writes
- * them.  Connects to SPI and returns what SPI_execute_with_args returned;
- * the caller reads SPI_tuptable and calls SPI_finish.  The caller's
- * identity is back when this returns (an error restores it through the
- * abort).
- */
-int
-JobqExecuteAsOwner(const char *sql, int nargs, Oid *argtypes, Datum *values,
-				   bool read_only)
-{
-	return JobqExecuteAsOwnerNulls(sql, nargs, argtypes, values, NULL, read_only);
-}
-
-/*
- * Run one statement through SPI with search_path pinned to pg_catalog,
- * pg_temp, as user (InvalidOid: the current user, whose row-level
- * security then applies).  Nothing in jobq's own statements resolves
- * through the caller's search_path, whatever the caller planted there
- * (an operator, a function, a type of the same name).
- */
-static int
-execute_pinned(const char *sql, int nargs, Oid *argtypes, Datum *values,
-			   const char *nulls, bool read_only, Oid user)
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
-	int			rc;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	if (OidIsValid(user))
-		SetUserIdAndSecContext(user, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, read_only, 0);
-	AtEOXact_GUC(true, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	return rc;
-}
-
-/* the same, with SPI's nulls ('n' for a null argument; NULL: none) */
-int
-JobqExecuteAsOwnerNulls(const char *sql, int nargs, Oid *argtypes, Datum *values,
-						const char *nulls, bool read_only)
-{
-	Oid			nsp = get_namespace_oid("jobq", false);
-	Oid			relid = get_relname_relid("job", nsp);
-	HeapTuple	tup;
-	Oid			owner;
-
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tup))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"jobq.job\" does not exist"),
-				 errhint("Reinstall the extension with DROP EXTENSION jobq and CREATE EXTENSION jobq.")));
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-
-	return execute_pinned(sql, nargs, argtypes, values, nulls, read_only, owner);
-}
-
-/*
- * Run one statement as the current user, for what row-level security must
- * decide (which jobs the caller sees), with search_path pinned as above.
- * Connects to SPI; the caller reads SPI_tuptable and calls SPI_finish.
- */
-int
-JobqExecuteAsCaller(const char *sql, int nargs, Oid *argtypes, Datum *values,
-					bool read_only)
-{
-	return execute_pinned(sql, nargs, argtypes, values, NULL, read_only,
-						  InvalidOid);
-}
-
-/*
  * Backend-local copies of small tables of jobq's (queue settings, role
  * limits), read again after a relcache invalidation of the table, which
  * the functions that change them send with their commit.  A copy is valid
@@ -395,8 +331,6 @@ copy_invalidate(Datum arg, Oid relid)
 bool
 JobqTableCopyStale(JobqTableCopy *c, uint64 *seen)
 {
-	Oid			nsp;
-
 	if (c->cxt == NULL)
 	{
 		if (ncopies == 0)
@@ -411,8 +345,7 @@ JobqTableCopyStale(JobqTableCopy *c, uint64 *seen)
 	if (c->valid)
 		return false;
 	MemoryContextReset(c->cxt);
-	nsp = get_namespace_oid("jobq", true);
-	c->relid = OidIsValid(nsp) ? get_relname_relid(c->relname, nsp) : InvalidOid;
+	c->relid = JobqSchemaRelid(c->relname);
 	*seen = c->invalidations;
 	return true;
 }

@@ -125,9 +125,7 @@ task_cache_reset(void)
 static Oid
 task_table(void)
 {
-	Oid			nsp = get_namespace_oid("jobq", true);
-
-	return OidIsValid(nsp) ? get_relname_relid("task", nsp) : InvalidOid;
+	return JobqSchemaRelid("task");
 }
 
 /*

@@ -67,6 +67,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
@@ -78,9 +79,6 @@
 volatile sig_atomic_t jobq_in_job = false;
 volatile sig_atomic_t jobq_shutdown_requested = false;
 volatile int64 jobq_current_job_id = 0;
-
-/* a job of the chunk finished another job of jobq.job (jobq.cancel()) */
-bool		jobq_chunk_jobs_touched = false;
 
 /* the chunk in hand: its claimed jobs, and the next one to start */
 static JobqJob *chunk_jobs = NULL;
@@ -369,26 +367,6 @@ count_outcomes(JobqOutcome *outcomes, int n)
 }
 
 /*
- * Wake the jobq.wait() callers of the jobs a chunk finished, now that it
- * committed.
- */
-static void
-note_finished(JobqJob *jobs, JobqOutcome *outcomes, int n)
-{
-	int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
-	int			k = 0;
-	int			i;
-
-	for (i = 0; i < n; i++)
-		if (outcomes[i].kind == JOBQ_SUCCEEDED || outcomes[i].kind == JOBQ_FAILED ||
-			outcomes[i].kind == JOBQ_CANCELLED)
-			ids[k++] = jobs[i].id;
-	if (k > 0)
-		JobqNoteFinished(ids, k);
-	pfree(ids);
-}
-
-/*
  * Exit so that the launcher starts a fresh process in this slot at once:
  * the next job in priority order belongs to another owner, and this
  * session may hold state of the jobs it ran (session.c).  Called between
@@ -529,7 +507,6 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	chunk_start = GetCurrentTimestamp();
 	chunk_jobs = jobs;
 	chunk_njobs = njobs;
-	jobq_chunk_jobs_touched = false;
 	while (next < njobs)
 	{
 		CHECK_FOR_INTERRUPTS();
@@ -538,7 +515,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 		chunk_next = next;
 
 		/* cancelled by an earlier job of this chunk: its row is gone */
-		if (jobq_chunk_jobs_touched && JobqClaimedJobGone(&jobs[next]))
+		if (JobqClaimedJobGone(&jobs[next]))
 		{
 			outcomes[next].kind = JOBQ_RELEASE;
 			next++;
@@ -618,7 +595,9 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	chunk_njobs = 0;
 
 	pgstat_report_activity(STATE_RUNNING, "jobq: recording job outcomes");
-	JobqRecordOutcomes(jobs, outcomes, next);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	JobqFinishJobs(jobs, outcomes, next);
+	PopActiveSnapshot();
 
 	if (slow || queue_full || recycle)
 		*claim_limit = 1;
@@ -645,7 +624,6 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 			outcomes[i].kind == JOBQ_RELEASE)
 			JobqFloorLower(jobs[i].priority, jobs[i].run_at, jobs[i].id);
 	count_outcomes(outcomes, next);
-	note_finished(jobs, outcomes, next);
 	MemoryContextReset(ChunkContext);
 	set_busy(false);
 
@@ -818,7 +796,7 @@ JobqWorkerMain(Datum main_arg)
 			JobqJournalSettle(my_slot);
 		if (take_prune_turn())
 		{
-			JobqSweepDependentsInTransaction();
+			JobqSweepWaitingJobs();
 			if (JobqPruneHistory() > 0)
 				prune_again_soon();
 		}

@@ -4,7 +4,7 @@
 -- columns, keys and the claim index, the types, the view, row-level
 -- security being on, and the registration of the tables for pg_dump.
 BEGIN;
-SELECT plan(138);
+SELECT plan(135);
 
 SET LOCAL search_path = public;
 
@@ -32,15 +32,14 @@ SELECT ok(
  */
 SELECT has_table('jobq', 'job', 'table jobq.job exists');
 SELECT columns_are('jobq', 'job', ARRAY[
-    'id', 'queue', 'state', 'priority', 'run_at', 'attempts', 'max_attempts',
-    'timeout', 'owner', 'command', 'created_at', 'started_at', 'worker_pid',
+    'id', 'queue', 'priority', 'run_at', 'attempts', 'max_attempts',
+    'timeout', 'owner', 'command', 'created_at', 'started_at',
     'last_error', 'last_sqlstate', 'task', 'payload', 'dedup_key', 'depends_on',
     'not_before', 'counted'],
     'jobq.job has exactly the documented columns');
 SELECT col_type_is('jobq', 'job', c, t, format('jobq.job.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
                ('queue', 'text'),
-               ('state', 'jobq.job_state'),
                ('priority', 'smallint'),
                ('run_at', 'timestamp with time zone'),
                ('attempts', 'integer'),
@@ -50,7 +49,6 @@ SELECT col_type_is('jobq', 'job', c, t, format('jobq.job.%s is %s', c, t))
                ('command', 'text'),
                ('created_at', 'timestamp with time zone'),
                ('started_at', 'timestamp with time zone'),
-               ('worker_pid', 'integer'),
                ('last_error', 'text'),
                ('last_sqlstate', 'text'),
                ('task', 'text'),
@@ -59,7 +57,7 @@ SELECT col_type_is('jobq', 'job', c, t, format('jobq.job.%s is %s', c, t))
                ('depends_on', 'bigint[]'),
                ('not_before', 'timestamp with time zone')) AS v(c, t);
 SELECT col_not_null('jobq', 'job', c, format('jobq.job.%s is NOT NULL', c))
-  FROM unnest(ARRAY['id', 'queue', 'state', 'priority', 'run_at', 'attempts',
+  FROM unnest(ARRAY['id', 'queue', 'priority', 'run_at', 'attempts',
                     'max_attempts', 'owner', 'created_at']) AS c;
 -- a job is SQL or a task, never both, never neither
 SELECT is(
@@ -70,13 +68,13 @@ SELECT is(
 SELECT has_pk('jobq', 'job', 'jobq.job has a primary key');
 SELECT col_is_pk('jobq', 'job', 'id', 'the primary key of jobq.job is id');
 
--- the claim: due pending jobs by priority (highest first), run_at, id
+-- the claim: due jobs by priority (highest first), run_at, id
 SELECT has_index('jobq', 'job', 'job_claim_idx', ARRAY['priority', 'run_at', 'id'],
                  'jobq.job has the claim index on (priority, run_at, id)');
 SELECT is(
     pg_get_indexdef(to_regclass('jobq.job_claim_idx')),
-    'CREATE INDEX job_claim_idx ON jobq.job USING btree (priority DESC, run_at, id) WHERE (state = ''pending''::jobq.job_state)',
-    'the claim index orders by priority DESC, run_at, id and covers pending jobs only');
+    'CREATE INDEX job_claim_idx ON jobq.job USING btree (priority DESC, run_at, id)',
+    'the claim index orders by priority DESC, run_at, id');
 
 -- dedup keys: unique per queue and owner among unfinished jobs
 SELECT is(
