@@ -75,6 +75,9 @@
 
 #include "jobq.h"
 
+/* when the job in hand passes its timeout (0: none), for the watchdog */
+volatile TimestampTz jobq_job_deadline = 0;
+
 /*
  * Role settings (ALTER ROLE ... SET) of the owners met in the current
  * execution transaction.  Looked up once per owner and transaction.
@@ -509,7 +512,9 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 								 (int) Min(timeout_ms, (int64) INT_MAX));
 		if (!here)
 		{
-			JobqWatchJob(timeout_ms);
+			/* for the worker's watchdog, before jobq_in_job is set */
+			jobq_job_deadline = timeout_ms > 0 ?
+				TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms) : 0;
 			jobq_in_job = true;
 			/* a cancel published before jobq_in_job was set: see worker.c */
 			pg_memory_barrier();

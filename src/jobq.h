@@ -284,7 +284,6 @@ extern PGDLLEXPORT void JobqWorkerMain(Datum main_arg);
 extern volatile sig_atomic_t jobq_in_job;
 extern volatile sig_atomic_t jobq_shutdown_requested;
 extern volatile int64 jobq_current_job_id;
-extern void JobqWatchJob(int64 timeout_ms);
 extern bool JobqHeldByThisWorker(int64 id);
 
 /* A claimed job, as the worker holds it between claim and outcome. */
@@ -445,5 +444,6 @@ extern void JobqSessionJobEnd(bool drop_temp);
 extern void JobqExecuteJob(JobqJob *job, JobqOutcome *outcome,
 						   MemoryContext job_context, bool here);
 extern void JobqForgetRoleSettings(void);
+extern volatile TimestampTz jobq_job_deadline;
 
 #endif							/* JOBQ_H */

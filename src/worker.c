@@ -122,8 +122,8 @@ static MemoryContext JobContext = NULL;
  */
 #define JOBQ_WATCHDOG_MS		250
 
-static volatile TimestampTz job_deadline = 0;	/* 0: no timeout */
 static volatile TimestampTz cancel_seen_at = 0;
+static volatile int64 watched_job = 0;	/* the job cancel_seen_at is about */
 static volatile JobqEscalation escalated = JOBQ_ESCALATE_NONE;
 static volatile int64 escalated_job = 0;
 static TimeoutId watchdog_timeout;
@@ -154,19 +154,6 @@ disarm_watchdog(void)
 	watchdog_armed = false;
 }
 
-/*
- * A job starts (execute.c): its deadline, from its effective timeout in
- * milliseconds (0: none), for the watchdog.  Called before jobq_in_job is
- * set.
- */
-void
-JobqWatchJob(int64 timeout_ms)
-{
-	cancel_seen_at = 0;
-	job_deadline = timeout_ms > 0 ?
-		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms) : 0;
-}
-
 /* runs in the SIGALRM handler: only plain reads, stores and atomics */
 static void
 jobq_watchdog(void)
@@ -179,6 +166,11 @@ jobq_watchdog(void)
 	if (!jobq_in_job || escalated != JOBQ_ESCALATE_NONE || id == 0)
 		return;
 	now = GetCurrentTimestamp();
+	if (id != watched_job)
+	{
+		watched_job = id;
+		cancel_seen_at = 0;
+	}
 	if (jobq_shutdown_requested || JobqCancelRequested(id))
 	{
 		if (cancel_seen_at == 0)
@@ -190,7 +182,7 @@ jobq_watchdog(void)
 	if (cancel_seen_at != 0 && now - cancel_seen_at >= grace_us)
 		why = JobqCancelRequested(id) ? JOBQ_ESCALATE_CANCEL :
 			JOBQ_ESCALATE_SHUTDOWN;
-	else if (job_deadline != 0 && now - job_deadline >= grace_us)
+	else if (jobq_job_deadline != 0 && now - jobq_job_deadline >= grace_us)
 		why = JOBQ_ESCALATE_TIMEOUT;
 	if (why == JOBQ_ESCALATE_NONE)
 		return;
