@@ -222,14 +222,22 @@ bool
 JobqLockTables(void)
 {
 	const JobqSchema *schema = JobqSchemaGet();
+	Oid			job = schema->relids[JOBQ_REL_JOB];
+	Oid			history = schema->relids[JOBQ_REL_HISTORY];
 
 	if (!schema->installed)
 		return false;
-	LockRelationOid(schema->relids[JOBQ_REL_JOB], RowExclusiveLock);
-	LockRelationOid(schema->relids[JOBQ_REL_HISTORY], RowExclusiveLock);
+	LockRelationOid(job, RowExclusiveLock);
+	LockRelationOid(history, RowExclusiveLock);
 
-	/* taking the locks received the invalidations of a DROP EXTENSION */
-	return JobqSchemaGet()->installed;
+	/*
+	 * Taking the locks received the invalidations of a DROP EXTENSION (and
+	 * of a CREATE EXTENSION after it: then the tables are new ones, not
+	 * locked; the next transaction takes theirs).
+	 */
+	schema = JobqSchemaGet();
+	return schema->installed && schema->relids[JOBQ_REL_JOB] == job &&
+		schema->relids[JOBQ_REL_HISTORY] == history;
 }
 
 /* append the claimed rows of the last statement to jobs[*njobs..] */

@@ -86,6 +86,7 @@ find_job(int64 id, JobAction action, Oid *owner_out)
 	Datum		values[1] = {Int64GetDatum(id)};
 	bool		isnull;
 	char	   *state;
+	JobPlace	place;
 	Oid			owner;
 
 	if (JobqExecuteAsCaller("SELECT state::pg_catalog.text, owner::pg_catalog.oid"
@@ -101,6 +102,10 @@ find_job(int64 id, JobAction action, Oid *owner_out)
 											  SPI_tuptable->tupdesc, 1, &isnull));
 	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 										   SPI_tuptable->tupdesc, 2, &isnull));
+	/* read in SPI's memory, which SPI_finish() frees */
+	place = strcmp(state, "succeeded") == 0 ? JOB_SUCCEEDED :
+		strcmp(state, "failed") == 0 ? JOB_FAILED :
+		strcmp(state, "cancelled") == 0 ? JOB_CANCELLED : JOB_UNFINISHED;
 	SPI_finish();
 
 	if (action != JOB_LOOK && !has_privs_of_role(GetUserId(), owner))
@@ -123,13 +128,7 @@ find_job(int64 id, JobAction action, Oid *owner_out)
 
 	if (owner_out)
 		*owner_out = owner;
-	if (strcmp(state, "succeeded") == 0)
-		return JOB_SUCCEEDED;
-	if (strcmp(state, "failed") == 0)
-		return JOB_FAILED;
-	if (strcmp(state, "cancelled") == 0)
-		return JOB_CANCELLED;
-	return JOB_UNFINISHED;
+	return place;
 }
 
 /*
@@ -358,9 +357,11 @@ jobq_retry(PG_FUNCTION_ARGS)
 		elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);
 	if (SPI_processed > 0)
 	{
-		ArrayType  *deps = DatumGetArrayTypePCopy(SPI_getbinval(SPI_tuptable->vals[0],
-															   SPI_tuptable->tupdesc, 1,
-															   &isnull));
+		/* out of SPI's memory, which SPI_finish() frees */
+		ArrayType  *deps = DatumGetArrayTypeP(SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0],
+																			  SPI_tuptable->tupdesc, 1,
+																			  &isnull),
+																false, -1));
 		int			ndeps;
 
 		SPI_finish();
@@ -495,8 +496,14 @@ run_here(int64 id)
 				 errmsg("cannot run job " INT64_FORMAT " in place inside a security-definer function", id),
 				 errdetail("jobq.wait() of a job that its own transaction enqueued runs the job in the calling session."),
 				 errhint("Commit the job first, then wait for it.")));
+	/* both out of SPI's memory, which SPI_finish() frees */
 	tup = SPI_copytuple(SPI_tuptable->vals[0]);
-	desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+	{
+		MemoryContext spicxt = MemoryContextSwitchTo(oldcxt);
+
+		desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+		MemoryContextSwitchTo(spicxt);
+	}
 	SPI_finish();
 
 	memset(&job, 0, sizeof(job));

@@ -73,6 +73,9 @@ static const char *retry_sql =
 "       AS o(id, error, sqlstate, started_at, next_run_at, attempt)"
 " WHERE j.id OPERATOR(pg_catalog.=) o.id";
 
+static void finish_jobs(JobqJob *jobs, JobqOutcome *outcomes, int n,
+						bool settle);
+
 static SPIPlanPtr find_job_plan = NULL;
 static SPIPlanPtr retry_plan = NULL;
 static SPIPlanPtr crashed_plan = NULL;
@@ -84,7 +87,7 @@ static SPIPlanPtr crashed_plan = NULL;
  * being run again by a live worker already and is left alone.
  */
 static const char *crashed_sql =
-"SELECT j.id, j.ctid, j.priority, j.run_at, j.max_attempts"
+"SELECT j.id, j.ctid, j.priority, j.run_at, j.max_attempts, o.attempt"
 "  FROM jobq.job j"
 "  JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
 "                  pg_catalog.unnest($2::pg_catalog.int4[])) AS o(id, attempt)"
@@ -619,6 +622,13 @@ settle_dependents(int64 *ids, int n)
 void
 JobqFinishJobs(JobqJob *jobs, JobqOutcome *outcomes, int n)
 {
+	finish_jobs(jobs, outcomes, n, true);
+}
+
+/* the same, settling the jobs that wait for them if settle */
+static void
+finish_jobs(JobqJob *jobs, JobqOutcome *outcomes, int n, bool settle)
+{
 	int64	   *ids;
 	int			nids;
 
@@ -637,7 +647,7 @@ JobqFinishJobs(JobqJob *jobs, JobqOutcome *outcomes, int n)
 	 * flag in shared memory, set by an enqueue that makes a job wait and by
 	 * a sweep that finds one, and never cleared).
 	 */
-	if (JobqDependentsMayExist() && JobqSchemaGet()->tasks)
+	if (settle && JobqDependentsMayExist() && JobqSchemaGet()->tasks)
 		settle_dependents(ids, nids);
 }
 
@@ -699,19 +709,28 @@ JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 	int			nlocked;
 	int			i;
 
+	int			nd = 0;
+
 	if (!JobqSchemaGet()->installed)
 		return 0;
 
 	for (i = 0; i < n; i++)
 	{
-		d_ids[i] = Int64GetDatum(ids[i]);
-		d_attempts[i] = Int32GetDatum(attempts[i]);
+		int			k;
+
 		/* the canceller learns the outcome even with retention 0 */
 		if (reasons[i] == JOBQ_ESCALATE_CANCEL)
 			JobqCancelRequestDone(ids[i]);
+		/* two dead workers may have been in the same attempt: count it once */
+		for (k = 0; k < i && (ids[k] != ids[i] || attempts[k] != attempts[i]); k++)
+			;
+		if (k < i)
+			continue;
+		d_ids[nd] = Int64GetDatum(ids[i]);
+		d_attempts[nd++] = Int32GetDatum(attempts[i]);
 	}
-	values[0] = datum_array(d_ids, nonulls, n, INT8OID);
-	values[1] = datum_array(d_attempts, nonulls, n, INT4OID);
+	values[0] = datum_array(d_ids, nonulls, nd, INT8OID);
+	values[1] = datum_array(d_attempts, nonulls, nd, INT4OID);
 
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "jobq: counting attempts of exited workers");
@@ -732,6 +751,7 @@ JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 		JobqJob    *job = &jobs[i];
 		JobqOutcome *o = &outcomes[i];
 		bool		isnull;
+		int32		attempt;
 		int			e;
 
 		job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
@@ -739,9 +759,11 @@ JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 		job->priority = DatumGetInt16(SPI_getbinval(tup, desc, 3, &isnull));
 		job->run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
 		job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		for (e = 0; e < n && ids[e] != job->id; e++)
+		attempt = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+		for (e = 0; e < n && (ids[e] != job->id || attempts[e] != attempt); e++)
 			;
-		Assert(e < n);
+		if (e == n)
+			elog(ERROR, "jobq locked job " INT64_FORMAT " for no journaled attempt", job->id);
 		job->attempts = attempts[e];
 		o->started_at = started[e];
 		o->finished_at = GetCurrentTransactionStartTimestamp();
@@ -765,7 +787,12 @@ JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 
 	if (nlocked > 0)
 	{
-		JobqFinishJobs(jobs, outcomes, nlocked);
+		/*
+		 * Not the jobs that wait for these: this transaction holds the
+		 * settlement's lock, which every worker waits for, and a role could
+		 * keep a waiting job's row locked; the sweep settles them.
+		 */
+		finish_jobs(jobs, outcomes, nlocked, false);
 		ereport(LOG,
 				(errmsg_plural("jobq counted the attempt of %d job whose worker exited while running it",
 							   "jobq counted the attempts of %d jobs whose workers exited while running them",

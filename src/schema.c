@@ -184,11 +184,23 @@ JobqSchemaGet(void)
 									  (Datum) 0);
 		callbacks_registered = true;
 	}
-	/* an invalidation that arrives while we build makes us build again */
+	/*
+	 * An invalidation that arrives while we build makes us build again; a
+	 * build that fails leaves the answer invalid.
+	 */
 	while (!schema_valid)
 	{
 		schema_valid = true;
-		schema_build();
+		PG_TRY();
+		{
+			schema_build();
+		}
+		PG_CATCH();
+		{
+			schema_valid = false;
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
 	}
 	return &schema;
 }

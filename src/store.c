@@ -170,15 +170,23 @@ JobqTableOpen(JobqTable *t)
 	Oid			relid = JobqSchemaRelid(t->relname);
 	Relation	rel;
 
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"jobq.%s\" does not exist", t->relname),
-				 errhint("Reinstall the extension with DROP EXTENSION jobq and CREATE EXTENSION jobq.")));
-	rel = table_open(relid, RowExclusiveLock);
-	while (!t->valid || t->relid != relid)
-		table_build(t, rel);
-	return rel;
+	if (OidIsValid(relid))
+	{
+		/* the lock may have waited for a DROP and CREATE EXTENSION */
+		rel = table_open(relid, RowExclusiveLock);
+		if (JobqSchemaRelid(t->relname) == relid)
+		{
+			while (!t->valid || t->relid != relid)
+				table_build(t, rel);
+			return rel;
+		}
+		table_close(rel, RowExclusiveLock);
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_TABLE),
+			 errmsg("relation \"jobq.%s\" does not exist", t->relname),
+			 errhint("Reinstall the extension with DROP EXTENSION jobq and CREATE EXTENSION jobq.")));
+	return NULL;				/* keep compiler quiet */
 }
 
 /*
