@@ -18,7 +18,7 @@ our @EXPORT = qw(
   jobq_conf new_jobq_node alter_system_reload
   count_backends wait_for_backends worker_pids
   wait_for_job wait_for_job_sleeping
-  log_lines_with_severity
+  log_lines_with_severity swallowing_loop
 );
 
 # jobq_conf(): the postgresql.conf lines every test server starts from:
@@ -142,6 +142,24 @@ sub log_lines_with_severity
 		push @hits, $line;
 	}
 	return @hits;
+}
+
+# swallowing_loop(): SQL of a job that runs until its worker ends it: a
+# loop that catches query_canceled, so that a cancel or a timeout
+# interrupts it and it goes on (only the watchdog's exit ends it).
+sub swallowing_loop
+{
+	return q{DO $do$
+	BEGIN
+		LOOP
+			BEGIN
+				PERFORM pg_catalog.pg_sleep(0.05);
+			EXCEPTION WHEN query_canceled THEN
+				NULL;
+			END;
+		END LOOP;
+	END
+	$do$};
 }
 
 1;

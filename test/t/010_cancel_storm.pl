@@ -35,17 +35,7 @@ $node->safe_psql('postgres', q{
 });
 
 my $swallow = q{INSERT INTO public.effects VALUES ('%s');
-	DO $do$
-	BEGIN
-		LOOP
-			BEGIN
-				PERFORM pg_catalog.pg_sleep(0.05);
-			EXCEPTION WHEN query_canceled THEN
-				NULL;
-			END;
-		END LOOP;
-	END
-	$do$};
+	} . swallowing_loop();
 
 my $first = $node->safe_psql('postgres',
 	"SELECT jobq.enqueue(\$j\$" . sprintf($swallow, 'first') . "\$j\$, timeout => '0')");

@@ -19,19 +19,8 @@ use JobqTest;
 my $node = new_jobq_node('main', conf => "jobq.cancel_grace = '1s'\n");
 $node->safe_psql('postgres', 'CREATE EXTENSION jobq');
 
-my $a = $node->safe_psql(
-	'postgres', q{SELECT jobq.enqueue($j$
-	DO $do$
-	BEGIN
-		LOOP
-			BEGIN
-				PERFORM pg_catalog.pg_sleep(0.05);
-			EXCEPTION WHEN query_canceled THEN
-				NULL;
-			END;
-		END LOOP;
-	END
-	$do$$j$, timeout => '500ms', max_attempts => 1)});
+my $a = $node->safe_psql('postgres',
+	'SELECT jobq.enqueue($j$' . swallowing_loop() . q{$j$, timeout => '500ms', max_attempts => 1)});
 my $d = $node->safe_psql('postgres',
 	"SELECT jobq.enqueue('SELECT 1', depends_on => ARRAY[$a]::bigint[])");
 
