@@ -4,9 +4,9 @@
 # the right moment:
 #   - a job enqueued in a transaction that rolls back never runs (no side
 #     effect, not in jobq.jobs), even after a later committed job has run
-#     and several poll intervals have passed;
-#   - a job enqueued in a transaction that is still open does not run (not
-#     even after several poll intervals), and runs after COMMIT;
+#     and claims have passed it over (probe jobs of a lower priority ran);
+#   - a job enqueued in a transaction that is still open does not run
+#     (claims pass it over), and runs after COMMIT;
 #   - a job with run_at => now() + 3 seconds does not start before its
 #     run_at (started_at >= run_at, and the time its effect records is
 #     >= run_at) and does start: with jobq.poll_interval raised to 10min
@@ -36,20 +36,34 @@ sub t_count
 	return $node->safe_psql('postgres', "SELECT count(*) FROM t WHERE v = $v");
 }
 
+# probe_claims(): the positive sign that the workers' claims have looked
+# at the queue: a job of the lowest priority per worker, enqueued now,
+# has run.  A claim takes the highest priority first, so every claim that
+# took a probe passed over any job of a higher priority that it could see.
+sub probe_claims
+{
+	my @ids = map {
+		$node->safe_psql('postgres',
+			"SELECT jobq.enqueue('SELECT 1', priority => -1000)")
+	} (1, 2);
+	wait_for_job($node, $_) or die "probe job $_ did not run" foreach @ids;
+	return 1;
+}
+
 # ---------------------------------------------------------------------
 # Rolled back: never runs
 # ---------------------------------------------------------------------
 my $rid = $node->safe_psql('postgres',
-	"BEGIN; SELECT jobq.enqueue('INSERT INTO t VALUES (1)'); ROLLBACK;");
+	"BEGIN; SELECT jobq.enqueue('INSERT INTO t VALUES (1)', priority => 10); ROLLBACK;");
 like($rid, qr/^\d+$/, 'enqueue in a rolled back transaction returned an id');
 
-# A committed job afterwards: once it has run, the workers have looked at
-# the queue; let a few more poll intervals pass too.
+# A committed job afterwards runs; and claims after it pass the rolled
+# back one over.
 my $sid = $node->safe_psql('postgres',
 	"SELECT jobq.enqueue('INSERT INTO t VALUES (2)')");
 ok(wait_for_job($node, $sid),
 	'a committed job enqueued after the rollback runs');
-$node->safe_psql('postgres', 'SELECT pg_sleep(3)');
+ok(probe_claims(), 'claims have looked at the queue since');
 is(t_count(1), '0', 'rolled back job has no side effect');
 is($node->safe_psql('postgres', "SELECT count(*) FROM jobq.jobs WHERE id = $rid"),
 	'0', 'rolled back job does not exist in jobq.jobs');
@@ -66,11 +80,11 @@ is( $node->safe_psql(
 my $session = $node->background_psql('postgres');
 $session->query_safe('BEGIN');
 my $oid = $session->query_safe(
-	"SELECT jobq.enqueue('INSERT INTO t VALUES (3)')");
+	"SELECT jobq.enqueue('INSERT INTO t VALUES (3)', priority => 10)");
 like($oid, qr/^\d+$/, 'enqueue in an open transaction returned an id');
 
-# Several poll intervals with the transaction open.
-$node->safe_psql('postgres', 'SELECT pg_sleep(3.5)');
+# Claims with the transaction open pass it over.
+ok(probe_claims(), 'claims look at the queue while the transaction is open');
 is(t_count(3), '0', 'job of an open transaction has not run');
 is($node->safe_psql('postgres', "SELECT count(*) FROM jobq.jobs WHERE id = $oid"),
 	'0', 'job of an open transaction is invisible to others');
@@ -86,9 +100,14 @@ $session->quit;
 # ---------------------------------------------------------------------
 # Make the poll useless for this part: only the wake-up at the earliest
 # run_at can start the job within the test's timeout.
+# Workers started after the reload have the setting (a running one rereads
+# it at a moment the test cannot see).
 alter_system_reload($node, "jobq.poll_interval = '10min'");
-# Let the workers (woken by the reload's SIGHUP) reread their settings.
-$node->safe_psql('postgres', 'SELECT pg_sleep(1.5)');
+alter_system_reload($node, "jobq.workers = 0");
+ok(wait_for_backends($node, 'jobq worker', 0), 'the pool stops');
+alter_system_reload($node, "jobq.workers = 2");
+ok(wait_for_backends($node, 'jobq worker', 2, "state = 'idle'"),
+	'the pool starts again with poll_interval 10min');
 
 my $fid = $node->safe_psql('postgres',
 	"SELECT jobq.enqueue('INSERT INTO ts VALUES (4, clock_timestamp())',
@@ -116,10 +135,10 @@ is( $node->safe_psql(
 # ---------------------------------------------------------------------
 alter_system_reload($node, "jobq.poll_interval = '1s'");
 my $pid = $node->safe_psql('postgres',
-	"BEGIN; SELECT jobq.enqueue('INSERT INTO t VALUES (5)'); PREPARE TRANSACTION 'jobq_p1';"
+	"BEGIN; SELECT jobq.enqueue('INSERT INTO t VALUES (5)', priority => 10); PREPARE TRANSACTION 'jobq_p1';"
 );
 like($pid, qr/^\d+$/, 'enqueue in a prepared transaction returned an id');
-$node->safe_psql('postgres', 'SELECT pg_sleep(2.5)');
+ok(probe_claims(), 'claims look at the queue while it is prepared');
 is(t_count(5), '0', 'job of a prepared transaction has not run');
 $node->safe_psql('postgres', "COMMIT PREPARED 'jobq_p1'");
 ok(wait_for_job($node, $pid),
