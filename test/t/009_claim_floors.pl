@@ -106,11 +106,21 @@ sub order_of
 # (c) a priority level no claim has seen
 ###########################################################################
 {
-	# a backlog at priority 0, so that the worker is claiming when the new
-	# level appears
-	enqueue_many('c-low', 200, 'SELECT pg_sleep(0.002);');
+	# a backlog at priority 0 that waits for a gate, so that the worker is
+	# in the middle of it (a claim of at most jobq.batch_size jobs in hand)
+	# when the new level appears, however slowly the test goes on
+	$node->safe_psql('postgres', 'CREATE TABLE gate (open boolean)');
+	enqueue_many('c-low', 200, q{DO $g$ BEGIN
+		WHILE NOT EXISTS (SELECT 1 FROM public.gate) LOOP PERFORM pg_sleep(0.01); END LOOP;
+		END $g$;});
+	ok( $node->poll_query_until(
+			'postgres',
+			"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'jobq worker' AND wait_event = 'PgSleep'"
+		),
+		'(c) the worker waits at the gate in the backlog');
 	my $high = enqueue('c-high', 'priority => 7');
 	my $marker = enqueue('c-marker');
+	$node->safe_psql('postgres', 'INSERT INTO gate VALUES (true)');
 	my $order = order_of($marker, 'c-%');
 	my @labels = split /,/, $order;
 	my ($pos) = grep { $labels[$_] eq 'c-high' } 0 .. $#labels;
