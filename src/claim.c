@@ -1,12 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * claim.c
- *		The SQL that moves jobs through their life.
+ *		Claiming due jobs.
  *
- * Storage: jobq.job holds unfinished jobs only, so the partial index that
- * serves the claim stays small; a job that ends is moved to
- * jobq.job_history (or deleted outright when jobq.retention is 0) by the
- * statement that records its outcome.
+ * jobq.job holds unfinished jobs only, so the index that serves the claim
+ * stays small; a job that ends leaves it (finish.c).
  *
  * A claim is a row lock and nothing else: SELECT ... FOR UPDATE SKIP
  * LOCKED in the execution transaction, which then runs the jobs and
@@ -14,12 +12,13 @@
  * version and no index entry, and a claimed job needs no recovery: if its
  * worker dies, the transaction and its locks are gone and the job is
  * pending as it was.  The attempt a dying worker was in is counted from
- * the journal (journal.c, JobqCountCrashedAttempts).  The row locks are
+ * the journal (journal.c, finish.c).  The row locks are
  * also what makes an outcome safe to write without checks: no other
  * transaction can touch a claimed job until its outcome commits.
  *
- * All statements are prepared once per worker and kept (SPI_keepplan); the
- * plan cache re-plans them if the extension is dropped and created again.
+ * All statements are prepared once per worker and kept (SPI_keepplan),
+ * for the installed version of the tables (schema.c), and prepared again
+ * when it changes.
  *
  * IDENTIFICATION
  *		src/claim.c
@@ -50,14 +49,11 @@
 
 #include "jobq.h"
 
-#define JOBQ_PRUNE_BATCH		1000
-
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr claim_level_plan = NULL;
 static SPIPlanPtr claim_blocked_plan = NULL;
 static SPIPlanPtr levels_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
-static SPIPlanPtr prune_plan = NULL;
 
 /*
  * What a claim reads of a job.  {TASK} and {PENDING} depend on the
@@ -126,28 +122,6 @@ static const char *next_due_sql =
 "SELECT pg_catalog.min(run_at) FROM jobq.job"
 " WHERE {PENDING}run_at > pg_catalog.now()";
 
-/*
- * Pruning starts at the newest finished_at it deleted last time (the prune
- * floor, in shared memory) for the same reason claims start at their
- * floors: the index on finished_at fills with the entries of deleted
- * rows, which a long transaction elsewhere keeps from being cleaned up.  A
- * row committed after the prune passed its finished_at (a chunk commits
- * after its jobs finished) is caught when the floor goes back to the start,
- * every JOBQ_PRUNE_FLOOR_RESET_MS.
- */
-static const char *prune_sql =
-"WITH d AS ("
-"  DELETE FROM jobq.job_history"
-"   WHERE id = ANY (ARRAY("
-"           SELECT id FROM jobq.job_history"
-"            WHERE finished_at >= $3"
-"              AND finished_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)"
-"            ORDER BY finished_at LIMIT $2))"
-"  RETURNING finished_at"
-")"
-"SELECT pg_catalog.count(*)::pg_catalog.int4, pg_catalog.max(finished_at) FROM d";
-
-#define JOBQ_PRUNE_FLOOR_RESET_MS	(600 * 1000)
 
 /*
  * A statement of this file for the installed schema: {TASK} becomes the
@@ -478,64 +452,4 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 
 	*jobs_out = jobs;
 	return njobs;
-}
-
-/*
- * Delete one batch of finished jobs older than jobq.retention.  Returns
- * JOBQ_PRUNE_BATCH when there may be more to delete.
- */
-int
-JobqPruneHistory(void)
-{
-	MemoryContext callercxt = CurrentMemoryContext;
-	int			deleted = 0;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (JobqSchemaGet()->installed)
-	{
-		Oid			argtypes[3] = {FLOAT8OID, INT4OID, TIMESTAMPTZOID};
-		Datum		values[3];
-		TimestampTz now = GetCurrentTimestamp();
-		TimestampTz floor;
-		bool		isnull;
-		Datum		newest;
-
-		SpinLockAcquire(&JobqShared->mutex);
-		if (JobqShared->prune_floor_reset_at <= now)
-		{
-			JobqShared->prune_floor = DT_NOBEGIN;
-			JobqShared->prune_floor_reset_at =
-				TimestampTzPlusMilliseconds(now, JOBQ_PRUNE_FLOOR_RESET_MS);
-		}
-		floor = JobqShared->prune_floor;
-		SpinLockRelease(&JobqShared->mutex);
-
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "jobq: pruning finished jobs");
-		values[0] = Float8GetDatum((double) jobq_retention);
-		values[1] = Int32GetDatum(JOBQ_PRUNE_BATCH);
-		values[2] = TimestampTzGetDatum(floor);
-		if (JobqExecuteKept(JobqKeepPlan(&prune_plan, prune_sql, 3, argtypes),
-						 values, false) != SPI_OK_SELECT)
-			elog(ERROR, "jobq could not prune finished jobs");
-		deleted = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
-											  SPI_tuptable->tupdesc, 1, &isnull));
-		newest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
-							   &isnull);
-		if (!isnull)
-		{
-			SpinLockAcquire(&JobqShared->mutex);
-			if (JobqShared->prune_floor < DatumGetTimestampTz(newest))
-				JobqShared->prune_floor = DatumGetTimestampTz(newest);
-			SpinLockRelease(&JobqShared->mutex);
-		}
-		SPI_finish();
-		PopActiveSnapshot();
-	}
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(callercxt);
-
-	return deleted >= JOBQ_PRUNE_BATCH ? deleted : 0;
 }

@@ -155,9 +155,6 @@ typedef struct JobqSharedState
 	uint32		deaths;			/* worker deaths (and server starts) seen */
 	uint32		settled_deaths; /* deaths whose journal entries are settled */
 	TimestampTz next_due;		/* earliest wake-up idle workers know of */
-	TimestampTz next_prune;		/* when retention pruning is next due */
-	TimestampTz prune_floor;	/* pruning starts at this finished_at */
-	TimestampTz prune_floor_reset_at;	/* when it goes back to the start */
 	int			next_wake;		/* round-robin start for wake-ups */
 	JobqWorkerSlot workers[JOBQ_MAX_WORKERS];
 
@@ -330,6 +327,12 @@ typedef struct JobqOutcome
 extern bool JobqLockTables(void);
 extern int	JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 								   JobqJob **jobs, TimestampTz *next_due);
+
+/* prune.c: retention */
+extern Size JobqPruneShmemSize(void);
+extern void JobqPruneShmemInit(void);
+extern bool JobqPruneTurn(void);
+extern void JobqPruneAgainSoon(void);
 extern int	JobqPruneHistory(void);
 
 /* finish.c: every way a job ends, or is scheduled again */

@@ -81,6 +81,7 @@ jobq_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(shmem_size());
+	RequestAddinShmemSpace(JobqPruneShmemSize());
 }
 
 static void
@@ -99,9 +100,6 @@ jobq_shmem_startup(void)
 		memset(JobqShared, 0, shmem_size());
 		SpinLockInit(&JobqShared->mutex);
 		JobqShared->next_due = DT_NOEND;
-		JobqShared->next_prune = 0;
-		JobqShared->prune_floor = DT_NOBEGIN;
-		JobqShared->prune_floor_reset_at = 0;
 		/* a fresh segment: the journal holds what ran before, if anything */
 		JobqShared->deaths = 1;
 		JobqShared->settled_deaths = 0;
@@ -128,6 +126,7 @@ jobq_shmem_startup(void)
 		pg_atomic_init_u32(&JobqShared->dependents, 0);
 		ConditionVariableInit(&JobqShared->finished_cv);
 	}
+	JobqPruneShmemInit();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -381,36 +381,6 @@ recycle_worker(void)
 }
 
 /*
- * Is retention pruning due?  If so, this worker takes it.
- */
-static bool
-take_prune_turn(void)
-{
-	TimestampTz now = GetCurrentTimestamp();
-	bool		mine = false;
-	long		interval_ms;
-
-	interval_ms = Min(10000L, Max(100L, (long) jobq_retention * 250L));
-
-	SpinLockAcquire(&JobqShared->mutex);
-	if (JobqShared->next_prune <= now)
-	{
-		JobqShared->next_prune = TimestampTzPlusMilliseconds(now, interval_ms);
-		mine = true;
-	}
-	SpinLockRelease(&JobqShared->mutex);
-	return mine;
-}
-
-static void
-prune_again_soon(void)
-{
-	SpinLockAcquire(&JobqShared->mutex);
-	JobqShared->next_prune = 0;
-	SpinLockRelease(&JobqShared->mutex);
-}
-
-/*
  * How long recent commits of this worker's chunks took (microseconds, a
  * moving average), and the time budget of a chunk that follows from it.
  */
@@ -786,11 +756,11 @@ JobqWorkerMain(Datum main_arg)
 
 		if (JobqSettleNeeded(my_slot))
 			JobqJournalSettle(my_slot);
-		if (take_prune_turn())
+		if (JobqPruneTurn())
 		{
 			JobqSweepWaitingJobs();
 			if (JobqPruneHistory() > 0)
-				prune_again_soon();
+				JobqPruneAgainSoon();
 		}
 
 		n = run_chunk(&claim_limit, &next_due);
