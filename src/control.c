@@ -578,7 +578,7 @@ wait_loop(int64 id, TimestampTz deadline, bool *found)
 													 "jobq.wait status",
 													 ALLOCSET_SMALL_SIZES);
 
-	ConditionVariablePrepareToSleep(&JobqShared->finished_cv);
+	JobqWaitPrepareToSleep();
 	for (;;)
 	{
 		long		ms = -1;
@@ -642,8 +642,7 @@ wait_loop(int64 id, TimestampTz deadline, bool *found)
 		 */
 		if (ms < 0 || ms > jobq_poll_interval)
 			ms = jobq_poll_interval;
-		(void) ConditionVariableTimedSleep(&JobqShared->finished_cv, ms,
-										   PG_WAIT_EXTENSION);
+		JobqWaitSleep(ms);
 	}
 	ConditionVariableCancelSleep();
 	return status;

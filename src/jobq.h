@@ -122,22 +122,6 @@ typedef struct JobqFloor
 	int64		id;
 } JobqFloor;
 
-/*
- * Requests about single jobs (shmem.c): one entry per backend, at its
- * pgprocno, so that no role can use up the entries of others.  An entry
- * holds the job a backend's jobq.cancel() is cancelling and the job its
- * jobq.wait() waits for, 0 for none.
- */
-typedef struct JobqRequest
-{
-	pg_atomic_uint64 cancel_id;
-	pg_atomic_uint64 cancel_done;	/* cancel_id, once recorded cancelled */
-	pg_atomic_uint64 wait_id;
-} JobqRequest;
-
-/* Most job ids a worker's transaction marks cancelled for their cancellers. */
-#define JOBQ_MAX_CANCEL_MARKS	64
-
 /* Why a worker ended a job by exiting (see worker.c, the watchdog). */
 typedef enum JobqEscalation
 {
@@ -158,21 +142,9 @@ typedef struct JobqSharedState
 	int			next_wake;		/* round-robin start for wake-ups */
 	JobqWorkerSlot workers[JOBQ_MAX_WORKERS];
 
-	/*
-	 * Requests about single jobs, one entry per backend (shmem.c): cancels
-	 * in progress (jobq.cancel() of a job a worker holds), and jobq.wait()
-	 * callers, woken through finished_cv when a job they wait for finishes
-	 * (all are, while wait_any is not 0: see JobqWaitBegin).
-	 */
-	int			nrequests;
-	JobqRequest *requests;		/* nrequests entries, after this struct */
 	/* a job a worker ended by exiting, and why; settled from the journal */
 	pg_atomic_uint64 escalated_job[JOBQ_MAX_WORKERS];
 	pg_atomic_uint32 escalated_reason[JOBQ_MAX_WORKERS];
-	pg_atomic_uint32 n_cancels;	/* entries taken, so that an idle array */
-	pg_atomic_uint32 n_waits;	/* costs one read to check */
-	pg_atomic_uint32 wait_any;
-	ConditionVariable finished_cv;
 	pg_atomic_uint32 dependents;	/* jobs may wait for other jobs */
 
 	/* claim floors, highest priority first; see claim.c */
@@ -249,16 +221,9 @@ extern void JobqFloorsInstall(const int16 *levels, int n);
 extern void JobqNoteWorkerDeath(void);
 extern bool JobqSettleNeeded(int slot);
 extern void JobqSetNextDue(TimestampTz due);
-extern int	JobqCancelRequestAdd(int64 id);
-extern void JobqCancelRequestRemove(int idx);
-extern bool JobqCancelRequested(int64 id);
-extern void JobqCancelRequestDone(int64 id);
-extern bool JobqCancelRequestWasDone(int idx, int64 id);
 extern void JobqSignalJobWorker(int64 id);
 extern void JobqEscalationNote(int slot, int64 id, JobqEscalation reason);
 extern JobqEscalation JobqEscalationTake(int slot, int64 id);
-extern int	JobqWaitBegin(int64 id);
-extern void JobqWaitEnd(int idx);
 extern void JobqNoteFinishedAtCommit(const int64 *ids, int n);
 extern void JobqWakeAllAtCommit(void);
 extern bool JobqDependentsMayExist(void);
@@ -327,6 +292,20 @@ typedef struct JobqOutcome
 extern bool JobqLockTables(void);
 extern int	JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 								   JobqJob **jobs, TimestampTz *next_due);
+
+/* requests.c: jobq.cancel() and jobq.wait() requests */
+extern Size JobqRequestsShmemSize(void);
+extern void JobqRequestsShmemInit(void);
+extern int	JobqCancelRequestAdd(int64 id);
+extern void JobqCancelRequestRemove(int idx);
+extern bool JobqCancelRequested(int64 id);
+extern void JobqCancelRequestDone(int64 id);
+extern bool JobqCancelRequestWasDone(int idx, int64 id);
+extern int	JobqWaitBegin(int64 id);
+extern void JobqWaitEnd(int idx);
+extern void JobqWakeWaitersOf(const int64 *ids, int n, bool overflowed);
+extern void JobqWaitPrepareToSleep(void);
+extern void JobqWaitSleep(long ms);
 
 /* prune.c: retention */
 extern Size JobqPruneShmemSize(void);

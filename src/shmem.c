@@ -61,18 +61,10 @@ static void taint_claims_locked(int16 priority, bool all, TimestampTz run_at,
 static bool pending_levels_overflow = false;
 static JobqFloor pending_levels[JOBQ_PENDING_LEVELS];
 
-/* entries of the request array: one per backend (see jobq.h) */
-static int
-request_entries(void)
-{
-	return MaxBackends;
-}
-
 static Size
 shmem_size(void)
 {
-	return add_size(MAXALIGN(sizeof(JobqSharedState)),
-					mul_size(request_entries(), sizeof(JobqRequest)));
+	return MAXALIGN(sizeof(JobqSharedState));
 }
 
 static void
@@ -82,6 +74,7 @@ jobq_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(shmem_size());
 	RequestAddinShmemSpace(JobqPruneShmemSize());
+	RequestAddinShmemSpace(JobqRequestsShmemSize());
 }
 
 static void
@@ -105,28 +98,16 @@ jobq_shmem_startup(void)
 		JobqShared->settled_deaths = 0;
 		/* levels unknown until a worker discovers them */
 		JobqShared->floors_valid = false;
-		JobqShared->nrequests = request_entries();
-		JobqShared->requests = (JobqRequest *)
-			((char *) JobqShared + MAXALIGN(sizeof(JobqSharedState)));
-		for (int i = 0; i < JobqShared->nrequests; i++)
-		{
-			pg_atomic_init_u64(&JobqShared->requests[i].cancel_id, 0);
-			pg_atomic_init_u64(&JobqShared->requests[i].cancel_done, 0);
-			pg_atomic_init_u64(&JobqShared->requests[i].wait_id, 0);
-		}
 		for (int i = 0; i < JOBQ_MAX_WORKERS; i++)
 		{
 			pg_atomic_init_u64(&JobqShared->escalated_job[i], 0);
 			pg_atomic_init_u32(&JobqShared->escalated_reason[i], 0);
 		}
-		pg_atomic_init_u32(&JobqShared->wait_any, 0);
-		pg_atomic_init_u32(&JobqShared->n_cancels, 0);
-		pg_atomic_init_u32(&JobqShared->n_waits, 0);
 		/* set once a job waits for others (depend.c) */
 		pg_atomic_init_u32(&JobqShared->dependents, 0);
-		ConditionVariableInit(&JobqShared->finished_cv);
 	}
 	JobqPruneShmemInit();
+	JobqRequestsShmemInit();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -607,155 +588,6 @@ JobqNoteEnqueue(TimestampTz run_at, int16 priority, int64 id)
 }
 
 /*
- * Requests about single jobs.  Each backend has one entry, at its
- * pgprocno, and writes only that one; entries are read without a lock,
- * from a worker's signal handler among others.  A backend is in at most
- * one jobq.cancel() at a time (nothing runs user code while it waits); a
- * jobq.wait() nested in another (a job run in place that waits) falls
- * back to being woken by every finish.  Nothing here can run out, so no
- * role can keep another's calls from working.
- */
-static JobqRequest *
-my_request(void)
-{
-	if (MyProc == NULL || MyProc->pgprocno < 0 ||
-		MyProc->pgprocno >= JobqShared->nrequests)
-		elog(ERROR, "jobq has no request entry for process %d", MyProcPid);
-	return &JobqShared->requests[MyProc->pgprocno];
-}
-
-/* is id in the cancel (or, with wait, the wait) entry of some backend? */
-static bool
-request_present(int64 id, bool wait)
-{
-	int			i;
-
-	for (i = 0; i < JobqShared->nrequests; i++)
-	{
-		JobqRequest *r = &JobqShared->requests[i];
-
-		if (pg_atomic_read_u64(wait ? &r->wait_id : &r->cancel_id) == (uint64) id)
-			return true;
-	}
-	return false;
-}
-
-/*
- * jobq.cancel() of a job that a worker holds: publish the request (the
- * worker checks it before it starts the job, when it starts it, and from
- * its SIGUSR2 handler while it runs it).  Returns the entry to remove
- * afterwards.
- */
-int
-JobqCancelRequestAdd(int64 id)
-{
-	JobqRequest *r = my_request();
-
-	if (pg_atomic_read_u64(&r->cancel_id) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot cancel job " INT64_FORMAT " while this session cancels another job", id)));
-	pg_atomic_write_u64(&r->cancel_done, 0);
-	pg_atomic_write_u64(&r->cancel_id, (uint64) id);
-	/* counted after the entry is in: the signal that follows finds both */
-	pg_atomic_fetch_add_u32(&JobqShared->n_cancels, 1);
-	return MyProc->pgprocno;
-}
-
-void
-JobqCancelRequestRemove(int idx)
-{
-	JobqRequest *r = &JobqShared->requests[idx];
-
-	/* a free entry's done mark is 0 (the mark is set only for taken ones) */
-	pg_atomic_write_u64(&r->cancel_done, 0);
-	if (pg_atomic_exchange_u64(&r->cancel_id, 0) != 0)
-		pg_atomic_fetch_sub_u32(&JobqShared->n_cancels, 1);
-}
-
-/*
- * The worker whose transaction records job id as cancelled marks the
- * requests for it done: the canceller then knows the outcome even when no
- * history keeps it (jobq.retention = 0).  The mark is set before the
- * commit and taken back if the transaction aborts, in a transaction
- * callback, which runs before the aborting transaction lets go of its row
- * locks: a canceller, which reads the mark only once the job's row is gone
- * and its lock free, does not take a mark of an aborted transaction for
- * the outcome.
- */
-static int64 cancels_marked[JOBQ_MAX_CANCEL_MARKS];
-static int	n_cancels_marked = 0;
-static bool cancel_callback_registered = false;
-
-static void
-cancel_marks_xact_callback(XactEvent event, void *arg)
-{
-	int			i,
-				j;
-
-	if (n_cancels_marked == 0)
-		return;
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-	{
-		for (i = 0; i < n_cancels_marked; i++)
-			for (j = 0; j < JobqShared->nrequests; j++)
-			{
-				uint64		expected = (uint64) cancels_marked[i];
-
-				(void) pg_atomic_compare_exchange_u64(&JobqShared->requests[j].cancel_done,
-													  &expected, 0);
-			}
-	}
-	else if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT)
-		return;
-	n_cancels_marked = 0;
-}
-
-void
-JobqCancelRequestDone(int64 id)
-{
-	int			i;
-	bool		marked = false;
-
-	if (!JobqCancelRequested(id) || n_cancels_marked >= JOBQ_MAX_CANCEL_MARKS)
-		return;
-	if (!cancel_callback_registered)
-	{
-		RegisterXactCallback(cancel_marks_xact_callback, NULL);
-		cancel_callback_registered = true;
-	}
-	for (i = 0; i < JobqShared->nrequests; i++)
-	{
-		JobqRequest *r = &JobqShared->requests[i];
-
-		if (pg_atomic_read_u64(&r->cancel_id) == (uint64) id)
-		{
-			pg_atomic_write_u64(&r->cancel_done, (uint64) id);
-			marked = true;
-		}
-	}
-	if (marked)
-		cancels_marked[n_cancels_marked++] = id;
-}
-
-/* Did a committed transaction record the job of request idx cancelled? */
-bool
-JobqCancelRequestWasDone(int idx, int64 id)
-{
-	return pg_atomic_read_u64(&JobqShared->requests[idx].cancel_done) == (uint64) id;
-}
-
-/* Has jobq.cancel() asked for job id?  Safe in a signal handler. */
-bool
-JobqCancelRequested(int64 id)
-{
-	if (JobqShared == NULL || id == 0 ||
-		pg_atomic_read_u32(&JobqShared->n_cancels) == 0)
-		return false;
-	return request_present(id, false);
-}
-
-/*
  * A worker's watchdog ends job id by making the worker exit (worker.c):
  * note why, for the settlement of its journal entry.  Safe in a signal
  * handler: two atomic stores.
@@ -804,57 +636,14 @@ JobqSignalJobWorker(int64 id)
 }
 
 /*
- * jobq.wait() begins: workers wake finished_cv when job id finishes.
- * Returns the entry for JobqWaitEnd; -1 if every entry is taken, and then
- * every finishing commit wakes the waiters.
- */
-int
-JobqWaitBegin(int64 id)
-{
-	JobqRequest *r = my_request();
-	int			idx = -1;
-
-	pg_atomic_fetch_add_u32(&JobqShared->n_waits, 1);
-	if (pg_atomic_read_u64(&r->wait_id) == 0)
-	{
-		pg_atomic_write_u64(&r->wait_id, (uint64) id);
-		idx = MyProc->pgprocno;
-	}
-	else
-		pg_atomic_fetch_add_u32(&JobqShared->wait_any, 1);
-	pg_memory_barrier();
-	return idx;
-}
-
-void
-JobqWaitEnd(int idx)
-{
-	if (idx < 0)
-		pg_atomic_fetch_sub_u32(&JobqShared->wait_any, 1);
-	else
-		pg_atomic_write_u64(&JobqShared->requests[idx].wait_id, 0);
-	pg_atomic_fetch_sub_u32(&JobqShared->n_waits, 1);
-}
-
-/*
  * The transaction that finished the jobs of pending_finished committed:
- * wake whoever waits for one of them (or, with too many to look for,
- * every waiter).
+ * wake whoever waits for one of them.
  */
 static void
 wake_waiters(void)
 {
-	bool		wake;
-	int			i;
-
-	if (pg_atomic_read_u32(&JobqShared->n_waits) == 0)
-		return;
-	wake = n_pending_finished > JOBQ_PENDING_FINISHED ||
-		pg_atomic_read_u32(&JobqShared->wait_any) > 0;
-	for (i = 0; i < n_pending_finished && !wake; i++)
-		wake = request_present(pending_finished[i], true);
-	if (wake)
-		ConditionVariableBroadcast(&JobqShared->finished_cv);
+	JobqWakeWaitersOf(pending_finished, Min(n_pending_finished, JOBQ_PENDING_FINISHED),
+					  n_pending_finished > JOBQ_PENDING_FINISHED);
 }
 
 /*
