@@ -20,7 +20,7 @@
  * copy of the file taken by a base backup means nothing after promotion.
  *
  * Settlement turns the entries of workers that are gone into counted
- * attempts (claim.c, JobqCountCrashedAttempts).  Every worker settles once
+ * attempts (finish.c, JobqCountCrashedAttempts).  Every worker settles once
  * before its first claim, and again before its next claim whenever the
  * launcher has seen a worker die; the shared counters deaths and
  * settled_deaths say when.  A pass takes the entries of slots that are
