@@ -3,8 +3,8 @@ EXTENSION  = jobq
 EXTVERSION = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" jobq.control)
 
 MODULE_big = jobq
-OBJS = src/jobq.o src/guc.o src/shmem.o src/journal.o src/launcher.o src/worker.o \
-       src/schema.o src/claim.o src/finish.o src/prune.o src/requests.o src/execute.o src/session.o src/spi.o src/store.o src/task.o src/control.o src/queue.o src/limits.o src/depend.o src/api.o
+OBJS = src/jobq.o src/guc.o src/slots.o src/floors.o src/wakeup.o src/journal.o src/launcher.o src/worker.o \
+       src/schema.o src/claim.o src/finish.o src/prune.o src/requests.o src/execute.o src/session.o src/spi.o src/store.o src/task.o src/control.o src/inplace.o src/queue.o src/limits.o src/depend.o src/api.o
 
 # Install and upgrade scripts: every jobq--*.sql at the top level.
 DATA = $(wildcard jobq--*.sql)

@@ -7,7 +7,7 @@
  * (current_user) as the job's owner and inserts the job.  Nothing is
  * written before every argument has been checked.  The insert joins the
  * caller's transaction, so a job enqueued by a transaction that rolls back
- * never exists; at commit, idle workers are woken (shmem.c).
+ * never exists; at commit, idle workers are woken (wakeup.c).
  *
  * The row goes straight into the heap and the indexes of jobq.job, with
  * no SQL statement (store.c): a statement enqueueing 100k jobs through SPI
@@ -646,13 +646,9 @@ jobq_running_jobs(PG_FUNCTION_ARGS)
 	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (JobqShared == NULL)
+	if (!JobqSlotsSnapshot(slots))
 		PG_RETURN_VOID();
 	see_all = superuser() || has_privs_of_role(GetUserId(), ROLE_PG_MONITOR);
-
-	SpinLockAcquire(&JobqShared->mutex);
-	memcpy(slots, JobqShared->workers, sizeof(slots));
-	SpinLockRelease(&JobqShared->mutex);
 
 	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
 	{
@@ -699,14 +695,10 @@ jobq_worker_info(PG_FUNCTION_ARGS)
 	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (JobqShared == NULL)
+	slots = palloc(sizeof(JobqWorkerSlot) * JOBQ_MAX_WORKERS);
+	if (!JobqSlotsSnapshot(slots))
 		PG_RETURN_VOID();
 	see_all = superuser() || has_privs_of_role(GetUserId(), ROLE_PG_MONITOR);
-
-	slots = palloc(sizeof(JobqWorkerSlot) * JOBQ_MAX_WORKERS);
-	SpinLockAcquire(&JobqShared->mutex);
-	memcpy(slots, JobqShared->workers, sizeof(JobqWorkerSlot) * JOBQ_MAX_WORKERS);
-	SpinLockRelease(&JobqShared->mutex);
 
 	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
 	{

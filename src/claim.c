@@ -305,7 +305,7 @@ discover_levels(void)
  * last case is why every enqueue, when its transaction ends, lowers the
  * floor to its keys and taints the claims of that level in progress: a
  * claim raises the floor no further than the smallest key that appeared
- * while it ran (shmem.c, JobqFloorClaimBegin and JobqFloorClaimEnd).  A
+ * while it ran (floors.c, JobqFloorClaimBegin and JobqFloorClaimEnd).  A
  * worker lowers the floor to the claim-time key of every job it claimed
  * and did not finish (retried or left unrun), after its commit: that also
  * undoes a raise by a claim that saw a retried job's new version (a lock

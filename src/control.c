@@ -26,7 +26,8 @@
  * sleeps on a condition variable that a worker broadcasts after the
  * commit of a chunk that finished a job somebody waits for (and that
  * jobq.cancel() broadcasts at its commit).  Every wake-up reads the job's
- * status with a new snapshot, so it needs read committed.
+ * status with a new snapshot, so it needs read committed.  A job that the
+ * caller's own transaction enqueued is run in place, once (inplace.c).
  *
  * IDENTIFICATION
  *		src/control.c
@@ -451,117 +452,6 @@ read_status(int64 id, bool *found, bool *finished, bool *mine,
 }
 
 /*
- * Run job id, which the current transaction enqueued, here and now, and
- * record its outcome in the current transaction: the job's effects and
- * its outcome commit or roll back with the caller's work.  One attempt:
- * an error with attempts left schedules the next one as a worker would.
- * The job runs as its owner, with its owner's settings, in a
- * subtransaction; the caller's statement timeout bounds it, not the job's.
- */
-static void
-run_here(int64 id)
-{
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(id)};
-	HeapTuple	tup;
-	TupleDesc	desc;
-	bool		isnull;
-	Datum		d;
-	JobqJob		job;
-	JobqOutcome out;
-	MemoryContext job_context;
-	MemoryContext oldcxt = CurrentMemoryContext;
-	int64		saved_job_id;
-
-	if (JobqExecuteAsOwner("SELECT owner::pg_catalog.oid, command, task, payload,"
-						   "       attempts OPERATOR(pg_catalog.+) 1, max_attempts,"
-						   "       ctid, priority, run_at"
-						   "  FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1"
-						   "   AND run_at OPERATOR(pg_catalog.<=) pg_catalog.now() FOR UPDATE",
-						   1, argtypes, values, false) != SPI_OK_SELECT)
-		elog(ERROR, "could not read jobq job " INT64_FORMAT, id);
-	if (SPI_processed == 0)
-	{
-		SPI_finish();
-		return;
-	}
-	/*
-	 * Not inside a SECURITY DEFINER function or a restricted operation: the
-	 * job would run in a session its caller prepared (temporary objects,
-	 * settings) with the definer's identity.
-	 */
-	if (InLocalUserIdChange() || InSecurityRestrictedOperation())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("cannot run job " INT64_FORMAT " in place inside a security-definer function", id),
-				 errdetail("jobq.wait() of a job that its own transaction enqueued runs the job in the calling session."),
-				 errhint("Commit the job first, then wait for it.")));
-	/* both out of SPI's memory, which SPI_finish() frees */
-	tup = SPI_copytuple(SPI_tuptable->vals[0]);
-	{
-		MemoryContext spicxt = MemoryContextSwitchTo(oldcxt);
-
-		desc = CreateTupleDescCopy(SPI_tuptable->tupdesc);
-		MemoryContextSwitchTo(spicxt);
-	}
-	SPI_finish();
-
-	memset(&job, 0, sizeof(job));
-	job.id = id;
-	job.owner = DatumGetObjectId(heap_getattr(tup, 1, desc, &isnull));
-
-	/*
-	 * Only the caller's own job runs in the caller's session: another
-	 * role's job (enqueued by its SECURITY DEFINER function in this
-	 * transaction) could leave cursors, prepared statements or settings
-	 * that the caller's session would then use with the caller's identity.
-	 */
-	if (job.owner != GetUserId())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("cannot run job " INT64_FORMAT " of role \"%s\" in place",
-						id, GetUserNameFromId(job.owner, true) ?
-						GetUserNameFromId(job.owner, true) : "?"),
-				 errdetail("jobq.wait() runs a job that its own transaction enqueued in the calling session, and only for the calling role's own jobs."),
-				 errhint("Commit the job first, then wait for it.")));
-	d = heap_getattr(tup, 2, desc, &isnull);
-	job.command = isnull ? NULL : TextDatumGetCString(d);
-	d = heap_getattr(tup, 3, desc, &isnull);
-	job.task = isnull ? NULL : TextDatumGetCString(d);
-	d = heap_getattr(tup, 4, desc, &isnull);
-	job.payload = isnull ? (Datum) 0 : PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
-	job.attempts = DatumGetInt32(heap_getattr(tup, 5, desc, &isnull));
-	job.max_attempts = DatumGetInt32(heap_getattr(tup, 6, desc, &isnull));
-	job.tid = *(ItemPointer) DatumGetPointer(heap_getattr(tup, 7, desc, &isnull));
-	job.priority = DatumGetInt16(heap_getattr(tup, 8, desc, &isnull));
-	job.run_at = DatumGetTimestampTz(heap_getattr(tup, 9, desc, &isnull));
-
-	job_context = AllocSetContextCreate(CurrentMemoryContext, "jobq job run here",
-										ALLOCSET_DEFAULT_SIZES);
-	/* role settings are cached per execution transaction: not across calls */
-	JobqForgetRoleSettings();
-	saved_job_id = jobq_current_job_id;
-	jobq_current_job_id = id;
-	PG_TRY();
-	{
-		JobqExecuteJob(&job, &out, job_context, true);
-	}
-	PG_FINALLY();
-	{
-		jobq_current_job_id = saved_job_id;
-		JobqForgetRoleSettings();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
-
-	/* its outcome, as a worker's chunk would record it */
-	PushActiveSnapshot(GetTransactionSnapshot());
-	JobqFinishJobs(&job, &out, 1);
-	PopActiveSnapshot();
-	MemoryContextDelete(job_context);
-}
-
-/*
  * The loop of jobq.wait(): read the job's status, sleep until a commit
  * that finished a job somebody waits for, again.  Returns the last status
  * read; *found is false if the job disappeared (jobq.retention 0).
@@ -611,7 +501,7 @@ wait_loop(int64 id, TimestampTz deadline, bool *found)
 			 */
 			if (ran_here)
 				break;
-			run_here(id);
+			JobqRunInPlace(id);
 			ran_here = true;
 			continue;
 		}

@@ -35,6 +35,8 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/shmem.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -43,6 +45,48 @@
 #include "pgstat.h"
 
 #include "jobq.h"
+
+/*
+ * Whether some job may wait for others, in shared memory: set once one
+ * does, by the enqueue or by a sweep that found some, so that finishing
+ * jobs looks for dependents only where there can be any.
+ */
+typedef struct JobqDependState
+{
+	pg_atomic_uint32 dependents;
+} JobqDependState;
+
+static JobqDependState *Depend = NULL;
+
+Size
+JobqDependShmemSize(void)
+{
+	return MAXALIGN(sizeof(JobqDependState));
+}
+
+/* at the server's start, and again after a crash; under AddinShmemInitLock */
+void
+JobqDependShmemInit(void)
+{
+	bool		found;
+
+	Depend = ShmemInitStruct("jobq depend", JobqDependShmemSize(), &found);
+	if (!found)
+		pg_atomic_init_u32(&Depend->dependents, 0);
+}
+
+/* May some job wait for others? */
+bool
+JobqDependentsMayExist(void)
+{
+	return pg_atomic_read_u32(&Depend->dependents) != 0;
+}
+
+void
+JobqNoteDependents(bool exist)
+{
+	pg_atomic_write_u32(&Depend->dependents, exist ? 1 : 0);
+}
 
 /* the dependents of jobs $1 that wait, locked in id order */
 static const char *lock_dependents_sql =

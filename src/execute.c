@@ -421,8 +421,71 @@ next_attempt_time(int attempts)
 }
 
 /*
+ * A worker's job begins, as its owner: from here on it may be cancelled
+ * (its timeout, jobq.cancel(), SIGTERM) and the watchdog watches it.
+ * Returns the timeout armed, in milliseconds (0: none): the job's own, or
+ * the owner's statement_timeout if shorter.
+ */
+static int64
+worker_job_begins(JobqJob *job)
+{
+	int64		timeout_ms = job->timeout_ms;
+
+	/* settings the owner's role defines are not the job's (session.c) */
+	JobqSessionJobBegin();
+	/* a cancel that arrived while we were between jobs is stale */
+	QueryCancelPending = false;
+	if (StatementTimeout > 0 &&
+		(timeout_ms == 0 || StatementTimeout < timeout_ms))
+		timeout_ms = StatementTimeout;
+	if (timeout_ms > 0)
+		enable_timeout_after(STATEMENT_TIMEOUT,
+							 (int) Min(timeout_ms, (int64) INT_MAX));
+	/* for the worker's watchdog, before jobq_in_job is set */
+	jobq_job_deadline = timeout_ms > 0 ?
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms) : 0;
+	jobq_in_job = true;
+	/* a cancel published before jobq_in_job was set: see worker.c */
+	pg_memory_barrier();
+	if (jobq_shutdown_requested || JobqCancelRequested(job->id))
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
+	RESUME_CANCEL_INTERRUPTS();
+	return timeout_ms;
+}
+
+/* A worker's job ended without error, still as its owner. */
+static void
+worker_job_ends(int64 timeout_ms)
+{
+	JobqSessionJobEnd(true);
+	HOLD_CANCEL_INTERRUPTS();
+	jobq_in_job = false;
+	if (timeout_ms > 0)
+		disable_timeout(STATEMENT_TIMEOUT, false);
+}
+
+/* A worker's job raised an error: before its subtransaction is undone. */
+static void
+worker_job_failed(void)
+{
+	jobq_in_job = false;
+	disable_timeout(STATEMENT_TIMEOUT, false);
+	/* the job may have died with cancel interrupts resumed */
+	QueryCancelHoldoffCount = 1;
+}
+
+/*
  * Run one job and fill in its outcome.  Must be called inside an
  * execution transaction; CurrentMemoryContext receives the outcome.
+ *
+ * With here, the job runs in the session of a jobq.wait() caller
+ * (inplace.c), not in a worker: the caller's query stays what the session
+ * shows, no job timeout or watchdog applies (the caller's own statement
+ * timeout and cancel do, and a cancel is the caller's, not the job's), and
+ * what the session holds is the caller's own, so it is not cleaned.
  */
 void
 JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
@@ -430,25 +493,21 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 {
 	MemoryContext outercxt = CurrentMemoryContext;
 	ResourceOwner outerowner = CurrentResourceOwner;
+	const char *save_debug_query_string = debug_query_string;
 	volatile bool permanent = false;
 
 	memset(out, 0, sizeof(*out));
 	out->started_at = GetCurrentTimestamp();
 	out->pid = MyProcPid;
-	if (here)
-		;						/* the caller's query stays what it shows */
-	else if (job->task != NULL)
+	if (!here)
 	{
 		static char activity[NAMEDATALEN + 16];
 
-		snprintf(activity, sizeof(activity), "jobq task %s", job->task);
-		pgstat_report_activity(STATE_RUNNING, activity);
-		debug_query_string = activity;
-	}
-	else
-	{
-		pgstat_report_activity(STATE_RUNNING, job->command);
-		debug_query_string = job->command;
+		if (job->task != NULL)
+			snprintf(activity, sizeof(activity), "jobq task %s", job->task);
+		pgstat_report_activity(STATE_RUNNING,
+							   job->task != NULL ? activity : job->command);
+		debug_query_string = job->task != NULL ? activity : job->command;
 	}
 
 	/* cancelled by jobq.cancel() while it waited in this worker's claim */
@@ -458,8 +517,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 		out->error = pstrdup(JOBQ_CANCELLED_MESSAGE);
 		strlcpy(out->sqlstate, unpack_sql_state(ERRCODE_QUERY_CANCELED),
 				sizeof(out->sqlstate));
-		if (!here)
-			debug_query_string = NULL;
+		debug_query_string = save_debug_query_string;
 		out->finished_at = GetCurrentTimestamp();
 		return;
 	}
@@ -491,40 +549,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 		save_nestlevel = NewGUCNestLevel();
 		apply_role_settings(job->owner, outercxt);
-		/* settings the owner's role defines are not the job's (session.c) */
-		if (!here)
-			JobqSessionJobBegin();
-
-		/*
-		 * From here on the job may be cancelled (timeout, SIGTERM).  A cancel
-		 * that arrived while we were between jobs is stale: drop it.  Run
-		 * here, the caller's own statement timeout and cancel apply.
-		 */
-		if (!here)
-			QueryCancelPending = false;
-		/* the job's timeout, or the owner's statement_timeout if shorter */
-		timeout_ms = here ? 0 : job->timeout_ms;
-		if (!here && StatementTimeout > 0 &&
-			(timeout_ms == 0 || StatementTimeout < timeout_ms))
-			timeout_ms = StatementTimeout;
-		if (timeout_ms > 0)
-			enable_timeout_after(STATEMENT_TIMEOUT,
-								 (int) Min(timeout_ms, (int64) INT_MAX));
-		if (!here)
-		{
-			/* for the worker's watchdog, before jobq_in_job is set */
-			jobq_job_deadline = timeout_ms > 0 ?
-				TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms) : 0;
-			jobq_in_job = true;
-			/* a cancel published before jobq_in_job was set: see worker.c */
-			pg_memory_barrier();
-			if (jobq_shutdown_requested || JobqCancelRequested(job->id))
-			{
-				QueryCancelPending = true;
-				InterruptPending = true;
-			}
-			RESUME_CANCEL_INTERRUPTS();
-		}
+		timeout_ms = here ? 0 : worker_job_begins(job);
 
 		if (task_fn != NULL)
 		{
@@ -584,15 +609,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 					(errcode(ERRCODE_QUERY_CANCELED),
 					 errmsg("job cancelled by jobq.cancel()")));
 		if (!here)
-			JobqSessionJobEnd(true);
-
-		if (!here)
-		{
-			HOLD_CANCEL_INTERRUPTS();
-			jobq_in_job = false;
-		}
-		if (timeout_ms > 0)
-			disable_timeout(STATEMENT_TIMEOUT, false);
+			worker_job_ends(timeout_ms);
 
 		/* undo the job's SET commands and the owner's role settings */
 		AtEOXact_GUC(false, save_nestlevel);
@@ -610,12 +627,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 		ErrorData  *edata;
 
 		if (!here)
-		{
-			jobq_in_job = false;
-			disable_timeout(STATEMENT_TIMEOUT, false);
-			/* the job may have died with cancel interrupts resumed */
-			QueryCancelHoldoffCount = 1;
-		}
+			worker_job_failed();
 
 		MemoryContextSwitchTo(outercxt);
 		edata = CopyErrorData();
@@ -629,14 +641,10 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(outercxt);
 		CurrentResourceOwner = outerowner;
-		if (here)
-		{
-			/* the caller's own cancel is the caller's, not the job's */
-			if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-				ReThrowError(edata);
-		}
-		else
+		if (!here)
 			JobqSessionJobEnd(false);
+		else if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);	/* the caller's own cancel */
 
 		if (JobqCancelRequested(job->id))
 		{
@@ -668,7 +676,6 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 	}
 	PG_END_TRY();
 
-	if (!here)
-		debug_query_string = NULL;
+	debug_query_string = save_debug_query_string;
 	out->finished_at = GetCurrentTimestamp();
 }

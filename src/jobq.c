@@ -3,6 +3,10 @@
  * jobq.c
  *		Module entry point: GUCs, shared memory and the launcher.
  *
+ * Shared memory: each file that keeps shared state owns a piece of it
+ * (its ...ShmemSize and ...ShmemInit functions); the hooks here only
+ * request the pieces and create them.
+ *
  * jobq only works when it is loaded through shared_preload_libraries: the
  * launcher has to be registered by the postmaster and the shared segment
  * sized before it is created.  Loaded any other way (CREATE EXTENSION, or a
@@ -18,6 +22,9 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 
 #include "jobq.h"
 
@@ -27,6 +34,41 @@ PG_MODULE_MAGIC;
 bool		jobq_preloaded = false;
 
 void		_PG_init(void);
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+jobq_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(JobqSlotsShmemSize());
+	RequestAddinShmemSpace(JobqFloorsShmemSize());
+	RequestAddinShmemSpace(JobqWakeupShmemSize());
+	RequestAddinShmemSpace(JobqJournalShmemSize());
+	RequestAddinShmemSpace(JobqDependShmemSize());
+	RequestAddinShmemSpace(JobqPruneShmemSize());
+	RequestAddinShmemSpace(JobqRequestsShmemSize());
+}
+
+/* at the server's start, and again after a crash */
+static void
+jobq_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	JobqSlotsShmemInit();
+	JobqFloorsShmemInit();
+	JobqWakeupShmemInit();
+	JobqJournalShmemInit();
+	JobqDependShmemInit();
+	JobqPruneShmemInit();
+	JobqRequestsShmemInit();
+	LWLockRelease(AddinShmemInitLock);
+}
 
 /*
  * Raise the error that explains that jobq must be preloaded.
@@ -57,7 +99,10 @@ _PG_init(void)
 
 	jobq_preloaded = true;
 	JobqDefineGucs();
-	JobqShmemInstallHooks();
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = jobq_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = jobq_shmem_startup;
 	JobqSchemaInstallHooks();
 	JobqRegisterLauncher();
 }

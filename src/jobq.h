@@ -4,9 +4,10 @@
  *		Declarations shared by the jobq source files.
  *
  * jobq runs one static background worker, the launcher, and a pool of
- * dynamic workers that it starts.  They meet in a small shared-memory
- * segment (JobqShared) that holds one slot per worker: who is alive, who
- * is busy, and the latch to set to wake a worker up.
+ * dynamic workers that it starts.  Each file below owns its part of the
+ * shared state (slots.c the worker slots, floors.c the claim floors, and
+ * so on) and is the only one to touch it; doc/design.md maps the files to
+ * their concerns and follows a job through them.
  *
  * IDENTIFICATION
  *		src/jobq.h
@@ -78,7 +79,7 @@
 /* Longest retry delay, whatever the attempt number. */
 #define JOBQ_MAX_RETRY_DELAY_MS	(3600 * 1000)
 
-/* One worker slot in shared memory; protected by JobqShared->mutex. */
+/* One worker slot in shared memory (slots.c); other files see copies. */
 typedef struct JobqWorkerSlot
 {
 	pid_t		pid;			/* 0 while the slot is free */
@@ -87,16 +88,10 @@ typedef struct JobqWorkerSlot
 	uint32		generation;		/* launcher generation that started it */
 	bool		busy;			/* executing jobs (will claim again) */
 	bool		stop_requested; /* pool shrank: finish and exit */
-	bool		settled;		/* has passed its first journal settlement */
 	bool		ready;			/* reached its main loop since its start */
 	bool		recycled;		/* exited between jobs for a fresh session */
 	int64		job_id;			/* job being executed, 0 if none */
 	Oid			job_owner;		/* its owner */
-	/* a claim in progress, and the smallest key that appeared meanwhile */
-	bool		claiming;
-	int16		claim_level;
-	TimestampTz taint_run_at;
-	int64		taint_id;
 	int32		job_attempt;	/* its attempt number */
 	TimestampTz job_started_at; /* when that attempt started */
 	char		job_queue[NAMEDATALEN]; /* its queue */
@@ -122,6 +117,13 @@ typedef struct JobqFloor
 	int64		id;
 } JobqFloor;
 
+/* Keys compare by (run_at, id) within one priority level. */
+static inline bool
+JobqFloorKeyLess(TimestampTz run_at, int64 id, const JobqFloor *f)
+{
+	return run_at < f->run_at || (run_at == f->run_at && id < f->id);
+}
+
 /* Why a worker ended a job by exiting (see worker.c, the watchdog). */
 typedef enum JobqEscalation
 {
@@ -131,31 +133,6 @@ typedef enum JobqEscalation
 	JOBQ_ESCALATE_SHUTDOWN		/* ignored a shutdown for the grace */
 } JobqEscalation;
 
-typedef struct JobqSharedState
-{
-	slock_t		mutex;
-	pid_t		launcher_pid;
-	uint32		launcher_generation;
-	uint32		deaths;			/* worker deaths (and server starts) seen */
-	uint32		settled_deaths; /* deaths whose journal entries are settled */
-	TimestampTz next_due;		/* earliest wake-up idle workers know of */
-	int			next_wake;		/* round-robin start for wake-ups */
-	JobqWorkerSlot workers[JOBQ_MAX_WORKERS];
-
-	/* a job a worker ended by exiting, and why; settled from the journal */
-	pg_atomic_uint64 escalated_job[JOBQ_MAX_WORKERS];
-	pg_atomic_uint32 escalated_reason[JOBQ_MAX_WORKERS];
-	pg_atomic_uint32 dependents;	/* jobs may wait for other jobs */
-
-	/* claim floors, highest priority first; see claim.c */
-	bool		floors_valid;	/* levels known and floors usable */
-	bool		floors_overflowed;	/* more levels than JOBQ_FLOOR_LEVELS */
-	TimestampTz floors_rediscover_at;	/* next safety-net rediscovery */
-	int			nfloors;
-	JobqFloor	floors[JOBQ_FLOOR_LEVELS];
-} JobqSharedState;
-
-extern JobqSharedState *JobqShared;
 
 /* guc.c */
 extern char *jobq_database;
@@ -201,15 +178,45 @@ extern const JobqSchema *JobqSchemaRequire(void);
 extern Oid	JobqSchemaRelid(const char *relname);
 extern void JobqSchemaInstallHooks(void);
 
-/* jobq.c */
+/* jobq.c: the module's entry point and its shared memory */
 extern bool jobq_preloaded;
 extern void JobqCheckPreloaded(void);
 
-/* shmem.c */
-extern void JobqShmemInstallHooks(void);
+/* slots.c: the launcher and the worker slots */
+extern Size JobqSlotsShmemSize(void);
+extern void JobqSlotsShmemInit(void);
+extern bool JobqSlotsSnapshot(JobqWorkerSlot *out);
+extern void JobqSlotsFree(bool *free_slot);
+extern int	JobqSlotsHeld(void);
+extern uint32 JobqLauncherBegin(pid_t *stale, int *nstale);
+extern void JobqLauncherEnd(void);
+extern void JobqSlotPrepare(int slot);
+extern void JobqSlotExitState(int slot, bool *ready, bool *recycled);
+extern void JobqSlotRequestStop(int slot);
+extern bool JobqSlotAttach(int slot, uint32 generation, bool *recycled);
+extern void JobqSlotReady(int slot);
+extern void JobqSlotDetach(int slot);
+extern void JobqSlotSetBusy(int slot, bool busy);
+extern bool JobqSlotStopRequested(int slot);
+extern bool JobqSlotBeginJob(int slot, int64 job_id, Oid owner, int32 attempt,
+							 TimestampTz started, const char *queue, int limit,
+							 int owner_limit);
+extern void JobqSlotEndJob(int slot);
+extern void JobqSlotCountOutcomes(int slot, uint64 succeeded, uint64 retried,
+								  uint64 failed);
+extern void JobqSlotRecycle(int slot);
 extern void JobqWakeWorkers(int n);
 extern void JobqWakeAllWorkers(void);
-extern void JobqNoteEnqueue(TimestampTz run_at, int16 priority, int64 id);
+extern void JobqSignalJobWorker(int64 id);
+extern void JobqEscalationNote(int slot, int64 id, JobqEscalation reason);
+extern JobqEscalation JobqEscalationTake(int slot, int64 id);
+extern int	JobqQueueRunning(const char *queue);
+extern int	JobqOwnerRunning(Oid owner);
+
+/* floors.c: the claim floors */
+extern Size JobqFloorsShmemSize(void);
+extern void JobqFloorsShmemInit(void);
+extern void JobqFloorsNoteKeys(const JobqFloor *keys, int n, bool overflow);
 extern bool JobqFloorsGet(int16 *levels, int *n);
 extern bool JobqFloorClaimBegin(int slot, int16 priority, JobqFloor *floor);
 extern void JobqFloorClaimEnd(int slot, int16 priority, bool raise,
@@ -218,21 +225,14 @@ extern void JobqFloorLower(int16 priority, TimestampTz run_at, int64 id);
 extern void JobqFloorsReset(void);
 extern bool JobqFloorsRediscoveryDue(void);
 extern void JobqFloorsInstall(const int16 *levels, int n);
-extern void JobqNoteWorkerDeath(void);
-extern bool JobqSettleNeeded(int slot);
+
+/* wakeup.c: waking workers and waiters when a transaction commits */
+extern Size JobqWakeupShmemSize(void);
+extern void JobqWakeupShmemInit(void);
 extern void JobqSetNextDue(TimestampTz due);
-extern void JobqSignalJobWorker(int64 id);
-extern void JobqEscalationNote(int slot, int64 id, JobqEscalation reason);
-extern JobqEscalation JobqEscalationTake(int slot, int64 id);
+extern void JobqNoteEnqueue(TimestampTz run_at, int16 priority, int64 id);
 extern void JobqNoteFinishedAtCommit(const int64 *ids, int n);
 extern void JobqWakeAllAtCommit(void);
-extern bool JobqDependentsMayExist(void);
-extern void JobqNoteDependents(bool exist);
-extern int	JobqQueueRunning(const char *queue);
-extern int	JobqOwnerRunning(Oid owner);
-extern bool JobqSlotBeginJob(int slot, int64 job_id, Oid owner, int32 attempt,
-							 TimestampTz started, const char *queue, int limit,
-							 int owner_limit);
 
 /* last_error of a job that jobq.cancel() cancelled */
 #define JOBQ_CANCELLED_MESSAGE	"job cancelled by jobq.cancel()"
@@ -374,6 +374,11 @@ extern void JobqTableInsert(JobqTable *t, Relation rel,
 extern TupleTableSlot *JobqTableSlot(JobqTable *t);
 
 /* journal.c: the attempt a worker is in, kept outside the database */
+extern Size JobqJournalShmemSize(void);
+extern void JobqJournalShmemInit(void);
+extern void JobqJournalNoteDeath(void);
+extern bool JobqJournalSettleNeeded(int slot);
+extern void JobqJournalUnsettled(int slot);
 extern void JobqJournalBegin(int slot, const JobqJob *job, TimestampTz started);
 extern void JobqJournalEnd(int slot);
 extern void JobqJournalSettle(int slot);
@@ -405,6 +410,10 @@ extern bool JobqRoleLockHeld(void);
 
 /* depend.c: jobs that depend on other jobs */
 #define JOBQ_MAX_DEPENDENCIES	100
+extern Size JobqDependShmemSize(void);
+extern void JobqDependShmemInit(void);
+extern bool JobqDependentsMayExist(void);
+extern void JobqNoteDependents(bool exist);
 extern bool JobqCheckDependencies(ArrayType *deps, int *ndeps);
 extern int	JobqSettleDependents(const int64 *ids, int n, JobqJob **cancel,
 								 int64 **because);
@@ -421,6 +430,9 @@ extern void JobqSessionInit(void);
 extern bool JobqSessionMayRun(Oid owner);
 extern void JobqSessionJobBegin(void);
 extern void JobqSessionJobEnd(bool drop_temp);
+
+/* inplace.c: a job run by its own transaction's jobq.wait() */
+extern void JobqRunInPlace(int64 id);
 
 /* execute.c */
 extern void JobqExecuteJob(JobqJob *job, JobqOutcome *outcome,

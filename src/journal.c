@@ -22,8 +22,8 @@
  * Settlement turns the entries of workers that are gone into counted
  * attempts (finish.c, JobqCountCrashedAttempts).  Every worker settles once
  * before its first claim, and again before its next claim whenever the
- * launcher has seen a worker die; the shared counters deaths and
- * settled_deaths say when.  A pass takes the entries of slots that are
+ * launcher has seen a worker die; counters in this file's piece of shared
+ * memory say when.  A pass takes the entries of slots that are
  * free, of the settling worker itself, and of workers that have not
  * settled yet (those write nothing before they have), one settler at a
  * time (a heavyweight lock).  Workers settle only between execution
@@ -50,6 +50,8 @@
 #include "port/atomics.h"
 #include "storage/fd.h"
 #include "storage/lock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -79,6 +81,105 @@ StaticAssertDecl(sizeof(JobqJournalEntry) == 32,
 
 /* the file, mapped */
 static JobqJournalEntry *journal = NULL;
+
+/*
+ * When settlement is due, in shared memory: worker deaths (and server
+ * starts) the launcher has seen, how many of them are settled, and which
+ * workers have settled since they took their slot.
+ */
+typedef struct JobqSettleState
+{
+	slock_t		mutex;
+	uint32		deaths;
+	uint32		settled_deaths;
+	bool		settled[JOBQ_MAX_WORKERS];
+} JobqSettleState;
+
+static JobqSettleState *Settle = NULL;
+
+Size
+JobqJournalShmemSize(void)
+{
+	return MAXALIGN(sizeof(JobqSettleState));
+}
+
+/* at the server's start, and again after a crash; under AddinShmemInitLock */
+void
+JobqJournalShmemInit(void)
+{
+	bool		found;
+
+	Settle = ShmemInitStruct("jobq journal", JobqJournalShmemSize(), &found);
+	if (!found)
+	{
+		memset(Settle, 0, JobqJournalShmemSize());
+		SpinLockInit(&Settle->mutex);
+		/* a fresh segment: the journal holds what ran before, if anything */
+		Settle->deaths = 1;
+		Settle->settled_deaths = 0;
+	}
+}
+
+/*
+ * The launcher saw a worker die: every worker settles the journal before
+ * its next claim.
+ */
+void
+JobqJournalNoteDeath(void)
+{
+	SpinLockAcquire(&Settle->mutex);
+	Settle->deaths++;
+	SpinLockRelease(&Settle->mutex);
+}
+
+/*
+ * Must the worker in slot settle the journal before it claims?
+ */
+bool
+JobqJournalSettleNeeded(int slot)
+{
+	bool		needed;
+
+	SpinLockAcquire(&Settle->mutex);
+	needed = !Settle->settled[slot] || Settle->settled_deaths != Settle->deaths;
+	SpinLockRelease(&Settle->mutex);
+	return needed;
+}
+
+/*
+ * The worker in slot has not settled (it is new, it is leaving, or an
+ * error unlocked its jobs): until it has, its entry is anybody's to settle,
+ * and it writes none.
+ */
+void
+JobqJournalUnsettled(int slot)
+{
+	SpinLockAcquire(&Settle->mutex);
+	Settle->settled[slot] = false;
+	SpinLockRelease(&Settle->mutex);
+}
+
+/*
+ * Which slots' entries a settler may take: its own, those of free slots
+ * and those of workers that have not settled.  The flags are read before
+ * the slots: a worker clears its flag before it gives its slot up, and
+ * one that takes a slot writes nothing before it has settled, which needs
+ * the settlement lock the caller holds.
+ */
+static void
+settleable(int slot, bool *take)
+{
+	bool		settled[JOBQ_MAX_WORKERS];
+	bool		free_slot[JOBQ_MAX_WORKERS];
+	int			i;
+
+	SpinLockAcquire(&Settle->mutex);
+	memcpy(settled, Settle->settled, sizeof(settled));
+	SpinLockRelease(&Settle->mutex);
+	JobqSlotsFree(free_slot);
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+		take[i] = (i == slot || free_slot[i] || !settled[i]);
+}
 
 /* close a descriptor without losing the errno of the failure at hand */
 static void
@@ -167,6 +268,8 @@ JobqJournalSettle(int slot)
 	MemoryContext oldcxt = CurrentMemoryContext;
 	JobqJournalEntry *journal_entries;
 	bool		take[JOBQ_MAX_WORKERS];
+	bool		clear[JOBQ_MAX_WORKERS];
+	bool		done;
 	int64		ids[JOBQ_MAX_WORKERS];
 	int32		attempts[JOBQ_MAX_WORKERS];
 	TimestampTz started[JOBQ_MAX_WORKERS];
@@ -201,24 +304,18 @@ JobqJournalSettle(int slot)
 	 * alone, before the entries are read: none of those slots can get a new
 	 * entry while we hold the lock.
 	 */
-	SpinLockAcquire(&JobqShared->mutex);
-	deaths = JobqShared->deaths;
-	if (JobqShared->workers[slot].settled &&
-		JobqShared->settled_deaths == deaths)
+	SpinLockAcquire(&Settle->mutex);
+	deaths = Settle->deaths;
+	done = Settle->settled[slot] && Settle->settled_deaths == deaths;
+	SpinLockRelease(&Settle->mutex);
+	if (done)
 	{
 		/* another worker did it while we waited for the lock */
-		SpinLockRelease(&JobqShared->mutex);
 		CommitTransactionCommand();
 		MemoryContextSwitchTo(oldcxt);
 		return;
 	}
-	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
-	{
-		JobqWorkerSlot *s = &JobqShared->workers[i];
-
-		take[i] = (i == slot || s->pid == 0 || !s->settled);
-	}
-	SpinLockRelease(&JobqShared->mutex);
+	settleable(slot, take);
 
 	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
 	{
@@ -254,24 +351,15 @@ JobqJournalSettle(int slot)
 	if (changed > 0)
 		JobqFloorsReset();
 
+	/* a slot taken meanwhile belongs to a worker that has not settled */
+	settleable(slot, clear);
 	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
-	{
-		bool		clear;
-
-		if (!take[i])
-			continue;
-		/* a slot taken meanwhile belongs to a worker that has not settled */
-		SpinLockAcquire(&JobqShared->mutex);
-		clear = (i == slot || JobqShared->workers[i].pid == 0 ||
-				 !JobqShared->workers[i].settled);
-		SpinLockRelease(&JobqShared->mutex);
-		if (clear)
+		if (take[i] && clear[i])
 			JobqJournalEnd(i);
-	}
 
-	SpinLockAcquire(&JobqShared->mutex);
-	JobqShared->workers[slot].settled = true;
-	if ((int32) (deaths - JobqShared->settled_deaths) > 0)
-		JobqShared->settled_deaths = deaths;
-	SpinLockRelease(&JobqShared->mutex);
+	SpinLockAcquire(&Settle->mutex);
+	Settle->settled[slot] = true;
+	if ((int32) (deaths - Settle->settled_deaths) > 0)
+		Settle->settled_deaths = deaths;
+	SpinLockRelease(&Settle->mutex);
 }

@@ -91,10 +91,7 @@ launcher_detach(int code, Datum arg)
 		if (pool[i].handle != NULL)
 			TerminateBackgroundWorker(pool[i].handle);
 
-	SpinLockAcquire(&JobqShared->mutex);
-	if (JobqShared->launcher_pid == MyProcPid)
-		JobqShared->launcher_pid = 0;
-	SpinLockRelease(&JobqShared->mutex);
+	JobqLauncherEnd();
 }
 
 /*
@@ -110,27 +107,14 @@ launcher_take_over(void)
 	int			nstale = 0;
 	int			i;
 
-	SpinLockAcquire(&JobqShared->mutex);
-	my_generation = ++JobqShared->launcher_generation;
-	JobqShared->launcher_pid = MyProcPid;
-	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
-		if (JobqShared->workers[i].pid != 0)
-			stale[nstale++] = JobqShared->workers[i].pid;
-	SpinLockRelease(&JobqShared->mutex);
+	my_generation = JobqLauncherBegin(stale, &nstale);
 
 	for (i = 0; i < nstale; i++)
 		kill(stale[i], SIGTERM);
 
 	while (nstale > 0)
 	{
-		int			left = 0;
-
-		SpinLockAcquire(&JobqShared->mutex);
-		for (i = 0; i < JOBQ_MAX_WORKERS; i++)
-			if (JobqShared->workers[i].pid != 0)
-				left++;
-		SpinLockRelease(&JobqShared->mutex);
-		if (left == 0)
+		if (JobqSlotsHeld() == 0)
 			break;
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -213,10 +197,7 @@ start_worker(int i)
 	worker.bgw_notify_pid = MyProcPid;
 
 	/* a fresh start in this slot: forget an old stop request */
-	SpinLockAcquire(&JobqShared->mutex);
-	JobqShared->workers[i].stop_requested = false;
-	JobqShared->workers[i].ready = false;
-	SpinLockRelease(&JobqShared->mutex);
+	JobqSlotPrepare(i);
 
 	pool[i].last_start = GetCurrentTimestamp();
 	if (!RegisterDynamicBackgroundWorker(&worker, &pool[i].handle))
@@ -264,10 +245,7 @@ reconcile_pool(void)
 
 					pfree(pool[i].handle);
 					pool[i].handle = NULL;
-					SpinLockAcquire(&JobqShared->mutex);
-					ready = JobqShared->workers[i].ready;
-					recycled = JobqShared->workers[i].recycled;
-					SpinLockRelease(&JobqShared->mutex);
+					JobqSlotExitState(i, &ready, &recycled);
 					/* a recycled worker left no journal entry to settle */
 					if (!recycled)
 						died = true;
@@ -303,7 +281,9 @@ reconcile_pool(void)
 	if (died)
 	{
 		/* the dead worker's journal entry must be settled before claims */
-		JobqNoteWorkerDeath();
+		JobqJournalNoteDeath();
+		/* its claimed jobs are claimable again, wherever the floors are */
+		JobqFloorsReset();
 		JobqWakeAllWorkers();
 	}
 
@@ -345,20 +325,7 @@ reconcile_pool(void)
 			}
 		}
 		else if (i >= jobq_workers && pool[i].handle != NULL)
-		{
-			int			procno = -1;
-
-			SpinLockAcquire(&JobqShared->mutex);
-			if (!JobqShared->workers[i].stop_requested)
-			{
-				JobqShared->workers[i].stop_requested = true;
-				if (JobqShared->workers[i].pid != 0)
-					procno = JobqShared->workers[i].pgprocno;
-			}
-			SpinLockRelease(&JobqShared->mutex);
-			if (procno >= 0)
-				SetLatch(&ProcGlobal->allProcs[procno].procLatch);
-		}
+			JobqSlotRequestStop(i);
 	}
 
 	return sleep_ms;

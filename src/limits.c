@@ -26,7 +26,7 @@
  * max_running is checked by the workers: the claim skips the jobs of
  * roles that run as many jobs as they may (claim.c), and a worker starts
  * a job only if its role has room, counted under the lock of the worker
- * slots (shmem.c).
+ * slots (slots.c).
  *
  * IDENTIFICATION
  *		src/limits.c

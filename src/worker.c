@@ -267,37 +267,21 @@ worker_detach(int code, Datum arg)
 
 	report_escalation();
 
-	SpinLockAcquire(&JobqShared->mutex);
-	if (JobqShared->workers[slot].pid == MyProcPid)
-	{
-		JobqShared->workers[slot].pid = 0;
-		JobqShared->workers[slot].busy = false;
-		JobqShared->workers[slot].settled = false;
-		JobqShared->workers[slot].job_id = 0;
-		JobqShared->workers[slot].claiming = false;
-	}
-	SpinLockRelease(&JobqShared->mutex);
+	/* unsettled before the slot is free: see journal.c */
+	JobqJournalUnsettled(slot);
+	JobqSlotDetach(slot);
 }
 
 static void
 set_busy(bool busy)
 {
-	SpinLockAcquire(&JobqShared->mutex);
-	JobqShared->workers[my_slot].busy = busy;
-	SpinLockRelease(&JobqShared->mutex);
+	JobqSlotSetBusy(my_slot, busy);
 }
 
 static bool
 stop_requested(void)
 {
-	bool		stop;
-
-	if (jobq_shutdown_requested)
-		return true;
-	SpinLockAcquire(&JobqShared->mutex);
-	stop = JobqShared->workers[my_slot].stop_requested;
-	SpinLockRelease(&JobqShared->mutex);
-	return stop;
+	return jobq_shutdown_requested || JobqSlotStopRequested(my_slot);
 }
 
 /*
@@ -325,9 +309,7 @@ end_job(void)
 	/* a watchdog tick too late for the job must not label a later death */
 	(void) JobqEscalationTake(my_slot, jobq_current_job_id);
 	jobq_current_job_id = 0;
-	SpinLockAcquire(&JobqShared->mutex);
-	JobqShared->workers[my_slot].job_id = 0;
-	SpinLockRelease(&JobqShared->mutex);
+	JobqSlotEndJob(my_slot);
 	JobqJournalEnd(my_slot);
 }
 
@@ -351,11 +333,7 @@ count_outcomes(JobqOutcome *outcomes, int n)
 		else if (outcomes[i].kind == JOBQ_FAILED)
 			failed++;
 	}
-	SpinLockAcquire(&JobqShared->mutex);
-	JobqShared->workers[my_slot].n_succeeded += succeeded;
-	JobqShared->workers[my_slot].n_retried += retried;
-	JobqShared->workers[my_slot].n_failed += failed;
-	SpinLockRelease(&JobqShared->mutex);
+	JobqSlotCountOutcomes(my_slot, succeeded, retried, failed);
 }
 
 /*
@@ -369,10 +347,7 @@ static void
 recycle_worker(void)
 {
 	/* busy: the wake-up below is for another worker */
-	SpinLockAcquire(&JobqShared->mutex);
-	JobqShared->workers[my_slot].recycled = true;
-	JobqShared->workers[my_slot].busy = true;
-	SpinLockRelease(&JobqShared->mutex);
+	JobqSlotRecycle(my_slot);
 	JobqWakeWorkers(1);
 	ereport(DEBUG1,
 			(errmsg("jobq worker %d exits to give another owner's job a fresh session",
@@ -602,6 +577,7 @@ JobqWorkerMain(Datum main_arg)
 {
 	sigjmp_buf	local_sigjmp_buf;
 	uint32		generation;
+	bool		recycled;
 	char		appname[NAMEDATALEN];
 
 	my_slot = DatumGetInt32(main_arg);
@@ -616,22 +592,13 @@ JobqWorkerMain(Datum main_arg)
 	 * Take the slot before anything else: while it is ours, nobody else
 	 * settles its journal entry.
 	 */
-	SpinLockAcquire(&JobqShared->mutex);
-	if (JobqShared->launcher_generation != generation ||
-		JobqShared->workers[my_slot].pid != 0)
+	if (!JobqSlotAttach(my_slot, generation, &recycled))
 	{
 		/* started for a launcher that is gone */
-		SpinLockRelease(&JobqShared->mutex);
 		proc_exit(0);
 	}
-	JobqShared->workers[my_slot].pid = MyProcPid;
-	JobqShared->workers[my_slot].pgprocno = MyProc->pgprocno;
-	JobqShared->workers[my_slot].started_at = GetCurrentTimestamp();
-	JobqShared->workers[my_slot].generation = generation;
-	JobqShared->workers[my_slot].busy = false;
-	JobqShared->workers[my_slot].settled = false;
-	JobqShared->workers[my_slot].job_id = 0;
-	JobqShared->workers[my_slot].claiming = false;
+	JobqJournalUnsettled(my_slot);
+
 	/*
 	 * The counts go on across the recycling of a session (session.c).  A
 	 * process started for another owner's job claims a whole batch at
@@ -639,24 +606,14 @@ JobqWorkerMain(Datum main_arg)
 	 * back, so that jobs of owners in turn cost a process start per batch,
 	 * not per job.
 	 */
-	if (JobqShared->workers[my_slot].recycled)
+	if (recycled)
 		claim_limit = jobq_batch_size;
-	else
-	{
-		JobqShared->workers[my_slot].n_succeeded = 0;
-		JobqShared->workers[my_slot].n_retried = 0;
-		JobqShared->workers[my_slot].n_failed = 0;
-	}
-	JobqShared->workers[my_slot].recycled = false;
-	SpinLockRelease(&JobqShared->mutex);
 	before_shmem_exit(worker_detach, Int32GetDatum(my_slot));
 
 	BackgroundWorkerInitializeConnection(jobq_database, NULL, 0);
 
 	/* from here on, an exit is not a failure to start (launcher.c) */
-	SpinLockAcquire(&JobqShared->mutex);
-	JobqShared->workers[my_slot].ready = true;
-	SpinLockRelease(&JobqShared->mutex);
+	JobqSlotReady(my_slot);
 
 	snprintf(appname, sizeof(appname), "jobq worker %d", my_slot + 1);
 	SetConfigOption("application_name", appname, PGC_USERSET, PGC_S_SESSION);
@@ -722,11 +679,8 @@ JobqWorkerMain(Datum main_arg)
 		 * running, our journal entry still names it: settle it, so that the
 		 * attempt is counted.
 		 */
-		SpinLockAcquire(&JobqShared->mutex);
-		JobqShared->workers[my_slot].job_id = 0;
-		JobqShared->workers[my_slot].settled = false;
-		JobqShared->workers[my_slot].claiming = false;
-		SpinLockRelease(&JobqShared->mutex);
+		JobqSlotEndJob(my_slot);
+		JobqJournalUnsettled(my_slot);
 		/* and the claim floors may lie above them */
 		JobqFloorsReset();
 		claim_limit = 1;
@@ -754,7 +708,7 @@ JobqWorkerMain(Datum main_arg)
 
 		ResetLatch(MyLatch);
 
-		if (JobqSettleNeeded(my_slot))
+		if (JobqJournalSettleNeeded(my_slot))
 			JobqJournalSettle(my_slot);
 		if (JobqPruneTurn())
 		{

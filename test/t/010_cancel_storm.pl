@@ -67,10 +67,14 @@ foreach my $i (1 .. $callers)
 	push @runs, [ $h, \$out, \$err ];
 }
 # every caller is in jobq.cancel() (waiting for the worker) before the
-# other role asks
+# other role asks.  Unless the first job ended already: a cancel that
+# lands between two turns of the job's loop, outside its exception block,
+# ends the job at once (rare, but with 70 signals it happens), and then
+# the callers return.
 ok( $node->poll_query_until(
 		'postgres',
-		"SELECT count(*) >= $callers FROM pg_stat_activity WHERE query LIKE 'SELECT jobq.cancel($first)%'"
+		"SELECT count(*) >= $callers FROM pg_stat_activity WHERE query LIKE 'SELECT jobq.cancel($first)%'
+		  OR EXISTS (SELECT FROM jobq.jobs WHERE id = $first AND state = 'cancelled')"
 	),
 	"$callers sessions are cancelling the first job");
 
@@ -99,9 +103,13 @@ is( $node->safe_psql(
 is($node->safe_psql('postgres', 'SELECT count(*) FROM effects'),
 	'0', 'their effects were rolled back');
 ok(wait_for_backends($node, 'jobq worker', 2), 'the pool is back at two workers');
+# the second job's worker exits after the grace; so does the first's,
+# unless a cancel caught the first job between two turns of its loop
 my @ended = log_lines_with_severity($node, $log_offset, qr/^LOG$/,
 	qr/ended job \d+ by exiting/);
-cmp_ok(scalar(@ended), '==', 2, 'the log says each worker ended its job');
+ok((grep { /ended job $second by exiting/ } @ended),
+	'the log says the second job\'s worker ended it by exiting');
+cmp_ok(scalar(@ended), '<=', 2, 'no other job was ended by exiting');
 
 # and the pool works
 my $after = $node->safe_psql('postgres', "SELECT jobq.enqueue('SELECT 1')");
