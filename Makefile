@@ -39,8 +39,8 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # Every source file includes the shared header; PGXS tracks no header
-# dependencies, and a stale object with an old JobqSharedState layout
-# would read the wrong slots.
+# dependencies, and a stale object built with an old layout of a shared
+# structure (a worker slot, a claimed job) would read the wrong fields.
 $(OBJS) $(OBJS:.o=.bc): src/jobq.h
 
 .PHONY: print-version

@@ -164,7 +164,8 @@ JobqJournalUnsettled(int slot)
  * and those of workers that have not settled.  The flags are read before
  * the slots: a worker clears its flag before it gives its slot up, and
  * one that takes a slot writes nothing before it has settled, which needs
- * the settlement lock the caller holds.
+ * the settlement lock the caller holds (through the commit of the
+ * settlement, until its entries are cleared).
  */
 static void
 settleable(int slot, bool *take)
@@ -262,11 +263,53 @@ JobqJournalEnd(int slot)
  * A settlement pass; see the header comment.  Runs a transaction of its
  * own, so it must be called outside one.
  */
+static void settle_locked(int slot, JobqJournalEntry *journal_entries,
+						  TimeLineID tli, MemoryContext oldcxt);
+
 void
 JobqJournalSettle(int slot)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	JobqJournalEntry *journal_entries;
+	TimeLineID	tli = GetWALInsertionTimeLine();
+	LOCKTAG		tag;
+
+	journal_entries = journal_map();
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+
+	/*
+	 * One settler at a time.  A heavyweight lock: a settler waiting behind
+	 * DDL for its table locks keeps the others waiting interruptibly, and
+	 * visibly in pg_locks.  A session lock, held past the commit until the
+	 * entries are cleared: a worker that takes a slot meanwhile cannot
+	 * write an entry there before it has settled, which needs this lock.
+	 * (An advisory lock tag with a field4 of its own, so that it cannot
+	 * collide with pg_advisory_lock() keys.)
+	 */
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, JOBQ_SETTLE_LOCK_KEY, 0,
+						 JOBQ_SETTLE_LOCK_FIELD4);
+	(void) LockAcquire(&tag, ExclusiveLock, true, false);
+	PG_TRY();
+	{
+		settle_locked(slot, journal_entries, tli, oldcxt);
+	}
+	PG_FINALLY();
+	{
+		LockRelease(&tag, ExclusiveLock, true);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * The settlement pass proper, holding the settlement lock; commits the
+ * transaction the caller started.
+ */
+static void
+settle_locked(int slot, JobqJournalEntry *journal_entries, TimeLineID tli,
+			  MemoryContext oldcxt)
+{
 	bool		take[JOBQ_MAX_WORKERS];
 	bool		clear[JOBQ_MAX_WORKERS];
 	bool		done;
@@ -275,34 +318,16 @@ JobqJournalSettle(int slot)
 	TimestampTz started[JOBQ_MAX_WORKERS];
 	int32		pids[JOBQ_MAX_WORKERS];
 	JobqEscalation reasons[JOBQ_MAX_WORKERS];
-	TimeLineID	tli = GetWALInsertionTimeLine();
-	LOCKTAG		tag;
 	uint32		deaths;
 	int			changed = 0;
 	int			n = 0;
 	int			i;
 
-	journal_entries = journal_map();
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-
-	/*
-	 * One settler at a time.  A heavyweight lock, held to the end of the
-	 * transaction: a settler waiting behind DDL for its table locks keeps
-	 * the others waiting interruptibly, and visibly in pg_locks.  (An
-	 * advisory lock tag with a field4 of its own, so that it cannot
-	 * collide with pg_advisory_lock() keys.)
-	 */
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, JOBQ_SETTLE_LOCK_KEY, 0,
-						 JOBQ_SETTLE_LOCK_FIELD4);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
-
 	/*
 	 * Which entries are ours to settle: those of free slots, of slots whose
-	 * worker has not settled yet, and our own.  Decided from the slots
-	 * alone, before the entries are read: none of those slots can get a new
-	 * entry while we hold the lock.
+	 * worker has not settled yet, and our own.  Decided before the entries
+	 * are read: none of those slots can get a new entry while we hold the
+	 * lock.
 	 */
 	SpinLockAcquire(&Settle->mutex);
 	deaths = Settle->deaths;

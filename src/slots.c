@@ -8,7 +8,8 @@
  * launcher asked it to stop, and the job it runs, which jobq.jobs shows as
  * running and the queue and role limits count.  The launcher's identity
  * and generation live here too: a worker started for a launcher that is
- * gone steps aside.  A spinlock guards it all: every critical section is a
+ * gone steps aside.  A spinlock guards it all (but the escalation notes,
+ * atomics that a signal handler writes): every critical section is a
  * handful of loads and stores, and nothing in them can raise an error.
  * Latches are set after the spinlock is released.  Other files reach the
  * slots only through the functions below.
