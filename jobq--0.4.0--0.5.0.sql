@@ -71,3 +71,6 @@ DROP INDEX jobq.job_claim_idx;
 ALTER TABLE jobq.job DROP COLUMN state, DROP COLUMN worker_pid;
 CREATE INDEX job_claim_idx ON jobq.job (priority DESC, run_at, id);
 COMMENT ON TABLE jobq.job IS 'unfinished jobs; written only by the jobq API and workers, which lock the rows of the jobs they run';
+
+-- jobq.workers shows a worker asked to stop as 'stopping'
+COMMENT ON COLUMN jobq.workers.state IS 'starting, idle, busy (running a job), or stopping (the pool shrank: it exits after the job in hand)';

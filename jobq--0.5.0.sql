@@ -371,7 +371,7 @@ GRANT SELECT ON jobq.workers TO PUBLIC;
 COMMENT ON VIEW jobq.workers IS 'the worker pool: one row per slot, what each worker runs now and what it ran since it started';
 COMMENT ON COLUMN jobq.workers.worker IS 'slot number, from 1 to jobq.workers';
 COMMENT ON COLUMN jobq.workers.pid IS 'process id of the worker; null while it is starting';
-COMMENT ON COLUMN jobq.workers.state IS 'starting, idle or busy (running a job)';
+COMMENT ON COLUMN jobq.workers.state IS 'starting, idle, busy (running a job), or stopping (the pool shrank: it exits after the job in hand)';
 COMMENT ON COLUMN jobq.workers.job_id IS 'job being run; null if none, or if it is another role''s and you are not a member of pg_monitor';
 COMMENT ON COLUMN jobq.workers.queue IS 'queue of the job being run';
 COMMENT ON COLUMN jobq.workers.job_started_at IS 'when the attempt being run started';

@@ -720,6 +720,7 @@ jobq_worker_info(PG_FUNCTION_ARGS)
 			nulls[1] = false;
 		}
 		values[2] = CStringGetTextDatum(w->pid == 0 ? "starting" :
+										w->stop_requested ? "stopping" :
 										running ? "busy" : "idle");
 		nulls[2] = false;
 		if (running && (see_all || w->job_owner == GetUserId()))

@@ -187,12 +187,14 @@ extern Size JobqSlotsShmemSize(void);
 extern void JobqSlotsShmemInit(void);
 extern bool JobqSlotsSnapshot(JobqWorkerSlot *out);
 extern void JobqSlotsFree(bool *free_slot);
-extern int	JobqSlotsHeld(void);
-extern uint32 JobqLauncherBegin(pid_t *stale, int *nstale);
+extern pid_t JobqSlotHolder(int slot);
+extern uint32 JobqLauncherBegin(void);
 extern void JobqLauncherEnd(void);
 extern void JobqSlotPrepare(int slot);
-extern void JobqSlotExitState(int slot, bool *ready, bool *recycled);
+extern void JobqSlotExitState(int slot, bool *ready, bool *recycled,
+							  bool *stopping);
 extern void JobqSlotRequestStop(int slot);
+extern void JobqSlotCancelStop(int slot);
 extern bool JobqSlotAttach(int slot, uint32 generation, bool *recycled);
 extern void JobqSlotReady(int slot);
 extern void JobqSlotDetach(int slot);

@@ -13,11 +13,20 @@
  * Each loop it reconciles the pool with jobq.workers: a worker that has
  * stopped, for whatever reason, is noted (its jobs are recovered by the
  * other workers and by its replacement) and restarted; slots past
- * jobq.workers are asked to stop after the job in hand.  It is woken by
- * the postmaster when a worker starts or stops (bgw_notify_pid) and by
- * SIGHUP.  A worker that exits after it reached its main loop is replaced
- * at once; one that keeps failing before it gets there (for instance
- * because jobq.database was dropped) is restarted with a growing delay.
+ * jobq.workers are asked to stop after the job in hand, and asked to stay
+ * again if the pool grows back before they have gone.  It is woken by
+ * the postmaster when a worker starts or stops (bgw_notify_pid), by a
+ * worker that leaves its slot, and by SIGHUP.  A worker that exits after
+ * it reached its main loop is replaced at once, whatever ended it
+ * (terminated, killed, ended a job by exiting); one that keeps failing
+ * before it gets there (for instance because jobq.database was dropped)
+ * is restarted with a growing delay.  The log says which.
+ *
+ * The launcher is not needed for jobs to run.  When it exits, the workers
+ * go on claiming and running jobs; the postmaster starts a new launcher
+ * a second later, which adopts the running workers (it finds them in
+ * their slots, and learns of their exit from the slots too) instead of
+ * restarting them.
  *
  * IDENTIFICATION
  *		src/launcher.c
@@ -51,9 +60,12 @@
 
 typedef struct LauncherSlot
 {
-	BackgroundWorkerHandle *handle;
+	BackgroundWorkerHandle *handle; /* a worker this launcher registered */
+	pid_t		adopted;		/* or one a previous launcher started */
+	pid_t		pid;			/* its process, once known */
+	bool		stop_asked;		/* asked to stop since it started */
 	TimestampTz last_start;
-	int			quick_deaths;	/* consecutive deaths soon after start */
+	int			failed_starts;	/* consecutive exits before the main loop */
 } LauncherSlot;
 
 static LauncherSlot pool[JOBQ_MAX_WORKERS];
@@ -70,7 +82,8 @@ JobqRegisterLauncher(void)
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
 		BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
+	/* workers run on without it: a second is enough */
+	worker.bgw_restart_time = 1;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "jobq");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "JobqLauncherMain");
 	snprintf(worker.bgw_name, BGW_MAXLEN, "jobq launcher");
@@ -79,49 +92,49 @@ JobqRegisterLauncher(void)
 }
 
 /*
- * On exit, stop the workers this launcher started and give up the
- * launcher's place in shared memory.
+ * On exit, give up the launcher's place in shared memory.  The workers go
+ * on; the next launcher adopts them.
  */
 static void
 launcher_detach(int code, Datum arg)
 {
-	int			i;
-
-	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
-		if (pool[i].handle != NULL)
-			TerminateBackgroundWorker(pool[i].handle);
-
 	JobqLauncherEnd();
 }
 
 /*
- * Become the launcher: bump the generation so that workers started by a
- * previous launcher (still queued, or running) step aside, and wait for
- * the running ones to leave.  They get SIGTERM, which makes a worker hand
- * its unfinished jobs back before it exits.
+ * Become the launcher, with a new generation (a worker registered by a
+ * previous launcher that has not started yet steps aside), and adopt the
+ * workers that run.
  */
 static void
 launcher_take_over(void)
 {
-	pid_t		stale[JOBQ_MAX_WORKERS];
-	int			nstale = 0;
+	int			nadopted = 0;
 	int			i;
 
-	my_generation = JobqLauncherBegin(stale, &nstale);
-
-	for (i = 0; i < nstale; i++)
-		kill(stale[i], SIGTERM);
-
-	while (nstale > 0)
+	my_generation = JobqLauncherBegin();
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
 	{
-		if (JobqSlotsHeld() == 0)
-			break;
+		pid_t		pid = JobqSlotHolder(i);
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 100L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		if (pid != 0)
+		{
+			pool[i].adopted = pid;
+			pool[i].pid = pid;
+			nadopted++;
+		}
 	}
+	if (nadopted > 0)
+		ereport(LOG,
+				(errmsg("jobq launcher adopted %d running workers", nadopted)));
+
+	/*
+	 * A worker may have died while no launcher watched: every worker
+	 * settles the journal again, and claims forget the floors.
+	 */
+	JobqJournalNoteDeath();
+	JobqFloorsReset();
+	JobqWakeAllWorkers();
 }
 
 /*
@@ -198,6 +211,8 @@ start_worker(int i)
 
 	/* a fresh start in this slot: forget an old stop request */
 	JobqSlotPrepare(i);
+	pool[i].stop_asked = false;
+	pool[i].pid = 0;
 
 	pool[i].last_start = GetCurrentTimestamp();
 	if (!RegisterDynamicBackgroundWorker(&worker, &pool[i].handle))
@@ -212,6 +227,60 @@ start_worker(int i)
 		return false;
 	}
 	start_failure_logged = false;
+	return true;
+}
+
+/* how long to wait before starting slot i again after failed starts */
+static long
+restart_delay(int i)
+{
+	long		delay = 1000L << Min(pool[i].failed_starts - 1, 6);
+
+	return Min(delay, JOBQ_MAX_RESTART_DELAY_MS);
+}
+
+/*
+ * The worker of slot i has stopped: note why, and say so.  Returns
+ * whether it may have left a journal entry to settle.
+ */
+static bool
+worker_stopped(int i)
+{
+	bool		ready;
+	bool		recycled;
+	bool		stopping;
+
+	JobqSlotExitState(i, &ready, &recycled, &stopping);
+	stopping = stopping || pool[i].stop_asked;
+	pool[i].stop_asked = false;
+
+	if (!ready)
+	{
+		/* it never reached its main loop: start it again after a while */
+		pool[i].failed_starts++;
+		ereport(LOG,
+				(errmsg("jobq worker %d failed to start; starting it again in %ld ms",
+						i + 1, restart_delay(i))));
+		return true;
+	}
+	pool[i].failed_starts = 0;
+	if (recycled)
+	{
+		/* exited between jobs for a fresh session, with no journal entry */
+		return false;
+	}
+	if (stopping && i >= jobq_workers)
+		ereport(DEBUG1,
+				(errmsg("jobq worker %d stopped: the pool shrank", i + 1)));
+	else if (pool[i].pid != 0)
+		ereport(LOG,
+				(errmsg("jobq worker %d (PID %d) exited; starting a new one at once",
+						i + 1, (int) pool[i].pid),
+				 errdetail("A worker that had started is replaced without delay, whatever ended it.")));
+	else
+		ereport(LOG,
+				(errmsg("jobq worker %d exited; starting a new one at once", i + 1),
+				 errdetail("A worker that had started is replaced without delay, whatever ended it.")));
 	return true;
 }
 
@@ -233,49 +302,34 @@ reconcile_pool(void)
 	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
 	{
 		pid_t		pid;
+		bool		stopped = false;
 
-		if (pool[i].handle == NULL)
-			continue;
-		switch (GetBackgroundWorkerPid(pool[i].handle, &pid))
+		if (pool[i].handle != NULL)
 		{
-			case BGWH_STOPPED:
-				{
-					bool		ready;
-					bool		recycled;
-
+			switch (GetBackgroundWorkerPid(pool[i].handle, &pid))
+			{
+				case BGWH_STOPPED:
 					pfree(pool[i].handle);
 					pool[i].handle = NULL;
-					JobqSlotExitState(i, &ready, &recycled);
-					/* a recycled worker left no journal entry to settle */
-					if (!recycled)
-						died = true;
-
-					/*
-					 * A worker that reached its main loop is replaced at
-					 * once, however soon it died (terminated, killed, ended
-					 * a job by exiting, recycled for another owner); one
-					 * that failed to start is started again with a growing
-					 * delay.
-					 */
-					if (ready)
-						pool[i].quick_deaths = 0;
-					else
-					{
-						pool[i].quick_deaths++;
-						ereport(LOG,
-								(errmsg("jobq worker %d failed to start; starting it again in %d ms",
-										i + 1,
-										(int) Min(1000L << Min(pool[i].quick_deaths - 1, 6),
-												  JOBQ_MAX_RESTART_DELAY_MS))));
-					}
-				}
-				break;
-			case BGWH_POSTMASTER_DIED:
-				proc_exit(1);
-				break;
-			default:
-				break;
+					stopped = true;
+					break;
+				case BGWH_STARTED:
+					pool[i].pid = pid;
+					break;
+				case BGWH_POSTMASTER_DIED:
+					proc_exit(1);
+					break;
+				default:
+					break;
+			}
 		}
+		else if (pool[i].adopted != 0 && JobqSlotHolder(i) != pool[i].adopted)
+		{
+			pool[i].adopted = 0;
+			stopped = true;
+		}
+		if (stopped && worker_stopped(i))
+			died = true;
 	}
 
 	if (died)
@@ -289,11 +343,19 @@ reconcile_pool(void)
 
 	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
 	{
-		if (i < jobq_workers && pool[i].handle == NULL)
+		bool		held = pool[i].handle != NULL || pool[i].adopted != 0;
+
+		if (i < jobq_workers && held)
 		{
-			if (pool[i].quick_deaths > 0)
+			/* the pool grew back before a stopping worker had gone */
+			if (pool[i].stop_asked)
+				JobqSlotCancelStop(i);
+		}
+		else if (i < jobq_workers)
+		{
+			if (pool[i].failed_starts > 0)
 			{
-				long		delay = 1000L << Min(pool[i].quick_deaths - 1, 6);
+				long		delay = restart_delay(i);
 				TimestampTz when;
 
 				delay = Min(delay, JOBQ_MAX_RESTART_DELAY_MS);
@@ -324,8 +386,11 @@ reconcile_pool(void)
 				break;
 			}
 		}
-		else if (i >= jobq_workers && pool[i].handle != NULL)
+		else if (i >= jobq_workers && held && !pool[i].stop_asked)
+		{
 			JobqSlotRequestStop(i);
+			pool[i].stop_asked = true;
+		}
 	}
 
 	return sleep_ms;

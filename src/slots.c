@@ -34,7 +34,8 @@
 typedef struct JobqPoolState
 {
 	slock_t		mutex;
-	pid_t		launcher_pid;
+	pid_t		launcher_pid;	/* 0 while there is no launcher */
+	int			launcher_pgprocno;	/* for its latch */
 	uint32		launcher_generation;
 	int			next_wake;		/* round-robin start for wake-ups */
 	JobqWorkerSlot workers[JOBQ_MAX_WORKERS];
@@ -99,28 +100,25 @@ JobqSlotsFree(bool *free_slot)
 }
 
 /*
- * The launcher: become the pool's launcher, with a new generation (which
- * it returns); the pids of workers still holding slots go to stale[], and
- * their number to *nstale.
+ * The launcher: become the pool's launcher, with a new generation, which
+ * it returns.  A worker registered by a previous launcher that has not
+ * started yet steps aside when it starts; the running ones stay, and the
+ * new launcher adopts them.
  */
 uint32
-JobqLauncherBegin(pid_t *stale, int *nstale)
+JobqLauncherBegin(void)
 {
 	uint32		generation;
-	int			i;
 
-	*nstale = 0;
 	SpinLockAcquire(&Pool->mutex);
 	generation = ++Pool->launcher_generation;
 	Pool->launcher_pid = MyProcPid;
-	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
-		if (Pool->workers[i].pid != 0)
-			stale[(*nstale)++] = Pool->workers[i].pid;
+	Pool->launcher_pgprocno = MyProc->pgprocno;
 	SpinLockRelease(&Pool->mutex);
 	return generation;
 }
 
-/* The launcher exits. */
+/* The launcher exits; the workers go on without it. */
 void
 JobqLauncherEnd(void)
 {
@@ -130,19 +128,16 @@ JobqLauncherEnd(void)
 	SpinLockRelease(&Pool->mutex);
 }
 
-/* How many slots a process holds. */
-int
-JobqSlotsHeld(void)
+/* The process that holds slot, 0 if none. */
+pid_t
+JobqSlotHolder(int slot)
 {
-	int			n = 0;
-	int			i;
+	pid_t		pid;
 
 	SpinLockAcquire(&Pool->mutex);
-	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
-		if (Pool->workers[i].pid != 0)
-			n++;
+	pid = Pool->workers[slot].pid;
 	SpinLockRelease(&Pool->mutex);
-	return n;
+	return pid;
 }
 
 /* The launcher starts a worker in slot: a fresh start, no old stop request. */
@@ -156,15 +151,29 @@ JobqSlotPrepare(int slot)
 }
 
 /*
- * The worker of slot stopped: had it reached its main loop, and did it
- * exit to be recycled?
+ * The worker of slot stopped: had it reached its main loop, did it exit
+ * to be recycled, had it been asked to stop?
  */
 void
-JobqSlotExitState(int slot, bool *ready, bool *recycled)
+JobqSlotExitState(int slot, bool *ready, bool *recycled, bool *stopping)
 {
 	SpinLockAcquire(&Pool->mutex);
 	*ready = Pool->workers[slot].ready;
 	*recycled = Pool->workers[slot].recycled;
+	*stopping = Pool->workers[slot].stop_requested;
+	SpinLockRelease(&Pool->mutex);
+}
+
+/*
+ * The pool grew back before the worker of slot, asked to stop, has gone:
+ * it stays.  (If it is already on its way out, the launcher starts it
+ * again when it has gone.)
+ */
+void
+JobqSlotCancelStop(int slot)
+{
+	SpinLockAcquire(&Pool->mutex);
+	Pool->workers[slot].stop_requested = false;
 	SpinLockRelease(&Pool->mutex);
 }
 
@@ -230,11 +239,15 @@ JobqSlotReady(int slot)
 	SpinLockRelease(&Pool->mutex);
 }
 
-/* The worker gives its slot back, if it still holds it. */
+/*
+ * The worker gives its slot back, if it still holds it, and wakes the
+ * launcher: one that adopted the worker learns of its exit only so.
+ */
 void
 JobqSlotDetach(int slot)
 {
 	JobqWorkerSlot *w = &Pool->workers[slot];
+	int			launcher = -1;
 
 	SpinLockAcquire(&Pool->mutex);
 	if (w->pid == MyProcPid)
@@ -243,7 +256,11 @@ JobqSlotDetach(int slot)
 		w->busy = false;
 		w->job_id = 0;
 	}
+	if (Pool->launcher_pid != 0)
+		launcher = Pool->launcher_pgprocno;
 	SpinLockRelease(&Pool->mutex);
+	if (launcher >= 0)
+		SetLatch(&ProcGlobal->allProcs[launcher].procLatch);
 }
 
 /* A busy worker claims again by itself, so wake-ups pass it by. */

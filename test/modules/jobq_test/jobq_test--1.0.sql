@@ -16,3 +16,18 @@ CREATE FUNCTION @extschema@.fail_until(payload jsonb)
 RETURNS jsonb
 LANGUAGE C STRICT
 AS 'MODULE_PATHNAME', 'jobq_test_fail_until';
+
+-- claim up to n due jobs with the claim a jobq worker makes, as if in
+-- worker slot slot, and return their ids; they stay locked by the
+-- caller's transaction (for isolation specs)
+CREATE FUNCTION @extschema@.claim_as_worker(n integer, slot integer)
+RETURNS SETOF bigint
+LANGUAGE C STRICT
+AS 'MODULE_PATHNAME', 'jobq_test_claim_as_worker';
+
+-- after jobs claimed by claim_as_worker() were let go: make claims find
+-- them again, as a worker does when it lets jobs go
+CREATE FUNCTION @extschema@.floors_reset()
+RETURNS void
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'jobq_test_floors_reset';

@@ -5,6 +5,8 @@
  *		looks like.  A task is a function (jsonb) -> jsonb; it runs inside
  *		its job's transaction, so what it writes through SPI commits
  *		exactly when the job's success does, and an error rolls it back.
+ *		Also claim_as_worker(), which lets an isolation spec drive jobq's
+ *		own claim from a session.
  *
  * IDENTIFICATION
  *		test/modules/jobq_test/jobq_test.c
@@ -16,13 +18,18 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+
+#include "jobq.h"
 
 PG_MODULE_MAGIC;
 
 PG_FUNCTION_INFO_V1(jobq_test_spi_insert);
 PG_FUNCTION_INFO_V1(jobq_test_fail_until);
+PG_FUNCTION_INFO_V1(jobq_test_claim_as_worker);
+PG_FUNCTION_INFO_V1(jobq_test_floors_reset);
 
 /* the text of key in a JSON object, or an error */
 static char *
@@ -113,4 +120,58 @@ jobq_test_fail_until(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 				 errmsg("attempt %d of %d failed on purpose", attempt, succeed_at)));
 	PG_RETURN_JSONB_P(one_key_object("attempt", attempt));
+}
+
+/*
+ * claim_as_worker(n, slot): claim up to n due jobs with the claim a jobq
+ * worker makes (jobq's JobqClaimInTransaction, resolved in the preloaded
+ * jobq library), as if in worker slot slot, and return their ids.  The
+ * jobs stay locked by the caller's transaction until it ends.  Two
+ * sessions must use two slots that no worker uses (the slot holds the
+ * claim's state for the claim floors).
+ */
+Datum
+jobq_test_claim_as_worker(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int32		n = PG_GETARG_INT32(0);
+	int32		slot = PG_GETARG_INT32(1);
+	JobqJob    *jobs;
+	int			njobs;
+	int			i;
+
+	if (n < 1 || n > 1000)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("n must be between 1 and 1000")));
+	if (slot < 0 || slot >= JOBQ_MAX_WORKERS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("slot must be between 0 and %d", JOBQ_MAX_WORKERS - 1)));
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (!JobqLockTables())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"jobq\" is not installed")));
+	njobs = JobqClaimInTransaction(slot, n, CurrentMemoryContext, &jobs, NULL);
+	for (i = 0; i < njobs; i++)
+	{
+		Datum		value = Int64GetDatum(jobs[i].id);
+		bool		isnull = false;
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &isnull);
+	}
+	PG_RETURN_VOID();
+}
+
+/*
+ * floors_reset(): what a worker's commit does for the jobs it claimed and
+ * let go, in its conservative form: a claim raised its level's floor past
+ * them, and claims must find them again (jobq's JobqFloorsReset).
+ */
+Datum
+jobq_test_floors_reset(PG_FUNCTION_ARGS)
+{
+	JobqFloorsReset();
+	PG_RETURN_VOID();
 }
