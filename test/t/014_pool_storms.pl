@@ -70,6 +70,27 @@ sub all_done
 		"$n,$n", "$what: every job's effect is there exactly once");
 }
 
+# gated_job($key): a job that runs until a row $key is in gate; its id
+sub gated_job
+{
+	my ($key) = @_;
+	return $node->safe_psql('postgres', qq{
+		SELECT jobq.enqueue(\$j\$
+			DO \$do\$ BEGIN
+				WHILE NOT EXISTS (SELECT FROM public.gate WHERE k = '$key') LOOP
+					PERFORM pg_catalog.pg_sleep(0.01);
+				END LOOP;
+			END \$do\$\$j\$)});
+}
+
+# wait_running($id): poll until a worker runs job $id
+sub wait_running
+{
+	my ($id) = @_;
+	return $node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM jobq.workers WHERE job_id = $id");
+}
+
 # (a) the terminate storm: only workers that reached their loop (they
 # report a state) are hit, as a client would see them.
 my $offset = -s $node->logfile;
@@ -114,16 +135,8 @@ all_done(1001, 1600, '(b)');
 
 # A worker asked to stop shows as stopping, and stays if the pool grows
 # back before it has gone.
-my $held = $node->safe_psql('postgres', q{
-	SELECT jobq.enqueue($j$
-		DO $do$ BEGIN
-			WHILE NOT EXISTS (SELECT FROM public.gate WHERE k = 'b') LOOP
-				PERFORM pg_catalog.pg_sleep(0.01);
-			END LOOP;
-		END $do$$j$)});
-ok( $node->poll_query_until(
-		'postgres', "SELECT count(*) = 1 FROM jobq.workers WHERE job_id = $held"),
-	'(b) a job holds a worker');
+my $held = gated_job('b');
+ok(wait_running($held), '(b) a job holds a worker');
 my ($slot, $pid) = split /\|/, $node->safe_psql('postgres',
 	"SELECT worker, pid FROM jobq.workers WHERE job_id = $held");
 alter_system_reload($node, 'jobq.workers = 0');
@@ -141,16 +154,8 @@ ok(wait_for_job($node, $held), '(b) its job finishes');
 ok(wait_for_backends($node, 'jobq worker', 3), '(b) the pool is at 3 workers');
 
 # (c) the launcher terminated while a job runs.
-my $gated = $node->safe_psql('postgres', q{
-	SELECT jobq.enqueue($j$
-		DO $do$ BEGIN
-			WHILE NOT EXISTS (SELECT FROM public.gate WHERE k = 'c') LOOP
-				PERFORM pg_catalog.pg_sleep(0.01);
-			END LOOP;
-		END $do$$j$)});
-ok( $node->poll_query_until(
-		'postgres', "SELECT count(*) = 1 FROM jobq.workers WHERE job_id = $gated"),
-	'(c) a job is running');
+my $gated = gated_job('c');
+ok(wait_running($gated), '(c) a job is running');
 my $pids_before = join(',', worker_pids($node));
 my $launcher = $node->safe_psql('postgres',
 	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'jobq launcher'");
