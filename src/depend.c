@@ -18,7 +18,11 @@
  * dependent enqueued while its last job finishes in another transaction
  * is not seen by that transaction; the workers' periodic sweep settles
  * it (JobqSettleWaitingJobs, at most ten seconds later).  The sweep also
- * covers jobs failed by the count of a dead worker's attempt.
+ * covers jobs failed by the count of a dead worker's attempt, and the
+ * dependents a finishing transaction could not lock: it waits for a row
+ * that another transaction holds for a moment only (a session could keep
+ * it for ever, with its jobq.cancel() of the dependent left open), then
+ * leaves it to a sweep that it asks to come soon.
  *
  * This file decides; the jobs to cancel are cancelled by finish.c, which
  * calls in here whenever jobs end.
@@ -32,6 +36,9 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -93,6 +100,21 @@ static const char *lock_dependents_sql =
 "SELECT id, ctid FROM jobq.job"
 " WHERE not_before IS NOT NULL AND depends_on OPERATOR(pg_catalog.&&) $1"
 " ORDER BY id FOR UPDATE";
+
+/* the same, but only those nobody else holds */
+static const char *lock_free_dependents_sql =
+"SELECT id, ctid FROM jobq.job"
+" WHERE not_before IS NOT NULL AND depends_on OPERATOR(pg_catalog.&&) $1"
+" ORDER BY id FOR UPDATE SKIP LOCKED";
+
+/*
+ * How long a finishing transaction waits for the row of a dependent that
+ * another transaction holds, in milliseconds.  Long enough for another
+ * finishing transaction to settle it and commit; a session that keeps the
+ * row (its jobq.cancel() of the dependent, left uncommitted) holds the
+ * worker no longer than this.
+ */
+#define JOBQ_DEPENDENT_LOCK_WAIT_MS "200"
 
 /*
  * Waiting jobs none of whose jobs is unfinished, for the sweep; skips
@@ -242,6 +264,71 @@ settle_locked(JobqJob **lockedp, int n, int64 **because)
 }
 
 /*
+ * Lock the dependents of the jobs in ids (an int8[]), waiting at most
+ * JOBQ_DEPENDENT_LOCK_WAIT_MS for a row another transaction holds.  Past
+ * that, only the rows nobody holds are locked, and the sweep is asked to
+ * come soon for the others (it skips rows that are held, so nothing
+ * waits on them).  Returns how many were locked, in *locked.
+ */
+static int
+lock_dependents(Datum ids, JobqJob **locked)
+{
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		values[1] = {ids};
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	uint32		save_holdoff = QueryCancelHoldoffCount;
+	volatile int n = 0;
+
+	/*
+	 * A worker holds cancel interrupts between jobs, and the lock timeout
+	 * is a cancel interrupt: let it through for this wait.  A cancel still
+	 * pending from before is stale, as at the start of a job (no job of
+	 * the worker is in hand: jobq.cancel() and shutdowns do not cancel
+	 * here).
+	 */
+	if (save_holdoff > 0)
+		QueryCancelPending = false;
+	QueryCancelHoldoffCount = 0;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		int			save_nestlevel = NewGUCNestLevel();
+
+		(void) set_config_option("lock_timeout", JOBQ_DEPENDENT_LOCK_WAIT_MS,
+								 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+		n = lock_jobs(lock_dependents_sql, 1, argtypes, values, locked);
+		AtEOXact_GUC(true, save_nestlevel);
+		QueryCancelHoldoffCount = save_holdoff;
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		QueryCancelHoldoffCount = save_holdoff;
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+
+		n = lock_jobs(lock_free_dependents_sql, 1, argtypes, values, locked);
+		JobqPruneAgainSoon();
+	}
+	PG_END_TRY();
+	return n;
+}
+
+/*
  * Jobs ids[0..n-1] ended in the current transaction: lock the jobs that
  * wait for them (in id order, so that two transactions that end two jobs
  * of one dependent cannot deadlock), and settle them.  Returns how many
@@ -251,12 +338,9 @@ settle_locked(JobqJob **lockedp, int n, int64 **because)
 int
 JobqSettleDependents(const int64 *ids, int n, JobqJob **cancel, int64 **because)
 {
-	Oid			argtypes[1] = {INT8ARRAYOID};
-	Datum		values[1];
 	int			nlocked;
 
-	values[0] = id_array(ids, n);
-	nlocked = lock_jobs(lock_dependents_sql, 1, argtypes, values, cancel);
+	nlocked = lock_dependents(id_array(ids, n), cancel);
 	if (nlocked == 0)
 		return 0;
 	return settle_locked(cancel, nlocked, because);
