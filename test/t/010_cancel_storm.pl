@@ -18,6 +18,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
+use Time::HiRes qw(usleep);
 use FindBin;
 use lib "$FindBin::RealBin/../perl";
 use JobqTest;
@@ -66,18 +67,27 @@ foreach my $i (1 .. $callers)
 		'>', \$out, '2>', \$err);
 	push @runs, [ $h, \$out, \$err ];
 }
-# every caller is in jobq.cancel() (waiting for the worker) before the
-# other role asks.  Unless the first job ended already: a cancel that
-# lands between two turns of the job's loop, outside its exception block,
-# ends the job at once (rare, but with 70 signals it happens), and then
-# the callers return.
-ok( $node->poll_query_until(
-		'postgres',
-		"SELECT count(*) >= $callers FROM pg_stat_activity WHERE query LIKE 'SELECT jobq.cancel($first)%'
-		  OR EXISTS (SELECT FROM jobq.jobs WHERE id = $first AND state = 'cancelled')"
-	),
-	"$callers sessions are cancelling the first job");
-
+# every caller is in jobq.cancel() (waiting for the worker), or has
+# already returned, before the other role asks
+sub callers_settled
+{
+	my $done = grep { !$_->[0]->pumpable } @runs;
+	my $waiting = $node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT jobq.cancel($first)%'");
+	return $done + $waiting >= $callers;
+}
+my $settled = 0;
+foreach (1 .. 1800)
+{
+	$_->[0]->pump_nb foreach grep { $_->[0]->pumpable } @runs;
+	if (callers_settled())
+	{
+		$settled = 1;
+		last;
+	}
+	usleep(100_000);
+}
+ok($settled, "$callers sessions are cancelling the first job");
 my $other = $node->safe_psql('postgres',
 	"SET ROLE storm_other; SET statement_timeout = '180s'; SELECT jobq.cancel($second)");
 is($other, 't', "another role's jobq.cancel() returns and cancels its job");
