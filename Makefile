@@ -4,7 +4,7 @@ EXTVERSION = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*
 
 MODULE_big = jobq
 OBJS = src/jobq.o src/guc.o src/slots.o src/floors.o src/wakeup.o src/journal.o src/launcher.o src/worker.o \
-       src/schema.o src/claim.o src/finish.o src/prune.o src/requests.o src/execute.o src/session.o src/spi.o src/store.o src/task.o src/control.o src/inplace.o src/queue.o src/limits.o src/depend.o src/api.o
+       src/schema.o src/claim.o src/finish.o src/prune.o src/requests.o src/execute.o src/session.o src/spi.o src/store.o src/task.o src/control.o src/inplace.o src/queue.o src/limits.o src/depend.o src/api.o src/lease.o
 
 # Install and upgrade scripts: every jobq--*.sql at the top level.
 DATA = $(wildcard jobq--*.sql)
@@ -17,13 +17,13 @@ PG_CFLAGS += -Werror
 endif
 
 # pg_regress: API outputs, against a temporary instance that preloads jobq.
-REGRESS = setup enqueue_errors execute tasks control dedup queues depends security attacks single_worker retention upgrade columns
+REGRESS = setup enqueue_errors execute tasks control dedup queues depends security attacks single_worker retention upgrade columns executors
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
                --temp-instance=$(CURDIR)/tmp_regress
 NO_INSTALLCHECK_OPTS =
 
 # isolation tester: interleavings of enqueue and claim.
-ISOLATION = enqueue_visibility two_claimers dedup_race cancel_claim retry_race tenant_locks
+ISOLATION = enqueue_visibility two_claimers dedup_race cancel_claim retry_race tenant_locks executor_lease
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
                  --temp-config=$(srcdir)/test/isolation.conf \
                  --temp-instance=$(CURDIR)/tmp_isolation
@@ -46,3 +46,15 @@ $(OBJS) $(OBJS:.o=.bc): src/jobq.h
 .PHONY: print-version
 print-version:
 	@echo $(EXTVERSION)
+
+# The jobq command (cli/): built, installed and cleaned with the extension.
+all: cli-all
+install: cli-install
+clean: cli-clean
+.PHONY: cli-all cli-install cli-clean
+cli-all:
+	$(MAKE) -C $(srcdir)/cli PG_CONFIG=$(PG_CONFIG) WERROR=$(WERROR)
+cli-install: cli-all
+	$(MAKE) -C $(srcdir)/cli PG_CONFIG=$(PG_CONFIG) install
+cli-clean:
+	$(MAKE) -C $(srcdir)/cli PG_CONFIG=$(PG_CONFIG) clean

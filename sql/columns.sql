@@ -9,19 +9,20 @@ ALTER TABLE jobq.job_history ADD COLUMN extra text;
 ALTER TYPE jobq.job_status ADD ATTRIBUTE extra text;
 CREATE OR REPLACE VIEW jobq.jobs WITH (security_invoker = true) AS
     SELECT j.id, j.queue,
-           CASE WHEN r.id IS NULL THEN 'pending'::jobq.job_state ELSE 'running' END AS state,
+           CASE WHEN r.id IS NOT NULL OR j.lease_expires_at IS NOT NULL
+                THEN 'running'::jobq.job_state ELSE 'pending' END AS state,
            j.priority, COALESCE(r.attempts, j.attempts) AS attempts,
            j.max_attempts, COALESCE(j.not_before, j.run_at) AS run_at, j.created_at,
            COALESCE(r.started_at, j.started_at) AS started_at,
            NULL::timestamptz AS finished_at, NULL::jsonb AS result,
            j.last_error, j.last_sqlstate, r.worker_pid, j.owner, j.command,
-           j.task, j.payload, j.dedup_key, j.depends_on, j.extra
+           j.task, j.payload, j.dedup_key, j.depends_on, j.executor, j.extra
       FROM jobq.job j LEFT JOIN jobq.running_jobs() r ON r.id = j.id
     UNION ALL
     SELECT id, queue, state, priority, attempts, max_attempts, run_at,
            created_at, started_at, finished_at, result, last_error,
            last_sqlstate, worker_pid, owner, command, task, payload, dedup_key,
-           depends_on, extra
+           depends_on, executor, extra
       FROM jobq.job_history;
 CREATE TABLE col_effects (v text);
 

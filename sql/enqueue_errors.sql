@@ -70,7 +70,7 @@ EXPLAIN (COSTS OFF) SELECT command FROM jobq.job WHERE queue = 'regress_idx_b';
 SELECT command FROM jobq.job WHERE queue = 'regress_idx_a';
 SELECT command FROM jobq.job WHERE queue = 'regress_idx_b' ORDER BY command;
 -- and the claim index, through which workers find jobs
-EXPLAIN (COSTS OFF) SELECT id FROM jobq.job ORDER BY priority DESC, run_at, id;
+EXPLAIN (COSTS OFF) SELECT id FROM jobq.job WHERE NOT external ORDER BY priority DESC, run_at, id;
 SELECT count(*) FROM (SELECT id FROM jobq.job
                        WHERE queue LIKE 'regress_idx_%' ORDER BY priority DESC, run_at, id) s;
 ROLLBACK;

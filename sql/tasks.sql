@@ -102,7 +102,6 @@ SET jobq.max_payload_size = '1kB';
 SELECT jobq.enqueue_task('jobq.noop', jsonb_build_object('blob', repeat('x', 2000)));
 RESET jobq.max_payload_size;
 SELECT jobq.register_task('', 'jobq.noop(jsonb)');
-SELECT jobq.register_task('t', NULL);
 SELECT jobq.register_task(NULL, 'jobq.noop(jsonb)');
 SELECT jobq.register_task('jobq.mine', 'jobq.noop(jsonb)');
 SELECT jobq.unregister_task('jobq.noop');

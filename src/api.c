@@ -74,6 +74,7 @@ typedef enum JobColumn
 	COL_DEPENDS_ON,
 	COL_NOT_BEFORE,
 	COL_COUNTED,
+	COL_EXTERNAL,
 	NUM_JOB_COLUMNS
 } JobColumn;
 
@@ -99,16 +100,17 @@ static const struct
 	[COL_DEPENDS_ON] = {"depends_on", INT8ARRAYOID},
 	[COL_NOT_BEFORE] = {"not_before", TIMESTAMPTZOID},
 	[COL_COUNTED] = {"counted", BOOLOID},
+	[COL_EXTERNAL] = {"external", BOOLOID},
 };
 
 /*
  * columns that a jobq.job of some version lacks: those of tasks before
- * 0.3.0, counted before 0.4.0, state from 0.5.0 on
+ * 0.3.0, counted before 0.4.0, external before 0.5.0, state from 0.5.0 on
  */
 #define JOB_COLUMN_OPTIONAL(c) \
 	((c) == COL_TASK || (c) == COL_PAYLOAD || (c) == COL_DEDUP_KEY || \
 	 (c) == COL_DEPENDS_ON || (c) == COL_NOT_BEFORE || (c) == COL_COUNTED || \
-	 (c) == COL_STATE)
+	 (c) == COL_STATE || (c) == COL_EXTERNAL)
 
 static JobqTable job_table = {.relname = "job"};
 static uint64 job_columns_generation = 0;
@@ -215,18 +217,47 @@ insert_job(Datum *values, bool *nulls)
 static int64
 insert_dedup_job(Datum *values, bool *nulls, bool *added)
 {
-	Oid			argtypes[13] = {TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID,
+	Oid			argtypes[14] = {TEXTOID, INT2OID, TIMESTAMPTZOID, INT4OID,
 		INTERVALOID, OIDOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT8ARRAYOID,
-	TIMESTAMPTZOID, BOOLOID};
-	Datum		v[13];
-	char		n[13];
-	int			cols[13] = {COL_QUEUE, COL_PRIORITY, COL_RUN_AT, COL_MAX_ATTEMPTS,
+	TIMESTAMPTZOID, BOOLOID, BOOLOID};
+	Datum		v[14];
+	char		n[14];
+	int			cols[14] = {COL_QUEUE, COL_PRIORITY, COL_RUN_AT, COL_MAX_ATTEMPTS,
 		COL_TIMEOUT, COL_OWNER, COL_COMMAND, COL_TASK, COL_PAYLOAD, COL_DEDUP_KEY,
-	COL_DEPENDS_ON, COL_NOT_BEFORE, COL_COUNTED};
+	COL_DEPENDS_ON, COL_NOT_BEFORE, COL_COUNTED, COL_EXTERNAL};
 	int			i;
-	bool		per_owner = JobqSchemaRequire()->dedup_per_owner;
+	const JobqSchema *schema = JobqSchemaRequire();
+	bool		per_owner = schema->dedup_per_owner;
+	int			nargs = schema->executors ? 14 : per_owner ? 13 : 12;
+	const char *sql;
 
-	for (i = 0; i < 13; i++)
+	/* the columns of the installed version (api.c fills the rest) */
+	if (schema->executors)
+		sql = "INSERT INTO jobq.job (queue, priority, run_at, max_attempts, timeout,"
+			"       owner, command, task, payload, dedup_key, depends_on,"
+			"       not_before, counted, external, created_at)"
+			"VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.regrole, $7, $8, $9, $10,"
+			"        $11, $12, $13, $14, pg_catalog.now())"
+			"ON CONFLICT (queue, owner, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING"
+			" RETURNING id";
+	else if (per_owner)
+		sql = "INSERT INTO jobq.job (queue, priority, run_at, max_attempts, timeout,"
+			"       owner, command, task, payload, dedup_key, depends_on,"
+			"       not_before, counted, created_at)"
+			"VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.regrole, $7, $8, $9, $10,"
+			"        $11, $12, $13, pg_catalog.now())"
+			"ON CONFLICT (queue, owner, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING"
+			" RETURNING id";
+	else
+		sql = "INSERT INTO jobq.job (queue, priority, run_at, max_attempts, timeout,"
+			"       owner, command, task, payload, dedup_key, depends_on,"
+			"       not_before, created_at)"
+			"VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.regrole, $7, $8, $9, $10,"
+			"        $11, $12, pg_catalog.now())"
+			"ON CONFLICT (queue, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING"
+			" RETURNING id";
+
+	for (i = 0; i < 14; i++)
 	{
 		v[i] = values[cols[i]];
 		n[i] = nulls[cols[i]] ? 'n' : ' ';
@@ -238,22 +269,8 @@ insert_dedup_job(Datum *values, bool *nulls, bool *added)
 		int64		id = 0;
 
 		CHECK_FOR_INTERRUPTS();
-		if (JobqExecuteAsOwnerNulls(per_owner ?
-									"INSERT INTO jobq.job (queue, priority, run_at, max_attempts, timeout,"
-									"       owner, command, task, payload, dedup_key, depends_on,"
-									"       not_before, counted, created_at)"
-									"VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.regrole, $7, $8, $9, $10,"
-									"        $11, $12, $13, pg_catalog.now())"
-									"ON CONFLICT (queue, owner, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING"
-									" RETURNING id" :
-									"INSERT INTO jobq.job (queue, priority, run_at, max_attempts, timeout,"
-									"       owner, command, task, payload, dedup_key, depends_on,"
-									"       not_before, created_at)"
-									"VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.regrole, $7, $8, $9, $10,"
-									"        $11, $12, pg_catalog.now())"
-									"ON CONFLICT (queue, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING"
-									" RETURNING id",
-									per_owner ? 13 : 12, argtypes, v, n, false) != SPI_OK_INSERT_RETURNING)
+		if (JobqExecuteAsOwnerNulls(sql, nargs, argtypes, v, n, false) !=
+			SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "could not enqueue jobq job");
 		if (SPI_processed > 0)
 		{
@@ -377,7 +394,7 @@ interval_ms(Interval *iv)
  */
 static int64
 enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
-			Jsonb *payload)
+			Jsonb *payload, bool external)
 {
 	text	   *queue;
 	int32		priority;
@@ -521,6 +538,8 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 	nulls[COL_DEDUP_KEY] = (dedup_key == NULL);
 	values[COL_DEPENDS_ON] = PointerGetDatum(depends_on);
 	nulls[COL_DEPENDS_ON] = (depends_on == NULL);
+	values[COL_EXTERNAL] = BoolGetDatum(external);
+	nulls[COL_EXTERNAL] = !JobqSchemaGet()->executors;
 	/* a job that waits for others is out of the claims' reach until then */
 	values[COL_NOT_BEFORE] = TimestampTzGetDatum(run_at);
 	nulls[COL_NOT_BEFORE] = !wait_for_jobs;
@@ -541,7 +560,7 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 		JobqRoleEnqueued(owner);
 
 	if (added && !wait_for_jobs)
-		JobqNoteEnqueue(run_at, (int16) priority, id);
+		JobqNoteEnqueue(run_at, (int16) priority, id, external);
 	return id;
 }
 
@@ -593,7 +612,7 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("job command must not be empty")));
 
-	PG_RETURN_INT64(enqueue_job(fcinfo, 1, command, NULL, NULL));
+	PG_RETURN_INT64(enqueue_job(fcinfo, 1, command, NULL, NULL, false));
 }
 
 /*
@@ -607,6 +626,7 @@ jobq_enqueue_task(PG_FUNCTION_ARGS)
 {
 	text	   *task;
 	Jsonb	   *payload;
+	bool		external;
 
 	enqueue_checks("jobq.enqueue_task()");
 
@@ -615,7 +635,7 @@ jobq_enqueue_task(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("task name must not be null")));
 	task = PG_GETARG_TEXT_PP(0);
-	(void) JobqTaskForEnqueue(text_to_cstring(task));
+	(void) JobqTaskForEnqueue(text_to_cstring(task), &external);
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -626,7 +646,7 @@ jobq_enqueue_task(PG_FUNCTION_ARGS)
 			   "jobq.max_payload_size");
 	payload = PG_GETARG_JSONB_P(1);
 
-	PG_RETURN_INT64(enqueue_job(fcinfo, 2, NULL, task, payload));
+	PG_RETURN_INT64(enqueue_job(fcinfo, 2, NULL, task, payload, external));
 }
 
 /*

@@ -126,7 +126,8 @@ static const char *next_due_sql =
 /*
  * A statement of this file for the installed schema: {TASK} becomes the
  * columns of tasks (null before 0.3.0), {PENDING} the condition of the
- * claim index's predicate (state = 'pending' before 0.5.0).
+ * claim index's predicate (state = 'pending' before 0.5.0; from 0.5.0 on,
+ * not a job of an external task, which only jobq.claim() takes).
  */
 static char *
 schema_sql(const char *tmpl)
@@ -147,7 +148,8 @@ schema_sql(const char *tmpl)
 		else if (strncmp(p, "{PENDING}", 9) == 0)
 		{
 			appendStringInfoString(&buf, schema->job_state ?
-								   "state = 'pending' AND " : "");
+								   "state = 'pending' AND " :
+								   schema->executors ? "NOT external AND " : "");
 			p += 9;
 		}
 		else
@@ -332,6 +334,8 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 	int			nrole_limits;
 	Datum	   *blocked_owners;
 	int			nblocked_owners = 0;
+	int		   *queue_leased;
+	int		   *role_leased;
 	int			k;
 
 	*jobs_out = NULL;
@@ -346,20 +350,28 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 
 	discover_levels();
 
-	/* queues that are paused, or running as many jobs as they may */
+	/*
+	 * Queues that are paused, or running as many jobs as they may, and
+	 * roles running as many jobs as they may: in workers, or under the
+	 * leases of external executors (lease.c).
+	 */
 	rules = JobqQueueRules(&nrules);
+	role_limits = JobqRoleLimits(&nrole_limits);
+	queue_leased = palloc(sizeof(int) * Max(1, nrules));
+	role_leased = palloc(sizeof(int) * Max(1, nrole_limits));
+	if (nrules > 0 || nrole_limits > 0)
+		JobqLeasesHeld(rules, nrules, queue_leased, role_limits, nrole_limits,
+					   role_leased);
 	blocked = palloc(sizeof(Datum) * Max(1, nrules));
 	for (k = 0; k < nrules; k++)
 		if (rules[k].paused ||
 			(rules[k].concurrency > 0 &&
-			 JobqQueueRunning(rules[k].queue) >= rules[k].concurrency))
+			 JobqQueueRunning(rules[k].queue) + queue_leased[k] >= rules[k].concurrency))
 			blocked[nblocked++] = CStringGetTextDatum(rules[k].queue);
-	/* roles running as many jobs as they may */
-	role_limits = JobqRoleLimits(&nrole_limits);
 	blocked_owners = palloc(sizeof(Datum) * Max(1, nrole_limits));
 	for (k = 0; k < nrole_limits; k++)
 		if (role_limits[k].max_running >= 0 &&
-			JobqOwnerRunning(role_limits[k].role) >= role_limits[k].max_running)
+			JobqOwnerRunning(role_limits[k].role) + role_leased[k] >= role_limits[k].max_running)
 			blocked_owners[nblocked_owners++] = ObjectIdGetDatum(role_limits[k].role);
 
 	if (nblocked > 0 || nblocked_owners > 0)

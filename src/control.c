@@ -274,7 +274,7 @@ jobq_cancel(PG_FUNCTION_ARGS)
  * The second form marks the job as counting against its owner's
  * max_pending (a column that tables before 0.4.0 lack).
  */
-#define RETRY_SQL(counted_column, counted_value) \
+#define RETRY_SQL(counted_column, counted_value, external) \
 	"WITH h AS (DELETE FROM jobq.job_history" \
 	"            WHERE id OPERATOR(pg_catalog.=) $1" \
 	"              AND state IN ('failed', 'cancelled') RETURNING *)" \
@@ -287,10 +287,18 @@ jobq_cancel(PG_FUNCTION_ARGS)
 	"       max_attempts, timeout, owner, command, created_at," \
 	"       last_error, last_sqlstate, task, payload, dedup_key, depends_on," \
 	"       CASE WHEN $2 THEN pg_catalog.now() END" counted_value " FROM h" \
-	" RETURNING priority, run_at"
+	" RETURNING priority, run_at, " external
 
-static const char *retry_sql = RETRY_SQL("", "");
-static const char *retry_counted_sql = RETRY_SQL(", counted", ", true");
+static const char *retry_sql = RETRY_SQL("", "", "false");
+static const char *retry_counted_sql = RETRY_SQL(", counted", ", true", "false");
+
+/*
+ * From 0.5.0 on, a job of an external task stays external; $3 says
+ * whether it counts against max_pending.
+ */
+static const char *retry_external_sql =
+RETRY_SQL(", counted, external", ", CASE WHEN $3 THEN true END, external",
+		  "external");
 
 /*
  * jobq.retry(id bigint) returns boolean: a failed or cancelled job is
@@ -302,14 +310,15 @@ jobq_retry(PG_FUNCTION_ARGS)
 {
 	int64		id;
 	JobPlace	place;
-	Oid			argtypes[2] = {INT8OID, BOOLOID};
-	Datum		values[2];
+	Oid			argtypes[3] = {INT8OID, BOOLOID, BOOLOID};
+	Datum		values[3];
 	bool		wait = false;
 	bool		isnull;
 	int16		priority;
 	TimestampTz run_at;
 	Oid			owner = InvalidOid;
 	bool		counted;
+	bool		external = false;
 
 	JobqCheckPreloaded();
 	PreventCommandIfReadOnly("jobq.retry()");
@@ -372,8 +381,11 @@ jobq_retry(PG_FUNCTION_ARGS)
 		SPI_finish();
 
 	values[1] = BoolGetDatum(wait);
-	if (JobqExecuteAsOwner(counted ? retry_counted_sql : retry_sql,
-						   2, argtypes, values, false) != SPI_OK_INSERT_RETURNING)
+	values[2] = BoolGetDatum(counted);
+	if (JobqExecuteAsOwner(JobqSchemaGet()->executors ? retry_external_sql :
+						   counted ? retry_counted_sql : retry_sql,
+						   JobqSchemaGet()->executors ? 3 : 2,
+						   argtypes, values, false) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not retry jobq job " INT64_FORMAT, id);
 	if (SPI_processed == 0)
 	{
@@ -384,6 +396,8 @@ jobq_retry(PG_FUNCTION_ARGS)
 										   SPI_tuptable->tupdesc, 1, &isnull));
 	run_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 2, &isnull));
+	external = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 3, &isnull));
 	SPI_finish();
 	JobqRoleEnqueued(owner);
 
@@ -391,7 +405,7 @@ jobq_retry(PG_FUNCTION_ARGS)
 	if (wait)
 		JobqNoteDependents(true);
 	else
-		JobqNoteEnqueue(run_at, priority, id);
+		JobqNoteEnqueue(run_at, priority, id, external);
 	PG_RETURN_BOOL(true);
 }
 

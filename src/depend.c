@@ -142,11 +142,16 @@ static const char *decide_sql =
 "  FROM jobq.job c"
 " WHERE c.id OPERATOR(pg_catalog.=) ANY ($1) AND c.not_before IS NOT NULL";
 
-/* free waiting jobs $1: due at the run_at they asked for */
-static const char *free_sql =
-"UPDATE jobq.job SET run_at = not_before, not_before = NULL"
-" WHERE id OPERATOR(pg_catalog.=) ANY ($1)"
-" RETURNING id, priority, run_at";
+/*
+ * free waiting jobs $1: due at the run_at they asked for (whether external
+ * executors run them: from 0.5.0 on)
+ */
+#define FREE_SQL(external) \
+"UPDATE jobq.job SET run_at = not_before, not_before = NULL" \
+" WHERE id OPERATOR(pg_catalog.=) ANY ($1)" \
+" RETURNING id, priority, run_at, " external
+static const char *free_sql = FREE_SQL("false");
+static const char *free_external_sql = FREE_SQL("external");
 
 static Datum
 id_array(const int64 *ids, int n)
@@ -245,7 +250,8 @@ settle_locked(JobqJob **lockedp, int n, int64 **because)
 	if (nfree > 0)
 	{
 		values[0] = id_array(free_ids, nfree);
-		if (JobqExecuteAsOwner(free_sql, 1, argtypes, values, false) != SPI_OK_UPDATE_RETURNING)
+		if (JobqExecuteAsOwner(JobqSchemaGet()->executors ? free_external_sql : free_sql,
+							   1, argtypes, values, false) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not free the dependents of jobq jobs");
 		for (i = 0; i < SPI_processed; i++)
 		{
@@ -255,7 +261,8 @@ settle_locked(JobqJob **lockedp, int n, int64 **because)
 
 			JobqNoteEnqueue(DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull)),
 							DatumGetInt16(SPI_getbinval(tup, desc, 2, &isnull)),
-							DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)));
+							DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
+							DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)));
 		}
 		SPI_finish();
 	}

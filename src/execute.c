@@ -404,23 +404,6 @@ call_task(FmgrInfo *fn, Datum payload, MemoryContext result_cxt)
 }
 
 /*
- * Delay before the next attempt: jobq.retry_delay doubled per attempt
- * made, capped, with +/-25% jitter so that failures do not retry in step.
- */
-static TimestampTz
-next_attempt_time(int attempts)
-{
-	double		delay = (double) jobq_retry_delay;
-	int			i;
-
-	for (i = 1; i < attempts && delay < JOBQ_MAX_RETRY_DELAY_MS; i++)
-		delay *= 2;
-	delay = Min(delay, (double) JOBQ_MAX_RETRY_DELAY_MS);
-	delay *= 0.75 + 0.5 * pg_prng_double(&pg_global_prng_state);
-	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) delay);
-}
-
-/*
  * A worker's job begins, as its owner: from here on it may be cancelled
  * (its timeout, jobq.cancel(), SIGTERM) and the watchdog watches it.
  * Returns the timeout armed, in milliseconds (0: none): the job's own, or
@@ -670,7 +653,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 			else
 			{
 				out->kind = JOBQ_RETRY;
-				out->next_run_at = next_attempt_time(job->attempts);
+				out->next_run_at = JobqNextAttemptTime(job->attempts);
 			}
 		}
 	}

@@ -41,6 +41,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/proc.h"
+#include "common/pg_prng.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -73,11 +74,32 @@ static const char *retry_sql =
 "       AS o(id, error, sqlstate, started_at, next_run_at, attempt)"
 " WHERE j.id OPERATOR(pg_catalog.=) o.id";
 
+/*
+ * The same from 0.5.0 on: a job of an external task that is retried (by
+ * its executor's jobq.fail(), or because its lease expired) loses its lease.
+ */
+static const char *retry_lease_sql =
+"UPDATE jobq.job j"
+"   SET attempts = o.attempt,"
+"       run_at = COALESCE(o.next_run_at, j.run_at),"
+"       started_at = COALESCE(o.started_at, j.started_at),"
+"       last_error = o.error, last_sqlstate = o.sqlstate,"
+"       lease_token = NULL, lease_expires_at = NULL"
+"  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
+"                  pg_catalog.unnest($2::pg_catalog.text[]),"
+"                  pg_catalog.unnest($3::pg_catalog.text[]),"
+"                  pg_catalog.unnest($4::pg_catalog.timestamptz[]),"
+"                  pg_catalog.unnest($5::pg_catalog.timestamptz[]),"
+"                  pg_catalog.unnest($6::pg_catalog.int4[]))"
+"       AS o(id, error, sqlstate, started_at, next_run_at, attempt)"
+" WHERE j.id OPERATOR(pg_catalog.=) o.id";
+
 static void finish_jobs(JobqJob *jobs, JobqOutcome *outcomes, int n,
 						bool settle);
 
 static SPIPlanPtr find_job_plan = NULL;
 static SPIPlanPtr retry_plan = NULL;
+static SPIPlanPtr retry_lease_plan = NULL;
 static SPIPlanPtr crashed_plan = NULL;
 
 /*
@@ -490,6 +512,23 @@ datum_array(Datum *values, bool *nulls, int n, Oid elemtype)
 }
 
 /*
+ * Delay before the next attempt: jobq.retry_delay doubled per attempt
+ * made, capped, with +/-25% jitter so that failures do not retry in step.
+ */
+TimestampTz
+JobqNextAttemptTime(int attempts)
+{
+	double		delay = (double) jobq_retry_delay;
+	int			i;
+
+	for (i = 1; i < attempts && delay < JOBQ_MAX_RETRY_DELAY_MS; i++)
+		delay *= 2;
+	delay = Min(delay, (double) JOBQ_MAX_RETRY_DELAY_MS);
+	delay *= 0.75 + 0.5 * pg_prng_double(&pg_global_prng_state);
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) delay);
+}
+
+/*
  * Write the retries among n: one UPDATE, as the tables' owner.  Each is
  * due again at its next run_at, for the claim floors and the wake-ups as
  * if it were enqueued again.
@@ -532,7 +571,7 @@ write_retries(JobqJob *jobs, JobqOutcome *outcomes, int n)
 		attempts[k] = Int32GetDatum(jobs[i].attempts);
 		k++;
 		JobqNoteEnqueue(o->next_run_at != 0 ? o->next_run_at : jobs[i].run_at,
-						jobs[i].priority, jobs[i].id);
+						jobs[i].priority, jobs[i].id, jobs[i].external);
 	}
 	if (k == 0)
 		return;
@@ -545,7 +584,9 @@ write_retries(JobqJob *jobs, JobqOutcome *outcomes, int n)
 	values[5] = datum_array(attempts, nonulls, k, INT4OID);
 
 	SPI_connect();
-	rc = JobqExecuteKeptAsOwner(JobqKeepPlan(&retry_plan, retry_sql, 6, argtypes),
+	rc = JobqExecuteKeptAsOwner(JobqSchemaGet()->executors ?
+								JobqKeepPlan(&retry_lease_plan, retry_lease_sql, 6, argtypes) :
+								JobqKeepPlan(&retry_plan, retry_sql, 6, argtypes),
 								values);
 	if (rc != SPI_OK_UPDATE || SPI_processed != k)
 		elog(ERROR, "jobq could not record job retries: %s",

@@ -53,11 +53,15 @@ JobqRunInPlace(int64 id)
 	MemoryContext oldcxt = CurrentMemoryContext;
 	int64		saved_job_id;
 
-	if (JobqExecuteAsOwner("SELECT owner::pg_catalog.oid, command, task, payload,"
-						   "       attempts OPERATOR(pg_catalog.+) 1, max_attempts,"
-						   "       ctid, priority, run_at"
-						   "  FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1"
-						   "   AND run_at OPERATOR(pg_catalog.<=) pg_catalog.now() FOR UPDATE",
+#define INPLACE_SQL(external) \
+	"SELECT owner::pg_catalog.oid, command, task, payload," \
+	"       attempts OPERATOR(pg_catalog.+) 1, max_attempts," \
+	"       ctid, priority, run_at, " external \
+	"  FROM jobq.job WHERE id OPERATOR(pg_catalog.=) $1" \
+	"   AND run_at OPERATOR(pg_catalog.<=) pg_catalog.now() FOR UPDATE"
+
+	if (JobqExecuteAsOwner(JobqSchemaGet()->executors ?
+						   INPLACE_SQL("external") : INPLACE_SQL("false"),
 						   1, argtypes, values, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not read jobq job " INT64_FORMAT, id);
 	if (SPI_processed == 0)
@@ -65,6 +69,15 @@ JobqRunInPlace(int64 id)
 		SPI_finish();
 		return;
 	}
+
+	/* an external executor cannot see it before the caller commits */
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+								   10, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot wait for job " INT64_FORMAT " in the transaction that enqueued it", id),
+				 errdetail("The job is of an external task: external executors run it once it is committed."),
+				 errhint("Commit the job first, then wait for it.")));
 	/*
 	 * Not inside a SECURITY DEFINER function or a restricted operation: the
 	 * job would run in a session its caller prepared (temporary objects,

@@ -50,6 +50,7 @@ jobq_shmem_request(void)
 	RequestAddinShmemSpace(JobqDependShmemSize());
 	RequestAddinShmemSpace(JobqPruneShmemSize());
 	RequestAddinShmemSpace(JobqRequestsShmemSize());
+	RequestAddinShmemSpace(JobqLeaseShmemSize());
 }
 
 /* at the server's start, and again after a crash */
@@ -67,6 +68,7 @@ jobq_shmem_startup(void)
 	JobqDependShmemInit();
 	JobqPruneShmemInit();
 	JobqRequestsShmemInit();
+	JobqLeaseShmemInit();
 	LWLockRelease(AddinShmemInitLock);
 }
 

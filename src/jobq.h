@@ -170,6 +170,7 @@ typedef struct JobqSchema
 	bool		role_limits;	/* jobq.role_limits, jobq.job.counted (0.4.0) */
 	bool		dedup_per_owner;	/* dedup keys unique per owner (0.4.0) */
 	bool		job_state;		/* jobq.job.state (before 0.5.0) */
+	bool		executors;		/* external tasks and leases (0.5.0) */
 	uint64		generation;		/* changes whenever any of the above does */
 } JobqSchema;
 
@@ -232,7 +233,12 @@ extern void JobqFloorsInstall(const int16 *levels, int n);
 extern Size JobqWakeupShmemSize(void);
 extern void JobqWakeupShmemInit(void);
 extern void JobqSetNextDue(TimestampTz due);
-extern void JobqNoteEnqueue(TimestampTz run_at, int16 priority, int64 id);
+extern void JobqWakeWorkerBy(TimestampTz t);
+extern void JobqNoteEnqueue(TimestampTz run_at, int16 priority, int64 id,
+							bool external);
+extern void JobqClaimWaitBegin(void);
+extern void JobqClaimWaitEnd(void);
+extern void JobqWakeClaimersAtCommit(void);
 extern void JobqNoteFinishedAtCommit(const int64 *ids, int n);
 extern void JobqWakeAllAtCommit(void);
 
@@ -265,6 +271,7 @@ typedef struct JobqJob
 	int16		priority;
 	TimestampTz run_at;
 	ItemPointerData tid;		/* its row, locked by the claim */
+	bool		external;		/* a job of an external task (lease.c) */
 } JobqJob;
 
 /* What became of a claimed job. */
@@ -317,6 +324,7 @@ extern void JobqPruneAgainSoon(void);
 extern int	JobqPruneHistory(void);
 
 /* finish.c: every way a job ends, or is scheduled again */
+extern TimestampTz JobqNextAttemptTime(int attempts);
 extern void JobqFinishJobs(JobqJob *jobs, JobqOutcome *outcomes, int n);
 extern bool JobqClaimedJobGone(JobqJob *job);
 extern void JobqSweepWaitingJobs(void);
@@ -423,7 +431,7 @@ extern int	JobqSettleWaitingJobs(JobqJob **cancel, int64 **because);
 
 /* task.c: registered tasks */
 extern void JobqCheckTaskName(const char *name);
-extern Oid	JobqTaskForEnqueue(const char *name);
+extern Oid	JobqTaskForEnqueue(const char *name, bool *external);
 extern FmgrInfo *JobqTaskForJob(const char *name, Oid owner,
 								volatile bool *permanent);
 
@@ -432,6 +440,25 @@ extern void JobqSessionInit(void);
 extern bool JobqSessionMayRun(Oid owner);
 extern void JobqSessionJobBegin(void);
 extern void JobqSessionJobEnd(bool drop_temp);
+
+/*
+ * lease.c: external executors (jobq.claim() and the lease it gives) and
+ * the expiry of their leases
+ */
+#define JOBQ_MAX_EXECUTORS		128
+#define JOBQ_MAX_CLAIM			1000	/* most jobs one jobq.claim() takes */
+/* SQLSTATE of a call whose lease is no longer held */
+#define ERRCODE_JOBQ_LEASE_LOST	MAKE_SQLSTATE('J','Q','0','0','1')
+/* last_sqlstate of an attempt whose lease expired */
+#define ERRCODE_JOBQ_LEASE_EXPIRED MAKE_SQLSTATE('J','Q','0','0','2')
+extern Size JobqLeaseShmemSize(void);
+extern void JobqLeaseShmemInit(void);
+extern bool JobqLeaseExpiryTurn(TimestampTz *next);
+extern TimestampTz JobqLeaseNextCheck(void);
+extern void JobqLeasesHeld(JobqQueueRule *rules, int nrules, int *queue_held,
+						   JobqRoleLimit *limits, int nlimits, int *role_held);
+extern void JobqExpireLeases(void);
+extern int	JobqExpireLeasesNow(void);
 
 /* inplace.c: a job run by its own transaction's jobq.wait() */
 extern void JobqRunInPlace(int64 id);

@@ -160,6 +160,7 @@ schema_build(void)
 	schema.role_limits = schema.version >= 400;
 	schema.dedup_per_owner = schema.version >= 400;
 	schema.job_state = schema.version < 500;
+	schema.executors = schema.version >= 500;
 
 	/*
 	 * Statements prepared for the schema stay valid unless it changed: a

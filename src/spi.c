@@ -107,8 +107,15 @@ JobqKeepPlan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 		 * and their best plan does not depend on the parameter values, so
 		 * planning them per execution (custom plans) would be pure cost.
 		 */
-		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, argtypes,
-										   CURSOR_OPT_GENERIC_PLAN);
+		int			nestlevel = NewGUCNestLevel();
+		SPIPlanPtr	p;
+
+		/* names resolve in pg_catalog, whoever prepares it (see below) */
+		(void) set_config_option("search_path", "pg_catalog, pg_temp",
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+		p = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+		AtEOXact_GUC(true, nestlevel);
 
 		if (p == NULL)
 			elog(ERROR, "SPI_prepare failed for jobq statement: %s",
@@ -163,10 +170,24 @@ JobqExecuteKeptAsOwner(SPIPlanPtr plan, Datum *values)
 	int			save_sec_context;
 	int			rc;
 
+	int			nestlevel;
+
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(JobqSchemaRequire()->owner,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+
+	/*
+	 * In a user's backend (jobq.claim() and the other calls of external
+	 * executors, a retry recorded by jobq.fail()): a kept plan is analyzed
+	 * again whenever search_path differs from the one it was prepared
+	 * with, so it runs with jobq's own.
+	 */
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 	rc = JobqExecuteKept(plan, values, false);
+	AtEOXact_GUC(true, nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	return rc;
 }

@@ -4,7 +4,9 @@
  *		Registered tasks: names under which functions (jsonb) -> jsonb are
  *		called, and the built-in tasks jobq.noop and jobq.sleep.
  *
- * jobq.task maps a task's name to its function.  jobq.register_task() and
+ * jobq.task maps a task's name to its function, or, for an external task,
+ * to no function: external executors run its jobs (lease.c), and the
+ * workers never claim them (their jobq.job.external is set at enqueue).  jobq.register_task() and
  * jobq.unregister_task() write it, as the table's owner (users may only
  * read it), after checking what the caller may do: the function must
  * have the signature of a task and the caller must be allowed to execute
@@ -68,7 +70,7 @@ PG_FUNCTION_INFO_V1(jobq_sleep);
 typedef struct TaskEntry
 {
 	char		name[NAMEDATALEN];	/* hash key */
-	Oid			fn;
+	Oid			fn;				/* InvalidOid for an external task */
 	Oid			registered_by;
 	bool		flinfo_ready;
 	FmgrInfo	flinfo;			/* for calls; fn_mcxt is the cache's */
@@ -177,6 +179,7 @@ task_lookup(const char *name)
 		Oid			argtypes[1] = {TEXTOID};
 		Datum		values[1] = {CStringGetTextDatum(name)};
 		bool		isnull;
+		Datum		d;
 
 		/* not read-only: a snapshot taken now, after any invalidation */
 		if (JobqExecuteAsCaller("SELECT fn::pg_catalog.oid, registered_by::pg_catalog.oid"
@@ -185,14 +188,14 @@ task_lookup(const char *name)
 			elog(ERROR, "could not look up jobq task \"%s\"", name);
 		if (SPI_processed > 0)
 		{
-			fn = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-												SPI_tuptable->tupdesc, 1, &isnull));
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			fn = isnull ? InvalidOid : DatumGetObjectId(d);
 			registered_by = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 														   SPI_tuptable->tupdesc, 2, &isnull));
 		}
 		SPI_finish();
 	}
-	if (!OidIsValid(fn))
+	if (!OidIsValid(registered_by))
 		return NULL;
 
 	/*
@@ -290,10 +293,13 @@ check_trusted(const char *name, Oid owner, Oid registered_by, Oid fn,
 
 /*
  * jobq.enqueue_task(): the function that task name calls now, which the
- * caller must be allowed to execute.
+ * caller must be allowed to execute; or InvalidOid, with *external set,
+ * for an external task.  Its jobs' payloads go to the executors that the
+ * task's registrant runs, so the caller must trust the registrant, as it
+ * would for a function.
  */
 Oid
-JobqTaskForEnqueue(const char *name)
+JobqTaskForEnqueue(const char *name, bool *external)
 {
 	TaskEntry  *entry;
 	AclResult	aclresult;
@@ -305,6 +311,21 @@ JobqTaskForEnqueue(const char *name)
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
 				 errmsg("task \"%s\" is not registered", name),
 				 errhint("Register it with jobq.register_task().")));
+	*external = !OidIsValid(entry->fn);
+	if (*external)
+	{
+		if (!trusts_role(GetUserId(), entry->registered_by))
+		{
+			const char *r = GetUserNameFromId(entry->registered_by, true);
+
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for task \"%s\"", name),
+					 errdetail("The external task was registered by role \"%s\"; the jobs of role \"%s\" go only to tasks of roles they trust: themselves, superusers, and roles a superuser made them members of.",
+							   r ? r : "?", GetUserNameFromId(GetUserId(), false))));
+		}
+		return InvalidOid;
+	}
 	check_trusted(name, GetUserId(), entry->registered_by, entry->fn, NULL);
 	aclresult = pg_proc_aclcheck(entry->fn, GetUserId(), ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
@@ -338,6 +359,14 @@ JobqTaskForJob(const char *name, Oid owner, volatile bool *permanent)
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
 				 errmsg("task \"%s\" is not registered", name),
 				 errdetail("The task was unregistered after the job was enqueued.")));
+	}
+	if (!OidIsValid(entry->fn))
+	{
+		*permanent = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("task \"%s\" is external", name),
+				 errdetail("The task was registered again without a function after the job was enqueued; external executors run only the jobs enqueued while it was external.")));
 	}
 	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(entry->fn)))
 	{
@@ -441,7 +470,8 @@ execute_task_write(const char *sql, int nargs, Oid *argtypes, Datum *values)
 }
 
 /*
- * jobq.register_task(task text, fn regprocedure)
+ * jobq.register_task(task text, fn regprocedure): fn NULL registers an
+ * external task.
  */
 Datum
 jobq_register_task(PG_FUNCTION_ARGS)
@@ -450,8 +480,8 @@ jobq_register_task(PG_FUNCTION_ARGS)
 	Oid			fn;
 	Oid			caller = GetUserId();
 	AclResult	aclresult;
-	Oid			argtypes[4] = {TEXTOID, OIDOID, OIDOID, BOOLOID};
-	Datum		values[4];
+	Oid			argtypes[5] = {TEXTOID, OIDOID, OIDOID, BOOLOID, BOOLOID};
+	Datum		values[5];
 	int			rc;
 
 	JobqCheckPreloaded();
@@ -460,19 +490,24 @@ jobq_register_task(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("task name must not be null")));
-	if (PG_ARGISNULL(1))
+	/* no function: an external task (0.5.0) */
+	if (PG_ARGISNULL(1) && !JobqSchemaRequire()->executors)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("task function must not be null")));
+				 errmsg("task function must not be null"),
+				 errhint("External tasks need version 0.5.0 of the extension: update it with ALTER EXTENSION jobq UPDATE.")));
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	fn = PG_GETARG_OID(1);
+	fn = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
 
 	JobqCheckTaskName(name);
 	check_not_builtin(name);
-	check_task_function(fn);
-	aclresult = pg_proc_aclcheck(fn, caller, ACL_EXECUTE);
-	if (aclresult != ACLCHECK_OK)
-		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
+	if (OidIsValid(fn))
+	{
+		check_task_function(fn);
+		aclresult = pg_proc_aclcheck(fn, caller, ACL_EXECUTE);
+		if (aclresult != ACLCHECK_OK)
+			aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
+	}
 
 	/*
 	 * One statement, so that two registrations of a new name cannot both
@@ -483,15 +518,17 @@ jobq_register_task(PG_FUNCTION_ARGS)
 	values[1] = ObjectIdGetDatum(fn);
 	values[2] = ObjectIdGetDatum(caller);
 	values[3] = BoolGetDatum(superuser());
+	values[4] = BoolGetDatum(!OidIsValid(fn));
 	rc = execute_task_write(
 		"INSERT INTO jobq.task AS t (task, fn, registered_by, registered_at)"
-		" VALUES ($1, $2::pg_catalog.regprocedure, $3::pg_catalog.regrole, pg_catalog.now())"
+		" VALUES ($1, CASE WHEN $5 THEN NULL ELSE $2::pg_catalog.regprocedure END,"
+		"         $3::pg_catalog.regrole, pg_catalog.now())"
 		" ON CONFLICT (task) DO UPDATE"
 		"   SET fn = excluded.fn, registered_by = excluded.registered_by,"
 		"       registered_at = excluded.registered_at"
 		" WHERE t.registered_by OPERATOR(pg_catalog.=) excluded.registered_by OR $4"
 		" RETURNING 1",
-		4, argtypes, values);
+		5, argtypes, values);
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not register jobq task \"%s\"", name);
 	if (SPI_processed == 0)

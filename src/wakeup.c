@@ -15,6 +15,11 @@
  * transaction wakes nobody.  Whether it commits or not, the keys it
  * enqueued go to the claim floors (floors.c).
  *
+ * Jobs of external tasks are not the workers' (lease.c): a transaction
+ * that makes one due, or changes what the executors may claim, sets
+ * instead the latches of the backends blocked in jobq.claim(wait => ...),
+ * which register here.
+ *
  * IDENTIFICATION
  *		src/wakeup.c
  *
@@ -22,7 +27,9 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "port/atomics.h"
+#include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
@@ -33,6 +40,9 @@
 typedef struct JobqWakeupState
 {
 	pg_atomic_uint64 next_due;
+	/* backends blocked in jobq.claim(): how many, and which (by pgprocno) */
+	pg_atomic_uint32 n_claim_waiters;
+	pg_atomic_uint32 claim_waiting[FLEXIBLE_ARRAY_MEMBER];
 } JobqWakeupState;
 
 static JobqWakeupState *Wakeup = NULL;
@@ -42,6 +52,8 @@ static bool release_callback_registered = false;
 static int	pending_due_jobs = 0;
 static TimestampTz pending_min_future = DT_NOEND;
 static bool pending_any = false;
+static bool pending_claimers = false;	/* wake the blocked jobq.claim() */
+static bool claim_waiting = false;	/* this backend is registered */
 /* the jobs the transaction finished, for the jobq.wait() callers */
 #define JOBQ_PENDING_FINISHED	64
 static int64 pending_finished[JOBQ_PENDING_FINISHED];
@@ -55,7 +67,8 @@ static bool pending_levels_overflow = false;
 Size
 JobqWakeupShmemSize(void)
 {
-	return MAXALIGN(sizeof(JobqWakeupState));
+	return MAXALIGN(add_size(offsetof(JobqWakeupState, claim_waiting),
+							 mul_size(sizeof(pg_atomic_uint32), MaxBackends)));
 }
 
 /* at the server's start, and again after a crash; under AddinShmemInitLock */
@@ -66,7 +79,53 @@ JobqWakeupShmemInit(void)
 
 	Wakeup = ShmemInitStruct("jobq wakeup", JobqWakeupShmemSize(), &found);
 	if (!found)
+	{
+		int			i;
+
 		pg_atomic_init_u64(&Wakeup->next_due, (uint64) DT_NOEND);
+		pg_atomic_init_u32(&Wakeup->n_claim_waiters, 0);
+		for (i = 0; i < MaxBackends; i++)
+			pg_atomic_init_u32(&Wakeup->claim_waiting[i], 0);
+	}
+}
+
+/*
+ * This backend is about to sleep in jobq.claim() until a job it may take
+ * is committed: register it, before it looks for jobs a last time, so that
+ * no commit after that look is missed.
+ */
+void
+JobqClaimWaitBegin(void)
+{
+	if (claim_waiting || MyProc->pgprocno >= MaxBackends)
+		return;
+	pg_atomic_write_u32(&Wakeup->claim_waiting[MyProc->pgprocno], 1);
+	pg_atomic_fetch_add_u32(&Wakeup->n_claim_waiters, 1);
+	claim_waiting = true;
+}
+
+/* the end of jobq.claim()'s wait, also on error (see lease.c) */
+void
+JobqClaimWaitEnd(void)
+{
+	if (!claim_waiting)
+		return;
+	pg_atomic_write_u32(&Wakeup->claim_waiting[MyProc->pgprocno], 0);
+	pg_atomic_fetch_sub_u32(&Wakeup->n_claim_waiters, 1);
+	claim_waiting = false;
+}
+
+/* set the latch of every backend blocked in jobq.claim() */
+static void
+wake_claimers(void)
+{
+	int			i;
+
+	if (pg_atomic_read_u32(&Wakeup->n_claim_waiters) == 0)
+		return;
+	for (i = 0; i < MaxBackends; i++)
+		if (pg_atomic_read_u32(&Wakeup->claim_waiting[i]) != 0)
+			SetLatch(&ProcGlobal->allProcs[i].procLatch);
 }
 
 /*
@@ -83,6 +142,20 @@ static TimestampTz
 get_next_due(void)
 {
 	return (TimestampTz) pg_atomic_read_u64(&Wakeup->next_due);
+}
+
+/*
+ * Something is due at t (a job, or a lease's expiry): if the idle workers
+ * would sleep past it, one must shorten its sleep.
+ */
+void
+JobqWakeWorkerBy(TimestampTz t)
+{
+	if (t < get_next_due())
+	{
+		JobqSetNextDue(t);
+		JobqWakeWorkers(1);
+	}
 }
 
 /*
@@ -112,14 +185,11 @@ jobq_release_callback(ResourceReleasePhase phase, bool isCommit,
 	{
 		if (pending_due_jobs > 0)
 			JobqWakeWorkers(pending_due_jobs);
-		else if (pending_min_future != DT_NOEND &&
-				 pending_min_future < get_next_due())
-		{
-			/* an idle worker must shorten its sleep */
-			JobqSetNextDue(pending_min_future);
-			JobqWakeWorkers(1);
-		}
+		else if (pending_min_future != DT_NOEND)
+			JobqWakeWorkerBy(pending_min_future);
 	}
+	if (isCommit && pending_claimers && Wakeup != NULL)
+		wake_claimers();
 	if (isCommit && n_pending_finished > 0)
 		JobqWakeWaitersOf(pending_finished,
 						  Min(n_pending_finished, JOBQ_PENDING_FINISHED),
@@ -128,6 +198,7 @@ jobq_release_callback(ResourceReleasePhase phase, bool isCommit,
 	pending_due_jobs = 0;
 	pending_min_future = DT_NOEND;
 	pending_any = false;
+	pending_claimers = false;
 	n_pending_levels = 0;
 	pending_levels_overflow = false;
 }
@@ -144,14 +215,21 @@ register_callback(void)
 
 /*
  * Remember that the current transaction enqueued job id of priority,
- * due at run_at.
+ * due at run_at (or made it due again).  A job of an external task wakes
+ * the blocked jobq.claim() callers instead of the workers; they find out
+ * themselves when a job due later is due.
  */
 void
-JobqNoteEnqueue(TimestampTz run_at, int16 priority, int64 id)
+JobqNoteEnqueue(TimestampTz run_at, int16 priority, int64 id, bool external)
 {
 	int			i;
 
 	register_callback();
+	if (external)
+	{
+		pending_claimers = true;
+		return;
+	}
 	pending_any = true;
 	for (i = 0; i < n_pending_levels; i++)
 		if (pending_levels[i].priority == priority)
@@ -210,4 +288,17 @@ JobqWakeAllAtCommit(void)
 {
 	register_callback();
 	pending_due_jobs = JOBQ_MAX_WORKERS;
+	pending_claimers = true;
+}
+
+/*
+ * The current transaction ended a job of an external task: a queue or a
+ * role at its limit may take another one, so the blocked jobq.claim()
+ * callers look again when it commits.
+ */
+void
+JobqWakeClaimersAtCommit(void)
+{
+	register_callback();
+	pending_claimers = true;
 }

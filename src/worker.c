@@ -694,6 +694,7 @@ JobqWorkerMain(Datum main_arg)
 	for (;;)
 	{
 		TimestampTz next_due = DT_NOEND;
+		TimestampTz lease_due;
 		long		sleep_ms;
 		int			n;
 
@@ -716,6 +717,8 @@ JobqWorkerMain(Datum main_arg)
 			if (JobqPruneHistory() > 0)
 				JobqPruneAgainSoon();
 		}
+		if (JobqLeaseExpiryTurn(&lease_due))
+			JobqExpireLeases();
 
 		n = run_chunk(&claim_limit, &next_due);
 		if (n > 0)
@@ -730,9 +733,14 @@ JobqWorkerMain(Datum main_arg)
 			continue;
 		}
 
-		/* Nothing due (or no extension yet): sleep. */
+		/*
+		 * Nothing due (or no extension yet): sleep, until the next job is
+		 * due or the earliest lease of an external executor may expire.
+		 */
 		claim_limit = 1;
 		sleep_ms = jobq_poll_interval;
+		if (n == 0)
+			next_due = Min(next_due, JobqLeaseNextCheck());
 		if (n == 0 && next_due != DT_NOEND)
 		{
 			long		secs;

@@ -4,7 +4,7 @@
 -- columns, keys and the claim index, the types, the view, row-level
 -- security being on, and the registration of the tables for pg_dump.
 BEGIN;
-SELECT plan(135);
+SELECT plan(160);
 
 SET LOCAL search_path = public;
 
@@ -35,7 +35,7 @@ SELECT columns_are('jobq', 'job', ARRAY[
     'id', 'queue', 'priority', 'run_at', 'attempts', 'max_attempts',
     'timeout', 'owner', 'command', 'created_at', 'started_at',
     'last_error', 'last_sqlstate', 'task', 'payload', 'dedup_key', 'depends_on',
-    'not_before', 'counted'],
+    'not_before', 'counted', 'external', 'executor', 'lease_token', 'lease_expires_at'],
     'jobq.job has exactly the documented columns');
 SELECT col_type_is('jobq', 'job', c, t, format('jobq.job.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
@@ -55,10 +55,14 @@ SELECT col_type_is('jobq', 'job', c, t, format('jobq.job.%s is %s', c, t))
                ('payload', 'jsonb'),
                ('dedup_key', 'text'),
                ('depends_on', 'bigint[]'),
-               ('not_before', 'timestamp with time zone')) AS v(c, t);
+               ('not_before', 'timestamp with time zone'),
+               ('external', 'boolean'),
+               ('executor', 'text'),
+               ('lease_token', 'uuid'),
+               ('lease_expires_at', 'timestamp with time zone')) AS v(c, t);
 SELECT col_not_null('jobq', 'job', c, format('jobq.job.%s is NOT NULL', c))
   FROM unnest(ARRAY['id', 'queue', 'priority', 'run_at', 'attempts',
-                    'max_attempts', 'owner', 'created_at']) AS c;
+                    'max_attempts', 'owner', 'created_at', 'external']) AS c;
 -- a job is SQL or a task, never both, never neither
 SELECT is(
     (SELECT pg_get_constraintdef(oid) FROM pg_constraint
@@ -73,8 +77,23 @@ SELECT has_index('jobq', 'job', 'job_claim_idx', ARRAY['priority', 'run_at', 'id
                  'jobq.job has the claim index on (priority, run_at, id)');
 SELECT is(
     pg_get_indexdef(to_regclass('jobq.job_claim_idx')),
-    'CREATE INDEX job_claim_idx ON jobq.job USING btree (priority DESC, run_at, id)',
+    'CREATE INDEX job_claim_idx ON jobq.job USING btree (priority DESC, run_at, id) WHERE (NOT external)',
     'the claim index orders by priority DESC, run_at, id');
+-- external executors claim in the same order from their own index, and
+-- leases are found by expiry
+SELECT is(
+    pg_get_indexdef(to_regclass('jobq.job_external_idx')),
+    'CREATE INDEX job_external_idx ON jobq.job USING btree (priority DESC, run_at, id) WHERE (external AND (lease_token IS NULL))',
+    'the external claim index orders unleased external jobs by priority DESC, run_at, id');
+SELECT is(
+    pg_get_indexdef(to_regclass('jobq.job_lease_idx')),
+    'CREATE INDEX job_lease_idx ON jobq.job USING btree (lease_expires_at) WHERE (lease_token IS NOT NULL)',
+    'leases are indexed by expiry');
+SELECT is(
+    (SELECT pg_get_constraintdef(oid) FROM pg_constraint
+      WHERE conrelid = to_regclass('jobq.job') AND conname = 'job_lease'),
+    'CHECK ((((lease_token IS NULL) = (lease_expires_at IS NULL)) AND ((lease_token IS NULL) OR external)))',
+    'a lease has a token and an expiry, and only jobs of external tasks have one');
 
 -- dedup keys: unique per queue and owner among unfinished jobs
 SELECT is(
@@ -105,7 +124,7 @@ SELECT columns_are('jobq', 'job_history', ARRAY[
     'id', 'queue', 'state', 'priority', 'run_at', 'attempts', 'max_attempts',
     'timeout', 'owner', 'command', 'created_at', 'started_at', 'finished_at',
     'result', 'last_error', 'last_sqlstate', 'worker_pid', 'task', 'payload', 'dedup_key',
-    'depends_on'],
+    'depends_on', 'external', 'executor'],
     'jobq.job_history has exactly the documented columns');
 SELECT col_type_is('jobq', 'job_history', c, t, format('jobq.job_history.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
@@ -128,7 +147,9 @@ SELECT col_type_is('jobq', 'job_history', c, t, format('jobq.job_history.%s is %
                ('task', 'text'),
                ('payload', 'jsonb'),
                ('dedup_key', 'text'),
-               ('depends_on', 'bigint[]')) AS v(c, t);
+               ('depends_on', 'bigint[]'),
+               ('external', 'boolean'),
+               ('executor', 'text')) AS v(c, t);
 SELECT has_pk('jobq', 'job_history', 'jobq.job_history has a primary key');
 SELECT col_is_pk('jobq', 'job_history', 'id', 'the primary key of jobq.job_history is id');
 
@@ -183,7 +204,8 @@ SELECT results_eq(
              ('task', 'text'),
              ('payload', 'jsonb'),
              ('dedup_key', 'text'),
-             ('depends_on', 'bigint[]')$$,
+             ('depends_on', 'bigint[]'),
+             ('executor', 'text')$$,
     'jobq.job_status has the documented attributes, types and order');
 
 /*
@@ -194,7 +216,7 @@ SELECT columns_are('jobq', 'jobs', ARRAY[
     'id', 'queue', 'state', 'priority', 'attempts', 'max_attempts', 'run_at',
     'created_at', 'started_at', 'finished_at', 'result', 'last_error',
     'last_sqlstate', 'worker_pid', 'owner', 'command', 'task', 'payload', 'dedup_key',
-    'depends_on'],
+    'depends_on', 'executor'],
     'jobq.jobs has exactly the documented columns');
 SELECT col_type_is('jobq', 'jobs', c, t, format('jobq.jobs.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
@@ -216,7 +238,8 @@ SELECT col_type_is('jobq', 'jobs', c, t, format('jobq.jobs.%s is %s', c, t))
                ('task', 'text'),
                ('payload', 'jsonb'),
                ('dedup_key', 'text'),
-               ('depends_on', 'bigint[]')) AS v(c, t);
+               ('depends_on', 'bigint[]'),
+               ('executor', 'text')) AS v(c, t);
 -- jobq.status() reads a row of jobq.jobs into a jobq.job_status
 SELECT results_eq(
     $$SELECT attname::text, atttypid FROM pg_attribute
@@ -324,6 +347,31 @@ SELECT col_type_is('jobq', 'workers', c, t, format('jobq.workers.%s is %s', c, t
                ('jobs_retried', 'bigint'),
                ('jobs_failed', 'bigint'),
                ('started_at', 'timestamp with time zone')) AS v(c, t);
+
+/*
+ * View jobq.executors
+ */
+SELECT has_view('jobq', 'executors', 'view jobq.executors exists');
+SELECT columns_are('jobq', 'executors', ARRAY[
+    'executor', 'role', 'host', 'pid', 'job_ids', 'jobs_claimed',
+    'jobs_succeeded', 'jobs_failed', 'leases_expired', 'first_seen', 'last_seen'],
+    'jobq.executors has exactly the documented columns');
+SELECT col_type_is('jobq', 'executors', c, t, format('jobq.executors.%s is %s', c, t))
+  FROM (VALUES ('executor', 'text'),
+               ('role', 'regrole'),
+               ('host', 'text'),
+               ('pid', 'integer'),
+               ('job_ids', 'bigint[]'),
+               ('jobs_claimed', 'bigint'),
+               ('jobs_succeeded', 'bigint'),
+               ('jobs_failed', 'bigint'),
+               ('leases_expired', 'bigint'),
+               ('first_seen', 'timestamp with time zone'),
+               ('last_seen', 'timestamp with time zone')) AS v(c, t);
+SELECT ok(
+    coalesce((SELECT reloptions @> ARRAY['security_invoker=true']
+                FROM pg_class WHERE oid = to_regclass('jobq.executors')), false),
+    'jobq.executors is security_invoker: a role sees the job ids it may see');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -4,7 +4,7 @@
 -- volatility and strictness of jobq.enqueue and jobq.status; a pinned
 -- search_path on every function; a COMMENT on every user-facing object.
 BEGIN;
-SELECT plan(59);
+SELECT plan(68);
 
 SET LOCAL search_path = public;
 
@@ -111,6 +111,29 @@ SELECT is(
 /*
  * jobq.running_jobs(): the jobs the workers run now, from shared memory
  */
+-- external executors
+SELECT has_function('jobq', 'claim',
+    ARRAY['text[]', 'text[]', 'integer', 'interval', 'text', 'interval', 'text', 'integer'],
+    'jobq.claim(tasks, queues, n, lease, executor, wait, executor_host, executor_pid) exists');
+SELECT function_returns('jobq', 'claim',
+    ARRAY['text[]', 'text[]', 'integer', 'interval', 'text', 'interval', 'text', 'integer'],
+    'setof record', 'jobq.claim() returns a set of jobs');
+SELECT has_function('jobq', 'heartbeat', ARRAY['bigint', 'uuid', 'interval'],
+    'jobq.heartbeat(id, token, extend) exists');
+SELECT function_returns('jobq', 'heartbeat', ARRAY['bigint', 'uuid', 'interval'], 'boolean',
+    'jobq.heartbeat() returns whether the job was cancelled');
+SELECT has_function('jobq', 'complete', ARRAY['bigint', 'uuid', 'jsonb'],
+    'jobq.complete(id, token, result) exists');
+SELECT has_function('jobq', 'fail', ARRAY['bigint', 'uuid', 'text', 'interval'],
+    'jobq.fail(id, token, error, retry_in) exists');
+SELECT function_returns('jobq', 'fail', ARRAY['bigint', 'uuid', 'text', 'interval'], 'jobq.job_state',
+    'jobq.fail() returns the state the job is left in');
+SELECT has_function('jobq', 'release', ARRAY['bigint', 'uuid'],
+    'jobq.release(id, token) exists');
+SELECT results_eq(
+    $$SELECT pg_get_function_identity_arguments('jobq.claim(text[], text[], integer, interval, text, interval, text, integer)'::regprocedure)$$,
+    $$VALUES ('tasks text[], queues text[], n integer, lease interval, executor text, wait interval, executor_host text, executor_pid integer')$$,
+    'jobq.claim() takes its arguments by the documented names');
 SELECT has_function('jobq', 'running_jobs', ARRAY[]::text[],
     'jobq.running_jobs() exists');
 SELECT is(
@@ -222,8 +245,8 @@ SELECT is(
       WHERE a.attrelid = to_regclass('jobq.jobs')
         AND a.attnum > 0 AND NOT a.attisdropped
         AND coalesce(col_description(a.attrelid, a.attnum), '') <> ''),
-    20,
-    'all 20 columns of jobq.jobs have a comment');
+    21,
+    'all 21 columns of jobq.jobs have a comment');
 
 /*
  * What the functions do with their arguments, seen from the caller's

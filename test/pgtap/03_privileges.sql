@@ -6,7 +6,7 @@
 -- The roles are created inside the transaction and rolled back with it,
 -- and so are the jobs enqueued here: they never run.
 BEGIN;
-SELECT plan(68);
+SELECT plan(75);
 
 SET LOCAL search_path = public;
 
@@ -59,6 +59,15 @@ SELECT ok(NOT has_function_privilege('public', p, 'EXECUTE'),
           format('PUBLIC may not execute %s: queue settings are the administrator''s', p))
   FROM unnest(ARRAY['jobq.configure_queue(text, integer, boolean)', 'jobq.pause(text)',
                     'jobq.resume(text)']) AS p;
+SELECT ok(NOT has_function_privilege('public', p, 'EXECUTE'),
+          format('PUBLIC may not execute %s: executors are the administrator''s to allow', p))
+  FROM unnest(ARRAY['jobq.claim(text[], text[], integer, interval, text, interval, text, integer)',
+                    'jobq.heartbeat(bigint, uuid, interval)', 'jobq.complete(bigint, uuid, jsonb)',
+                    'jobq.fail(bigint, uuid, text, interval)', 'jobq.release(bigint, uuid)']) AS p;
+SELECT is(pg_temp.public_privs(to_regclass('jobq.executors')), ARRAY['SELECT'],
+    'PUBLIC holds SELECT and nothing else on jobq.executors');
+SELECT ok(has_function_privilege('public', 'jobq.executor_info()', 'EXECUTE'),
+    'PUBLIC may execute jobq.executor_info(), which jobq.executors reads');
 SELECT ok(NOT has_function_privilege('public', 'jobq.configure_role(regrole, integer, integer)', 'EXECUTE'),
     'PUBLIC may not execute jobq.configure_role(): role limits are the administrator''s');
 SELECT is(pg_temp.public_privs(to_regclass('jobq.role_limits')), '{}'::text[],

@@ -31,3 +31,10 @@ CREATE FUNCTION @extschema@.floors_reset()
 RETURNS void
 LANGUAGE C
 AS 'MODULE_PATHNAME', 'jobq_test_floors_reset';
+
+-- put back the jobs of expired leases of external executors, as the
+-- workers do, in the caller's transaction; returns how many
+CREATE FUNCTION @extschema@.expire_leases()
+RETURNS integer
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'jobq_test_expire_leases';

@@ -6,7 +6,8 @@
  *		its job's transaction, so what it writes through SPI commits
  *		exactly when the job's success does, and an error rolls it back.
  *		Also claim_as_worker(), which lets an isolation spec drive jobq's
- *		own claim from a session.
+ *		own claim from a session, and expire_leases(), its expiry of the
+ *		leases of external executors.
  *
  * IDENTIFICATION
  *		test/modules/jobq_test/jobq_test.c
@@ -30,6 +31,7 @@ PG_FUNCTION_INFO_V1(jobq_test_spi_insert);
 PG_FUNCTION_INFO_V1(jobq_test_fail_until);
 PG_FUNCTION_INFO_V1(jobq_test_claim_as_worker);
 PG_FUNCTION_INFO_V1(jobq_test_floors_reset);
+PG_FUNCTION_INFO_V1(jobq_test_expire_leases);
 
 /* the text of key in a JSON object, or an error */
 static char *
@@ -174,4 +176,14 @@ jobq_test_floors_reset(PG_FUNCTION_ARGS)
 {
 	JobqFloorsReset();
 	PG_RETURN_VOID();
+}
+
+/*
+ * expire_leases(): put back the jobs of the leases that ended, as the
+ * workers do, in the caller's transaction; returns how many.
+ */
+Datum
+jobq_test_expire_leases(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(JobqExpireLeasesNow());
 }

@@ -1,0 +1,353 @@
+/*-------------------------------------------------------------------------
+ *
+ * conn.c
+ *		Connecting, running statements and reporting errors, for every
+ *		subcommand of the jobq command; and the small parsers they share.
+ *
+ * Connection options follow psql: -d takes a database name or a whole
+ * conninfo string, -h, -p and -U override parts of it, and everything
+ * else comes from libpq (PGHOST, PGDATABASE and the others, ~/.pgpass).
+ * Errors are one line: the server's primary message, or ours.
+ *
+ * IDENTIFICATION
+ *		cli/conn.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+#include "jobq_cli.h"
+
+/* record a connection option; false if c is not one */
+bool
+conn_option(ConnOpts *opts, int c, const char *arg)
+{
+	switch (c)
+	{
+		case 'd':
+			opts->dbname = arg;
+			return true;
+		case 'h':
+			opts->host = arg;
+			return true;
+		case 'p':
+			opts->port = arg;
+			return true;
+		case 'U':
+			opts->user = arg;
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * Connect; on failure, report it and exit, or with quiet return NULL
+ * (the executor retries).
+ */
+PGconn *
+cli_connect(const ConnOpts *opts, const char *appname, bool quiet)
+{
+	const char *keys[6];
+	const char *values[6];
+	int			n = 0;
+	PGconn	   *conn;
+
+	if (opts->dbname)
+	{
+		keys[n] = "dbname";
+		values[n++] = opts->dbname;
+	}
+	if (opts->host)
+	{
+		keys[n] = "host";
+		values[n++] = opts->host;
+	}
+	if (opts->port)
+	{
+		keys[n] = "port";
+		values[n++] = opts->port;
+	}
+	if (opts->user)
+	{
+		keys[n] = "user";
+		values[n++] = opts->user;
+	}
+	keys[n] = "fallback_application_name";
+	values[n++] = appname;
+	keys[n] = NULL;
+	values[n] = NULL;
+
+	/* expand_dbname: -d may be a conninfo string or URI */
+	conn = PQconnectdbParams(keys, values, 1);
+	if (conn == NULL)
+		cli_fatal(EXIT_ERROR, "out of memory");
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		if (!quiet)
+			cli_fatal(EXIT_ERROR, "could not connect: %s",
+					  cli_result_message(NULL, conn));
+		PQfinish(conn);
+		return NULL;
+	}
+	return conn;
+}
+
+/* "jobq: message" on stderr */
+void
+cli_error(const char *fmt,...)
+{
+	va_list		ap;
+
+	fprintf(stderr, "%s: ", progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void
+cli_fatal(int status, const char *fmt,...)
+{
+	va_list		ap;
+
+	fprintf(stderr, "%s: ", progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(status);
+}
+
+/*
+ * The error of a result (or of the connection), on one line: the primary
+ * message, without libpq's "ERROR:  " prefix and trailing newline.
+ */
+const char *
+cli_result_message(const PGresult *res, const PGconn *conn)
+{
+	static char buf[1024];
+	const char *msg = NULL;
+	char	   *p;
+
+	if (res)
+		msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	if (msg == NULL && res)
+		msg = PQresultErrorMessage(res);
+	if ((msg == NULL || msg[0] == '\0') && conn)
+		msg = PQerrorMessage(conn);
+	if (msg == NULL || msg[0] == '\0')
+		msg = "unknown error";
+	snprintf(buf, sizeof(buf), "%s", msg);
+	/* one line */
+	for (p = buf; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	while (p > buf && p[-1] == ' ')
+		*--p = '\0';
+	return buf;
+}
+
+/* the SQLSTATE of a failed result, "" if none */
+const char *
+cli_sqlstate(const PGresult *res)
+{
+	const char *s = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+	return s ? s : "";
+}
+
+/* run a statement with text parameters (NULL for SQL NULL) */
+PGresult *
+cli_exec(PGconn *conn, const char *sql, int nparams, const char *const *params)
+{
+	return PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+}
+
+/*
+ * A duration: a number of seconds, optionally with a unit (ms, s, m, h),
+ * as "30", "1.5s", "500ms", "5m".  Not negative, at most a week.
+ */
+bool
+parse_duration(const char *s, double *seconds)
+{
+	char	   *end;
+	double		v;
+	double		unit = 1;
+
+	if (s == NULL || *s == '\0')
+		return false;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || end == s || isnan(v) || v < 0)
+		return false;
+	while (*end == ' ')
+		end++;
+	if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
+		unit = 1;
+	else if (strcmp(end, "ms") == 0)
+		unit = 0.001;
+	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
+		unit = 60;
+	else if (strcmp(end, "h") == 0)
+		unit = 3600;
+	else
+		return false;
+	v *= unit;
+	if (v > 7 * 24 * 3600)
+		return false;
+	*seconds = v;
+	return true;
+}
+
+/* a whole number within [min, max] */
+bool
+parse_int(const char *s, long min, long max, long *out)
+{
+	char	   *end;
+	long		v;
+
+	if (s == NULL || *s == '\0')
+		return false;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+double
+now_seconds(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+/*
+ * A copy of s[0..len-1] that is valid UTF-8 without NUL bytes: bytes that
+ * are not are replaced by '?'.  For what a child process printed.
+ */
+char *
+valid_utf8(const char *s, size_t len)
+{
+	char	   *out = malloc(len + 1);
+	size_t		i = 0;
+	size_t		o = 0;
+
+	if (out == NULL)
+		cli_fatal(EXIT_ERROR, "out of memory");
+	while (i < len)
+	{
+		unsigned char c = (unsigned char) s[i];
+		size_t		n;
+		size_t		k;
+
+		if (c == 0)
+			n = 0;
+		else if (c < 0x80)
+			n = 1;
+		else if ((c & 0xE0) == 0xC0 && c >= 0xC2)
+			n = 2;
+		else if ((c & 0xF0) == 0xE0)
+			n = 3;
+		else if ((c & 0xF8) == 0xF0 && c <= 0xF4)
+			n = 4;
+		else
+			n = 0;
+		if (n > 1)
+		{
+			if (i + n > len)
+				n = 0;
+			for (k = 1; k < n; k++)
+				if (((unsigned char) s[i + k] & 0xC0) != 0x80)
+					n = 0;
+			/* no overlong three-byte forms, no surrogates */
+			if (n == 3 && ((c == 0xE0 && (unsigned char) s[i + 1] < 0xA0) ||
+						   (c == 0xED && (unsigned char) s[i + 1] >= 0xA0)))
+				n = 0;
+			if (n == 4 && ((c == 0xF0 && (unsigned char) s[i + 1] < 0x90) ||
+						   (c == 0xF4 && (unsigned char) s[i + 1] >= 0x90)))
+				n = 0;
+		}
+		if (n == 0)
+		{
+			out[o++] = '?';
+			i++;
+			continue;
+		}
+		memcpy(out + o, s + i, n);
+		o += n;
+		i += n;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* a whole file, at most limit bytes, NUL-terminated; NULL on error */
+char *
+read_file(const char *path, size_t limit, size_t *len)
+{
+	FILE	   *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+	char	   *buf;
+	size_t		cap = 8192;
+	size_t		n = 0;
+
+	if (f == NULL)
+		return NULL;
+	buf = malloc(cap + 1);
+	if (buf == NULL)
+		cli_fatal(EXIT_ERROR, "out of memory");
+	for (;;)
+	{
+		size_t		r;
+
+		if (n == cap)
+		{
+			if (cap >= limit)
+			{
+				free(buf);
+				if (f != stdin)
+					fclose(f);
+				errno = EFBIG;
+				return NULL;
+			}
+			cap *= 2;
+			buf = realloc(buf, cap + 1);
+			if (buf == NULL)
+				cli_fatal(EXIT_ERROR, "out of memory");
+		}
+		r = fread(buf + n, 1, cap - n, f);
+		if (r == 0)
+			break;
+		n += r;
+	}
+	if (ferror(f))
+	{
+		free(buf);
+		if (f != stdin)
+			fclose(f);
+		return NULL;
+	}
+	if (f != stdin)
+		fclose(f);
+	if (n > limit)
+	{
+		free(buf);
+		errno = EFBIG;
+		return NULL;
+	}
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}

@@ -1,0 +1,73 @@
+/*-------------------------------------------------------------------------
+ *
+ * jobq_cli.h
+ *		Declarations shared by the files of the jobq command.
+ *
+ * main.c reads the subcommand and dispatches; conn.c connects (psql's
+ * conventions: -d, -h, -p, -U, the libpq environment variables and
+ * ~/.pgpass) and reports errors; enqueue.c, jobcmd.c (status, wait,
+ * cancel, retry), work.c (the executor) and top.c are the subcommands.
+ *
+ * IDENTIFICATION
+ *		cli/jobq_cli.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef JOBQ_CLI_H
+#define JOBQ_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <libpq-fe.h>
+
+#define JOBQ_CLI_VERSION	"0.5.0"
+
+/* exit statuses */
+#define EXIT_OK			0
+#define EXIT_ERROR		1		/* an error: bad arguments, the server's */
+#define EXIT_USAGE		2		/* bad command line */
+#define EXIT_NOTHING	3		/* nothing to do: work --once found no job */
+
+/* where to connect, as psql takes it */
+typedef struct ConnOpts
+{
+	const char *dbname;			/* -d: a database name or a conninfo */
+	const char *host;
+	const char *port;
+	const char *user;
+} ConnOpts;
+
+/* getopt_long entries of the connection options, and their handling */
+#define CONN_LONG_OPTIONS \
+	{"dbname", required_argument, NULL, 'd'}, \
+	{"host", required_argument, NULL, 'h'}, \
+	{"port", required_argument, NULL, 'p'}, \
+	{"username", required_argument, NULL, 'U'}
+#define CONN_SHORT_OPTIONS "d:h:p:U:"
+
+extern const char *progname;
+
+/* conn.c */
+extern bool conn_option(ConnOpts *opts, int c, const char *arg);
+extern PGconn *cli_connect(const ConnOpts *opts, const char *appname,
+						   bool quiet);
+extern void cli_error(const char *fmt,...) __attribute__((format(printf, 1, 2)));
+extern void cli_fatal(int status, const char *fmt,...) __attribute__((format(printf, 2, 3), noreturn));
+extern const char *cli_result_message(const PGresult *res, const PGconn *conn);
+extern const char *cli_sqlstate(const PGresult *res);
+extern PGresult *cli_exec(PGconn *conn, const char *sql, int nparams,
+						  const char *const *params);
+extern bool parse_duration(const char *s, double *seconds);
+extern bool parse_int(const char *s, long min, long max, long *out);
+extern double now_seconds(void);
+extern char *valid_utf8(const char *s, size_t len);
+extern char *read_file(const char *path, size_t limit, size_t *len);
+
+/* the subcommands */
+extern int	cmd_enqueue(int argc, char **argv);
+extern int	cmd_job(const char *verb, int argc, char **argv);
+extern int	cmd_work(int argc, char **argv);
+extern int	cmd_top(int argc, char **argv);
+
+#endif							/* JOBQ_CLI_H */

@@ -1,0 +1,1341 @@
+/*-------------------------------------------------------------------------
+ *
+ * lease.c
+ *		External executors: jobq.claim() and the lease it gives, the calls
+ *		that keep and end a lease, and the expiry of leases.
+ *
+ * A job of an external task (task.c) is run by a process outside the
+ * server, which cannot hold a transaction open for the length of a job.
+ * So its claim, unlike a worker's (claim.c), is written and committed: the
+ * attempt is counted, and the job gets a lease, a random token and an
+ * expiry, in jobq.job (the token's digest only).  The executor keeps the lease with
+ * jobq.heartbeat() and ends it with jobq.complete() or jobq.fail(); each
+ * names the job by id and token, locks its row and checks the token under
+ * that lock, so exactly one outcome counts per attempt: a call after the
+ * lease was lost (it expired and the job was put back or taken again, the
+ * job was cancelled, or it already ended) changes nothing and fails with
+ * SQLSTATE JQ001.  The outcomes go through finish.c like the workers'.
+ *
+ * Expiry.  Shared memory holds the earliest expiry that a lease may have
+ * (lowered by every claim when it commits, never raised by one).  The
+ * idle workers sleep no longer than until then, and the first worker
+ * there takes the turn: it puts the jobs of expired leases back (attempt
+ * counted; failed when none is left) in a transaction of its own, then
+ * reads the earliest expiry left.  A claim that commits a lease that ends
+ * before the idle workers would wake up wakes one (wakeup.c).  A heartbeat
+ * only moves an expiry later, so it needs neither.
+ *
+ * Limits.  A claim honours paused queues, queue concurrency and per-role
+ * max_running, counting both the workers' jobs (slots.c) and the leases
+ * held.  While one of those limits could be reached by the claim, the
+ * claims of external executors are serialized by a lock and take jobs one
+ * at a time; otherwise one statement claims them all.
+ *
+ * Executors are known by the name they give jobq.claim(); shared memory
+ * keeps, per name, where it runs (as it reports) and what it did, for the
+ * view jobq.executors.
+ *
+ * IDENTIFICATION
+ *		src/lease.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+#include "utils/uuid.h"
+#include "utils/wait_event.h"
+
+#include "jobq.h"
+
+PG_FUNCTION_INFO_V1(jobq_claim);
+PG_FUNCTION_INFO_V1(jobq_heartbeat);
+PG_FUNCTION_INFO_V1(jobq_complete);
+PG_FUNCTION_INFO_V1(jobq_fail);
+PG_FUNCTION_INFO_V1(jobq_release);
+PG_FUNCTION_INFO_V1(jobq_executor_info);
+
+/* the lock of limited claims: "jobq" in ASCII, a field4 of ours */
+#define JOBQ_CLAIM_LOCK_KEY		0x6A6F6271
+#define JOBQ_CLAIM_LOCK_FIELD4	0x4A53
+
+/* at most one expiry sweep per this many milliseconds */
+#define JOBQ_SWEEP_INTERVAL_MS	100
+/* jobs put back per sweep transaction */
+#define JOBQ_SWEEP_BATCH		1000
+/* the longest lease, and the longest wait of a claim */
+#define JOBQ_MAX_LEASE_MS		((int64) 7 * 24 * 3600 * 1000)
+
+/* one executor, by name */
+typedef struct JobqExecutor
+{
+	char		name[NAMEDATALEN];	/* "" while the entry is free */
+	char		host[NAMEDATALEN];
+	int32		pid;
+	Oid			role;
+	TimestampTz first_seen;
+	TimestampTz last_seen;
+	uint64		claimed;
+	uint64		succeeded;
+	uint64		failed;
+	uint64		expired;
+} JobqExecutor;
+
+typedef struct JobqLeaseState
+{
+	pg_atomic_uint64 next_expiry;	/* earliest expiry a lease may have */
+	pg_atomic_uint64 sweep_after;	/* no sweep before then */
+	slock_t		mutex;			/* for the executors */
+	JobqExecutor executors[JOBQ_MAX_EXECUTORS];
+} JobqLeaseState;
+
+static JobqLeaseState *Lease = NULL;
+
+/* the earliest expiry this transaction's claims gave, for its commit */
+static TimestampTz pending_expiry = DT_NOEND;
+static bool xact_callback_registered = false;
+
+static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr heartbeat_plan = NULL;
+static SPIPlanPtr lock_plan = NULL;
+static SPIPlanPtr expired_plan = NULL;
+static SPIPlanPtr min_expiry_plan = NULL;
+static SPIPlanPtr next_due_plan = NULL;
+static SPIPlanPtr leased_plan = NULL;
+static SPIPlanPtr release_plan = NULL;
+static uint64 plans_generation = 0;
+
+/*
+ * A lease's token is a random UUID that only the executor learns: the job
+ * keeps its MD5 digest, so that no role that may read jobq.job (a job's
+ * owner, pg_monitor) can act in the executor's name.
+ */
+#define TOKEN_DIGEST(t) \
+	"pg_catalog.md5(pg_catalog.uuid_send(" t "))::pg_catalog.uuid"
+
+/*
+ * The claim: due jobs of external tasks ($2: any task, else those in $3;
+ * $4: any queue, else those in $5), not in blocked queues ($6) nor of
+ * blocked owners ($7), in the workers' order; each gets its attempt
+ * counted and a lease until $9, for executor $10.  $8 is the time of the
+ * claim.
+ */
+static const char *claim_sql =
+"WITH c AS ("
+"  SELECT id, pg_catalog.gen_random_uuid() AS token FROM jobq.job"
+"   WHERE external AND lease_token IS NULL"
+"     AND run_at OPERATOR(pg_catalog.<=) $8"
+"     AND ($2 OR task OPERATOR(pg_catalog.=) ANY ($3))"
+"     AND ($4 OR queue OPERATOR(pg_catalog.=) ANY ($5))"
+"     AND queue OPERATOR(pg_catalog.<>) ALL ($6)"
+"     AND owner::pg_catalog.oid OPERATOR(pg_catalog.<>) ALL ($7)"
+"   ORDER BY priority DESC, run_at, id"
+"   LIMIT $1"
+"   FOR UPDATE SKIP LOCKED)"
+"UPDATE jobq.job j"
+"   SET attempts = j.attempts OPERATOR(pg_catalog.+) 1, started_at = $8,"
+"       lease_token = " TOKEN_DIGEST("c.token") ", lease_expires_at = $9,"
+"       executor = $10"
+"  FROM c WHERE j.id OPERATOR(pg_catalog.=) c.id"
+" RETURNING j.id, j.task, j.payload, j.queue, j.priority, j.attempts,"
+"           j.max_attempts, j.timeout, c.token, j.lease_expires_at,"
+"           j.owner, j.run_at, j.created_at";
+
+/* a heartbeat: the lease of job $1 with token $2 lasts until $3 at least */
+static const char *heartbeat_sql =
+"UPDATE jobq.job SET lease_expires_at = GREATEST(lease_expires_at, $3)"
+" WHERE id OPERATOR(pg_catalog.=) $1"
+"   AND lease_token OPERATOR(pg_catalog.=) " TOKEN_DIGEST("$2")
+" RETURNING executor";
+
+/* the row of job $1 while token $2 holds its lease, locked */
+static const char *lock_sql =
+"SELECT ctid, priority, run_at, attempts, max_attempts, executor FROM jobq.job"
+" WHERE id OPERATOR(pg_catalog.=) $1"
+"   AND lease_token OPERATOR(pg_catalog.=) " TOKEN_DIGEST("$2")
+"   FOR UPDATE";
+
+/* leases that ended before $1, the earliest first */
+static const char *expired_sql =
+"SELECT ctid, id, priority, run_at, attempts, max_attempts, executor FROM jobq.job"
+" WHERE lease_token IS NOT NULL AND lease_expires_at OPERATOR(pg_catalog.<=) $1"
+" ORDER BY lease_expires_at"
+" LIMIT $2"
+"   FOR UPDATE SKIP LOCKED";
+
+static const char *min_expiry_sql =
+"SELECT pg_catalog.min(lease_expires_at) FROM jobq.job WHERE lease_token IS NOT NULL";
+
+/* when a job that claim $1.. may take is due next (see the claim) */
+static const char *next_due_sql =
+"SELECT pg_catalog.min(run_at) FROM jobq.job"
+" WHERE external AND lease_token IS NULL"
+"   AND run_at OPERATOR(pg_catalog.>) $1"
+"   AND ($2 OR task OPERATOR(pg_catalog.=) ANY ($3))"
+"   AND ($4 OR queue OPERATOR(pg_catalog.=) ANY ($5))";
+
+/* the leases held in queues $1 or of owners $2 */
+static const char *leased_sql =
+"SELECT queue, owner::pg_catalog.oid FROM jobq.job"
+" WHERE lease_token IS NOT NULL"
+"   AND (queue OPERATOR(pg_catalog.=) ANY ($1)"
+"        OR owner::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($2))";
+
+/* hand job $1, locked, back unrun: its attempt is not counted */
+static const char *release_sql =
+"UPDATE jobq.job SET attempts = attempts OPERATOR(pg_catalog.-) 1,"
+"       lease_token = NULL, lease_expires_at = NULL"
+" WHERE id OPERATOR(pg_catalog.=) $1";
+
+static const char *expired_error =
+"the lease of executor \"%s\" expired before the job finished";
+
+Size
+JobqLeaseShmemSize(void)
+{
+	return MAXALIGN(sizeof(JobqLeaseState));
+}
+
+/* at the server's start, and again after a crash; under AddinShmemInitLock */
+void
+JobqLeaseShmemInit(void)
+{
+	bool		found;
+
+	Lease = ShmemInitStruct("jobq leases", JobqLeaseShmemSize(), &found);
+	if (!found)
+	{
+		memset(Lease, 0, sizeof(JobqLeaseState));
+		/* leases committed before a restart: look at once */
+		pg_atomic_init_u64(&Lease->next_expiry, 0);
+		pg_atomic_init_u64(&Lease->sweep_after, 0);
+		SpinLockInit(&Lease->mutex);
+	}
+}
+
+/* lower the earliest expiry to t (never raise it) */
+static void
+note_expiry(TimestampTz t)
+{
+	uint64		cur = pg_atomic_read_u64(&Lease->next_expiry);
+
+	while ((TimestampTz) cur > t)
+		if (pg_atomic_compare_exchange_u64(&Lease->next_expiry, &cur, (uint64) t))
+			break;
+}
+
+/*
+ * After the commit of a claim: its leases end by pending_expiry, which
+ * the workers must know of (and, if they sleep longer, one is woken).
+ * At the commit, not before: a sweep that began earlier and did not see
+ * the claim reads the earliest expiry before this lowers it.
+ */
+static void
+lease_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && pending_expiry != DT_NOEND && Lease)
+	{
+		note_expiry(pending_expiry);
+		JobqWakeWorkerBy(pending_expiry);
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		pending_expiry = DT_NOEND;
+}
+
+static void
+note_expiry_at_commit(TimestampTz t)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(lease_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	if (t < pending_expiry)
+		pending_expiry = t;
+}
+
+/* when an idle worker must look for expired leases next */
+TimestampTz
+JobqLeaseNextCheck(void)
+{
+	TimestampTz expiry = (TimestampTz) pg_atomic_read_u64(&Lease->next_expiry);
+	TimestampTz after = (TimestampTz) pg_atomic_read_u64(&Lease->sweep_after);
+
+	return expiry == DT_NOEND ? DT_NOEND : Max(expiry, after);
+}
+
+/*
+ * Is it this worker's turn to expire leases?  Otherwise *next is when to
+ * ask again.
+ */
+bool
+JobqLeaseExpiryTurn(TimestampTz *next)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz expiry = (TimestampTz) pg_atomic_read_u64(&Lease->next_expiry);
+	uint64		after = pg_atomic_read_u64(&Lease->sweep_after);
+
+	if (expiry > now)
+	{
+		*next = expiry;
+		return false;
+	}
+	if ((TimestampTz) after > now)
+	{
+		*next = (TimestampTz) after;
+		return false;
+	}
+	*next = DT_NOEND;
+	return pg_atomic_compare_exchange_u64(&Lease->sweep_after, &after,
+										  (uint64) TimestampTzPlusMilliseconds(now, JOBQ_SWEEP_INTERVAL_MS));
+}
+
+/* the executor entry of name, made if new; NULL if the table is full */
+static JobqExecutor *
+executor_entry(const char *name)
+{
+	JobqExecutor *free_entry = NULL;
+	JobqExecutor *oldest = NULL;
+	int			i;
+
+	for (i = 0; i < JOBQ_MAX_EXECUTORS; i++)
+	{
+		JobqExecutor *e = &Lease->executors[i];
+
+		if (e->name[0] == '\0')
+		{
+			if (free_entry == NULL)
+				free_entry = e;
+		}
+		else if (strcmp(e->name, name) == 0)
+			return e;
+		else if (oldest == NULL || e->last_seen < oldest->last_seen)
+			oldest = e;
+	}
+	/* full: the executor seen longest ago makes room */
+	if (free_entry == NULL)
+		free_entry = oldest;
+	if (free_entry == NULL)
+		return NULL;
+	memset(free_entry, 0, sizeof(JobqExecutor));
+	strlcpy(free_entry->name, name, NAMEDATALEN);
+	free_entry->first_seen = GetCurrentTimestamp();
+	return free_entry;
+}
+
+typedef enum ExecutorEvent
+{
+	EXEC_CLAIMED,
+	EXEC_SEEN,
+	EXEC_SUCCEEDED,
+	EXEC_FAILED,
+	EXEC_EXPIRED
+} ExecutorEvent;
+
+/*
+ * Count n events of executor name; a claim also records where it runs
+ * (host and pid may be NULL and 0) and its role.
+ */
+static void
+executor_note(const char *name, ExecutorEvent event, uint64 n,
+			  const char *host, int32 pid)
+{
+	JobqExecutor *e;
+
+	if (name == NULL || name[0] == '\0')
+		return;
+	SpinLockAcquire(&Lease->mutex);
+	e = executor_entry(name);
+	if (e != NULL)
+	{
+		switch (event)
+		{
+			case EXEC_CLAIMED:
+				e->claimed += n;
+				e->role = GetUserId();
+				if (host != NULL)
+					strlcpy(e->host, host, NAMEDATALEN);
+				if (pid != 0)
+					e->pid = pid;
+				break;
+			case EXEC_SEEN:
+				break;
+			case EXEC_SUCCEEDED:
+				e->succeeded += n;
+				break;
+			case EXEC_FAILED:
+				e->failed += n;
+				break;
+			case EXEC_EXPIRED:
+				e->expired += n;
+				break;
+		}
+		if (event != EXEC_EXPIRED)
+			e->last_seen = GetCurrentTimestamp();
+	}
+	SpinLockRelease(&Lease->mutex);
+}
+
+/*
+ * The kept statement *plan, prepared again after the schema changed.
+ * Needs SPI.
+ */
+static SPIPlanPtr
+lease_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+{
+	const JobqSchema *schema = JobqSchemaGet();
+
+	if (plans_generation != schema->generation)
+	{
+		SPIPlanPtr *plans[] = {&claim_plan, &heartbeat_plan, &lock_plan,
+		&expired_plan, &min_expiry_plan, &next_due_plan, &leased_plan,
+		&release_plan};
+		int			i;
+
+		for (i = 0; i < lengthof(plans); i++)
+			if (*plans[i] != NULL)
+			{
+				SPI_freeplan(*plans[i]);
+				*plans[i] = NULL;
+			}
+		plans_generation = schema->generation;
+	}
+	return JobqKeepPlan(plan, sql, nargs, argtypes);
+}
+
+/* the schema, which must have external executors (0.5.0) */
+static void
+require_executors(const char *what)
+{
+	if (!JobqSchemaRequire()->executors)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s needs version 0.5.0 of extension jobq", what),
+				 errhint("Update the extension with ALTER EXTENSION jobq UPDATE.")));
+}
+
+/* an interval argument as milliseconds: positive, at most a week */
+static int64
+positive_interval_ms(Interval *iv, const char *what, bool zero_ok)
+{
+	int64		ms;
+
+	if (iv->month != 0 || iv->day < 0 || iv->time < 0 ||
+		(iv->day == 0 && iv->time == 0 && !zero_ok))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be %s", what, zero_ok ? "zero or positive" : "positive"),
+				 errdetail("It may be at most 7 days, given in days, hours, minutes and seconds.")));
+	ms = (int64) iv->day * 86400000 + iv->time / 1000;
+	if (ms > JOBQ_MAX_LEASE_MS || iv->day > 7)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be at most 7 days", what)));
+	return ms;
+}
+
+/* the elements of a text[] argument, none null nor empty; *n of them */
+static void
+check_names(ArrayType *a, const char *what, int maxlen)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	if (ARR_NDIM(a) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", what)));
+	deconstruct_array(a, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not contain nulls", what)));
+		if (VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i])) == 0 ||
+			VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i])) > maxlen)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must hold names of 1 to %d bytes", what, maxlen)));
+	}
+}
+
+static Datum
+empty_array(Oid elemtype)
+{
+	return PointerGetDatum(construct_empty_array(elemtype));
+}
+
+/*
+ * Count the leases held in the queues and by the roles that have a limit
+ * (queue_held[i] for rules[i], role_held[i] for limits[i]).  Needs SPI
+ * and an active snapshot.
+ */
+static void
+count_leases(JobqQueueRule *rules, int nrules, int *queue_held,
+			 JobqRoleLimit *limits, int nlimits, int *role_held)
+{
+	Datum	   *queues = palloc(sizeof(Datum) * Max(nrules, 1));
+	Datum	   *roles = palloc(sizeof(Datum) * Max(nlimits, 1));
+	Oid			argtypes[2] = {TEXTARRAYOID, OIDARRAYOID};
+	Datum		values[2];
+	uint64		r;
+	int			i;
+
+	memset(queue_held, 0, sizeof(int) * nrules);
+	memset(role_held, 0, sizeof(int) * nlimits);
+	for (i = 0; i < nrules; i++)
+		queues[i] = CStringGetTextDatum(rules[i].queue);
+	for (i = 0; i < nlimits; i++)
+		roles[i] = ObjectIdGetDatum(limits[i].role);
+	values[0] = PointerGetDatum(construct_array(queues, nrules, TEXTOID, -1,
+												false, TYPALIGN_INT));
+	values[1] = PointerGetDatum(construct_array(roles, nlimits, OIDOID,
+												sizeof(Oid), true, TYPALIGN_INT));
+	if (JobqExecuteKeptAsOwner(lease_plan(&leased_plan, leased_sql, 2, argtypes),
+							   values) != SPI_OK_SELECT)
+		elog(ERROR, "could not count the leases of jobq jobs");
+	for (r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		char	   *queue = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[r],
+															  SPI_tuptable->tupdesc,
+															  1, &isnull));
+		Oid			owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r],
+														   SPI_tuptable->tupdesc,
+														   2, &isnull));
+
+		for (i = 0; i < nrules; i++)
+			if (strcmp(rules[i].queue, queue) == 0)
+				queue_held[i]++;
+		for (i = 0; i < nlimits; i++)
+			if (limits[i].role == owner)
+				role_held[i]++;
+	}
+}
+
+/*
+ * The workers' claim (claim.c): how many leases are held in queue, and by
+ * jobs of owner, when leases may exist.  Needs SPI and an active snapshot.
+ */
+void
+JobqLeasesHeld(JobqQueueRule *rules, int nrules, int *queue_held,
+			   JobqRoleLimit *limits, int nlimits, int *role_held)
+{
+	if (!JobqSchemaGet()->executors ||
+		(TimestampTz) pg_atomic_read_u64(&Lease->next_expiry) == DT_NOEND)
+	{
+		memset(queue_held, 0, sizeof(int) * nrules);
+		memset(role_held, 0, sizeof(int) * nlimits);
+		return;
+	}
+	count_leases(rules, nrules, queue_held, limits, nlimits, role_held);
+}
+
+/* what one jobq.claim() asks for */
+typedef struct ClaimArgs
+{
+	bool		any_task;
+	Datum		tasks;
+	bool		any_queue;
+	Datum		queues;
+	int64		lease_ms;
+	Datum		executor;
+	const char *executor_name;
+} ClaimArgs;
+
+/*
+ * Claim up to n jobs into tupstore; returns how many.  Needs SPI and runs
+ * in the caller's transaction.
+ */
+static int
+claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
+{
+	JobqQueueRule *rules;
+	int			nrules;
+	JobqRoleLimit *limits;
+	int			nlimits;
+	int		   *queue_held;
+	int		   *role_held;
+	bool		capped = false;
+	int			got = 0;
+	int			i;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz expires = TimestampTzPlusMilliseconds(now, args->lease_ms);
+	Oid			argtypes[10] = {INT4OID, BOOLOID, TEXTARRAYOID, BOOLOID,
+		TEXTARRAYOID, TEXTARRAYOID, OIDARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	TEXTOID};
+	Datum		values[10];
+
+	rules = JobqQueueRules(&nrules);
+	limits = JobqRoleLimits(&nlimits);
+	queue_held = palloc0(sizeof(int) * Max(nrules, 1));
+	role_held = palloc0(sizeof(int) * Max(nlimits, 1));
+
+	/*
+	 * With a limit that this claim could reach, claims are serialized and
+	 * take one job at a time, counting as they go.
+	 */
+	for (i = 0; i < nrules; i++)
+		if (!rules[i].paused && rules[i].concurrency > 0)
+			capped = true;
+	for (i = 0; i < nlimits; i++)
+		if (limits[i].max_running >= 0)
+			capped = true;
+	if (capped)
+	{
+		LOCKTAG		tag;
+
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, JOBQ_CLAIM_LOCK_KEY, 0,
+							 JOBQ_CLAIM_LOCK_FIELD4);
+		(void) LockAcquire(&tag, ExclusiveLock, false, false);
+		count_leases(rules, nrules, queue_held, limits, nlimits, role_held);
+		for (i = 0; i < nrules; i++)
+			queue_held[i] += JobqQueueRunning(rules[i].queue);
+		for (i = 0; i < nlimits; i++)
+			role_held[i] += JobqOwnerRunning(limits[i].role);
+	}
+
+	values[1] = BoolGetDatum(args->any_task);
+	values[2] = args->tasks;
+	values[3] = BoolGetDatum(args->any_queue);
+	values[4] = args->queues;
+	values[7] = TimestampTzGetDatum(now);
+	values[8] = TimestampTzGetDatum(expires);
+	values[9] = args->executor;
+
+	while (got < n)
+	{
+		Datum	   *blocked = palloc(sizeof(Datum) * Max(nrules, 1));
+		Datum	   *blocked_owners = palloc(sizeof(Datum) * Max(nlimits, 1));
+		int			nblocked = 0;
+		int			nblocked_owners = 0;
+		uint64		r;
+		int			first = got;
+
+		for (i = 0; i < nrules; i++)
+			if (rules[i].paused ||
+				(rules[i].concurrency > 0 && queue_held[i] >= rules[i].concurrency))
+				blocked[nblocked++] = CStringGetTextDatum(rules[i].queue);
+		for (i = 0; i < nlimits; i++)
+			if (limits[i].max_running >= 0 && role_held[i] >= limits[i].max_running)
+				blocked_owners[nblocked_owners++] = ObjectIdGetDatum(limits[i].role);
+
+		values[0] = Int32GetDatum(capped ? 1 : n - got);
+		values[5] = PointerGetDatum(construct_array(blocked, nblocked, TEXTOID,
+													-1, false, TYPALIGN_INT));
+		values[6] = PointerGetDatum(construct_array(blocked_owners, nblocked_owners,
+													OIDOID, sizeof(Oid), true,
+													TYPALIGN_INT));
+		if (JobqExecuteKeptAsOwner(lease_plan(&claim_plan, claim_sql, 10, argtypes),
+								   values) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "jobq claim failed");
+		for (r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			Datum		row[13];
+			bool		nulls[13];
+			int			c;
+
+			for (c = 0; c < 13; c++)
+				row[c] = SPI_getbinval(tup, SPI_tuptable->tupdesc, c + 1, &nulls[c]);
+			tuplestore_putvalues(tupstore, tupdesc, row, nulls);
+			if (capped)
+			{
+				char	   *queue = TextDatumGetCString(row[3]);
+				Oid			owner = DatumGetObjectId(row[10]);
+
+				for (i = 0; i < nrules; i++)
+					if (strcmp(rules[i].queue, queue) == 0)
+						queue_held[i]++;
+				for (i = 0; i < nlimits; i++)
+					if (limits[i].role == owner)
+						role_held[i]++;
+			}
+			got++;
+		}
+		if (got == first || !capped)
+			break;
+	}
+	if (got > 0)
+		note_expiry_at_commit(expires);
+	return got;
+}
+
+/* when the next job that this claim may take is due; DT_NOEND if none */
+static TimestampTz
+claim_next_due(ClaimArgs *args)
+{
+	Oid			argtypes[5] = {TIMESTAMPTZOID, BOOLOID, TEXTARRAYOID, BOOLOID,
+	TEXTARRAYOID};
+	Datum		values[5];
+	bool		isnull;
+	Datum		d;
+
+	values[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	values[1] = BoolGetDatum(args->any_task);
+	values[2] = args->tasks;
+	values[3] = BoolGetDatum(args->any_queue);
+	values[4] = args->queues;
+	if (JobqExecuteKeptAsOwner(lease_plan(&next_due_plan, next_due_sql, 5, argtypes),
+							   values) != SPI_OK_SELECT)
+		elog(ERROR, "could not read when jobq jobs are due");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? DT_NOEND : DatumGetTimestampTz(d);
+}
+
+static void
+claim_wait_cleanup(int code, Datum arg)
+{
+	JobqClaimWaitEnd();
+}
+
+/*
+ * jobq.claim(tasks text[], queues text[], n integer, lease interval,
+ *			  executor text, wait interval, executor_host text,
+ *			  executor_pid integer): the jobs claimed, as a set.
+ */
+Datum
+jobq_claim(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ClaimArgs	args;
+	int32		n;
+	int64		wait_ms;
+	char	   *volatile host = NULL;
+	volatile int32 pid = 0;
+	TimestampTz deadline;
+	volatile bool waiting = false;
+	volatile int got = 0;
+
+	JobqCheckPreloaded();
+	PreventCommandIfReadOnly("jobq.claim()");
+	require_executors("jobq.claim()");
+
+	memset(&args, 0, sizeof(args));
+	args.any_task = PG_ARGISNULL(0);
+	if (args.any_task)
+		args.tasks = empty_array(TEXTOID);
+	else
+	{
+		check_names(PG_GETARG_ARRAYTYPE_P(0), "tasks", NAMEDATALEN - 1);
+		args.tasks = PG_GETARG_DATUM(0);
+	}
+	args.any_queue = PG_ARGISNULL(1);
+	if (args.any_queue)
+		args.queues = empty_array(TEXTOID);
+	else
+	{
+		check_names(PG_GETARG_ARRAYTYPE_P(1), "queues", JOBQ_MAX_QUEUE_NAME);
+		args.queues = PG_GETARG_DATUM(1);
+	}
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("n must not be null")));
+	n = PG_GETARG_INT32(2);
+	if (n < 1 || n > JOBQ_MAX_CLAIM)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("n must be between 1 and %d, not %d", JOBQ_MAX_CLAIM, n)));
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("lease must not be null")));
+	args.lease_ms = positive_interval_ms(PG_GETARG_INTERVAL_P(3), "lease", false);
+	if (PG_ARGISNULL(4))
+	{
+		/* the session's application_name, or its process */
+		if (application_name != NULL && application_name[0] != '\0')
+			args.executor_name = pstrdup(application_name);
+		else
+			args.executor_name = psprintf("backend %d", MyProcPid);
+	}
+	else
+	{
+		args.executor_name = text_to_cstring(PG_GETARG_TEXT_PP(4));
+		if (args.executor_name[0] == '\0' ||
+			strlen(args.executor_name) > NAMEDATALEN - 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("executor name must be 1 to %d bytes long", NAMEDATALEN - 1)));
+	}
+	args.executor = CStringGetTextDatum(args.executor_name);
+	if (PG_ARGISNULL(5))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("wait must not be null"),
+				 errhint("Omit the wait argument, or pass 0, not to wait.")));
+	wait_ms = positive_interval_ms(PG_GETARG_INTERVAL_P(5), "wait", true);
+	if (!PG_ARGISNULL(6))
+	{
+		host = text_to_cstring(PG_GETARG_TEXT_PP(6));
+		if (strlen(host) > NAMEDATALEN - 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_NAME_TOO_LONG),
+					 errmsg("executor host name is too long"),
+					 errdetail("It may be at most %d bytes long.", NAMEDATALEN - 1)));
+	}
+	if (!PG_ARGISNULL(7))
+	{
+		pid = PG_GETARG_INT32(7);
+		if (pid <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("executor pid must be positive")));
+	}
+	if (wait_ms > 0 && IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("jobq.claim() with a wait needs the READ COMMITTED isolation level"),
+				 errdetail("It must see the jobs committed while it waits.")));
+
+	InitMaterializedSRF(fcinfo, 0);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+
+	PG_ENSURE_ERROR_CLEANUP(claim_wait_cleanup, (Datum) 0);
+	{
+		for (;;)
+		{
+			TimestampTz now;
+			TimestampTz wake;
+			long		secs;
+			int			usecs;
+
+			CHECK_FOR_INTERRUPTS();
+			SPI_connect();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			got = claim_jobs(&args, n, rsinfo->setResult, rsinfo->setDesc);
+			wake = (got == 0 && waiting) ? claim_next_due(&args) : DT_NOEND;
+			PopActiveSnapshot();
+			SPI_finish();
+
+			now = GetCurrentTimestamp();
+			if (got > 0 || now >= deadline)
+				break;
+			if (!waiting)
+			{
+				/* register, then look once more: no commit goes unseen */
+				JobqClaimWaitBegin();
+				waiting = true;
+				continue;
+			}
+			/* until a commit wakes us, a job is due, the wait ends, or the poll */
+			wake = Min(wake, deadline);
+			wake = Min(wake, TimestampTzPlusMilliseconds(now, jobq_poll_interval));
+			TimestampDifference(now, wake, &secs, &usecs);
+			pgstat_report_activity(STATE_RUNNING, "jobq: waiting in jobq.claim()");
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Max(secs * 1000 + (usecs + 999) / 1000, 1),
+							 PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
+	PG_END_ENSURE_ERROR_CLEANUP(claim_wait_cleanup, (Datum) 0);
+	JobqClaimWaitEnd();
+
+	executor_note(args.executor_name, EXEC_CLAIMED, got, host, pid);
+	return (Datum) 0;
+}
+
+/*
+ * Why the lease of job id with token is not held: raises SQLSTATE JQ001
+ * with the reason, or returns true if the job was cancelled and
+ * cancelled_ok.  Needs SPI.
+ */
+static bool
+lease_lost(int64 id, pg_uuid_t *token, bool cancelled_ok)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(id)};
+	bool		isnull;
+
+	if (JobqExecuteAsOwner("SELECT lease_token IS NULL FROM jobq.job"
+						   " WHERE id OPERATOR(pg_catalog.=) $1",
+						   1, argtypes, values, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);
+	if (SPI_processed > 0)
+	{
+		bool		unleased = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc,
+														  1, &isnull));
+
+		SPI_finish();
+		ereport(ERROR,
+				(errcode(ERRCODE_JOBQ_LEASE_LOST),
+				 errmsg("lease of job " INT64_FORMAT " is not held", id),
+				 unleased ?
+				 errdetail("The lease expired, or the attempt was ended, and the job is pending again.") :
+				 errdetail("The job is held by another lease: its lease expired and the job was claimed again."),
+				 errhint("The outcome of this attempt does not count; stop its work.")));
+	}
+	SPI_finish();
+	if (JobqExecuteAsOwner("SELECT state::pg_catalog.text FROM jobq.job_history"
+						   " WHERE id OPERATOR(pg_catalog.=) $1",
+						   1, argtypes, values, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);
+	if (SPI_processed > 0)
+	{
+		char		state[NAMEDATALEN];
+
+		/* copied out of SPI's memory, which SPI_finish() frees */
+		strlcpy(state, TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+														 SPI_tuptable->tupdesc,
+														 1, &isnull)),
+				sizeof(state));
+
+		SPI_finish();
+		if (strcmp(state, "cancelled") == 0)
+		{
+			if (cancelled_ok)
+				return true;
+			ereport(ERROR,
+					(errcode(ERRCODE_JOBQ_LEASE_LOST),
+					 errmsg("lease of job " INT64_FORMAT " is not held", id),
+					 errdetail("The job was cancelled."),
+					 errhint("The outcome of this attempt does not count; stop its work.")));
+		}
+		ereport(ERROR,
+				(errcode(ERRCODE_JOBQ_LEASE_LOST),
+				 errmsg("lease of job " INT64_FORMAT " is not held", id),
+				 errdetail("The job has already finished: it %s.", state),
+				 errhint("The outcome of this attempt does not count.")));
+	}
+	SPI_finish();
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("job " INT64_FORMAT " does not exist", id),
+			 errdetail("It may have finished longer ago than jobq.retention.")));
+	return false;				/* not reached */
+}
+
+/* the id and token arguments of the lease calls */
+static void
+lease_args(FunctionCallInfo fcinfo, const char *what, int64 *id,
+		   pg_uuid_t **token)
+{
+	JobqCheckPreloaded();
+	PreventCommandIfReadOnly(what);
+	require_executors(what);
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job id must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("lease token must not be null")));
+	*id = PG_GETARG_INT64(0);
+	*token = PG_GETARG_UUID_P(1);
+}
+
+/*
+ * jobq.heartbeat(id bigint, token uuid, extend interval) returns boolean:
+ * true if the job was cancelled.
+ */
+Datum
+jobq_heartbeat(PG_FUNCTION_ARGS)
+{
+	int64		id;
+	pg_uuid_t  *token;
+	int64		extend_ms;
+	Oid			argtypes[3] = {INT8OID, UUIDOID, TIMESTAMPTZOID};
+	Datum		values[3];
+	bool		cancelled = false;
+	char	   *executor = NULL;
+
+	lease_args(fcinfo, "jobq.heartbeat()", &id, &token);
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("extend must not be null")));
+	extend_ms = positive_interval_ms(PG_GETARG_INTERVAL_P(2), "extend", false);
+
+	values[0] = Int64GetDatum(id);
+	values[1] = UUIDPGetDatum(token);
+	values[2] = TimestampTzGetDatum(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																extend_ms));
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (JobqExecuteKeptAsOwner(lease_plan(&heartbeat_plan, heartbeat_sql, 3, argtypes),
+							   values) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not extend the lease of jobq job " INT64_FORMAT, id);
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									  1, &isnull);
+
+		if (!isnull)
+			executor = TextDatumGetCString(d);
+	}
+	else
+		cancelled = lease_lost(id, token, true);
+	PopActiveSnapshot();
+	SPI_finish();
+	if (executor != NULL)
+		executor_note(executor, EXEC_SEEN, 0, NULL, 0);
+	PG_RETURN_BOOL(cancelled);
+}
+
+/*
+ * Lock the row of job id while token holds its lease, into *job; raises
+ * the reason if it does not.  *executor gets the lease's executor.  Needs
+ * SPI and an active snapshot.
+ */
+static void
+lock_leased(int64 id, pg_uuid_t *token, JobqJob *job, char **executor)
+{
+	Oid			argtypes[2] = {INT8OID, UUIDOID};
+	Datum		values[2];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+
+	values[0] = Int64GetDatum(id);
+	values[1] = UUIDPGetDatum(token);
+	if (JobqExecuteKeptAsOwner(lease_plan(&lock_plan, lock_sql, 2, argtypes),
+							   values) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock jobq job " INT64_FORMAT, id);
+	if (SPI_processed == 0)
+		(void) lease_lost(id, token, false);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	memset(job, 0, sizeof(*job));
+	job->id = id;
+	job->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 1, &isnull));
+	job->priority = DatumGetInt16(SPI_getbinval(tup, desc, 2, &isnull));
+	job->run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+	job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+	job->external = true;
+	d = SPI_getbinval(tup, desc, 6, &isnull);
+	*executor = isnull ? NULL : MemoryContextStrdup(TopTransactionContext,
+													TextDatumGetCString(d));
+}
+
+/* jobq.complete(id bigint, token uuid, result jsonb) */
+Datum
+jobq_complete(PG_FUNCTION_ARGS)
+{
+	int64		id;
+	pg_uuid_t  *token;
+	JobqJob		job;
+	JobqOutcome out;
+	char	   *executor;
+
+	lease_args(fcinfo, "jobq.complete()", &id, &token);
+	memset(&out, 0, sizeof(out));
+	out.kind = JOBQ_SUCCEEDED;
+	out.result = PG_ARGISNULL(2) ? (Datum) 0 : PointerGetDatum(PG_GETARG_JSONB_P(2));
+	out.finished_at = GetCurrentTimestamp();
+
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	lock_leased(id, token, &job, &executor);
+	job.attempts = -1;			/* as it is */
+	SPI_finish();
+	JobqFinishJobs(&job, &out, 1);
+	PopActiveSnapshot();
+	JobqWakeClaimersAtCommit();
+	executor_note(executor, EXEC_SUCCEEDED, 1, NULL, 0);
+	PG_RETURN_VOID();
+}
+
+/*
+ * jobq.fail(id bigint, token uuid, error text, retry_in interval) returns
+ * the job's state after it: pending (to be retried) or failed.
+ */
+Datum
+jobq_fail(PG_FUNCTION_ARGS)
+{
+	int64		id;
+	pg_uuid_t  *token;
+	JobqJob		job;
+	JobqOutcome out;
+	char	   *executor;
+	int64		retry_ms = -1;
+	Oid			state_type;
+
+	lease_args(fcinfo, "jobq.fail()", &id, &token);
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("error message must not be null")));
+	if (!PG_ARGISNULL(3))
+		retry_ms = positive_interval_ms(PG_GETARG_INTERVAL_P(3), "retry_in", true);
+	memset(&out, 0, sizeof(out));
+	out.error = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (strlen(out.error) > (size_t) jobq_max_payload_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("error message of %zu bytes is too large", strlen(out.error)),
+				 errdetail("It may be at most jobq.max_payload_size (%d bytes).",
+						   jobq_max_payload_size)));
+	out.finished_at = GetCurrentTimestamp();
+
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	lock_leased(id, token, &job, &executor);
+	SPI_finish();
+	if (job.attempts >= job.max_attempts)
+		out.kind = JOBQ_FAILED;
+	else
+	{
+		out.kind = JOBQ_RETRY;
+		out.next_run_at = retry_ms >= 0 ?
+			TimestampTzPlusMilliseconds(GetCurrentTimestamp(), retry_ms) :
+			JobqNextAttemptTime(job.attempts);
+		/* 0 would mean "as it is" */
+		if (out.next_run_at == 0)
+			out.next_run_at = 1;
+	}
+	JobqFinishJobs(&job, &out, 1);
+	PopActiveSnapshot();
+	JobqWakeClaimersAtCommit();
+	executor_note(executor, EXEC_FAILED, 1, NULL, 0);
+
+	state_type = get_func_rettype(fcinfo->flinfo->fn_oid);
+	return DirectFunctionCall2(enum_in,
+							   CStringGetDatum(out.kind == JOBQ_FAILED ? "failed" : "pending"),
+							   ObjectIdGetDatum(state_type));
+}
+
+/*
+ * jobq.release(id bigint, token uuid): the executor hands the job back
+ * unrun (it stops before it could run it, or stopped it): pending again
+ * at once, as if never claimed, the attempt not counted.
+ */
+Datum
+jobq_release(PG_FUNCTION_ARGS)
+{
+	int64		id;
+	pg_uuid_t  *token;
+	JobqJob		job;
+	char	   *executor;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1];
+
+	lease_args(fcinfo, "jobq.release()", &id, &token);
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	lock_leased(id, token, &job, &executor);
+	values[0] = Int64GetDatum(id);
+	if (JobqExecuteKeptAsOwner(lease_plan(&release_plan, release_sql, 1, argtypes),
+							   values) != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "could not release jobq job " INT64_FORMAT, id);
+	PopActiveSnapshot();
+	SPI_finish();
+	JobqNoteEnqueue(job.run_at, job.priority, id, true);
+	executor_note(executor, EXEC_SEEN, 0, NULL, 0);
+	PG_RETURN_VOID();
+}
+
+/*
+ * Put back the jobs of leases that ended by now, up to JOBQ_SWEEP_BATCH of
+ * them, in the current transaction; returns how many.  Needs an active
+ * snapshot.
+ */
+int
+JobqExpireLeasesNow(void)
+{
+	Oid			argtypes[2] = {TIMESTAMPTZOID, INT4OID};
+	Datum		values[2];
+	JobqJob    *jobs = NULL;
+	JobqOutcome *outcomes = NULL;
+	char	  **executors = NULL;
+	int			nexpired;
+	uint64		i;
+	bool		isnull;
+	Datum		d;
+
+	if (!JobqSchemaGet()->executors)
+		return 0;
+	values[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	values[1] = Int32GetDatum(JOBQ_SWEEP_BATCH);
+	SPI_connect();
+	if (JobqExecuteKeptAsOwner(lease_plan(&expired_plan, expired_sql, 2, argtypes),
+							   values) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the expired leases of jobq jobs");
+	nexpired = (int) SPI_processed;
+	if (nexpired > 0)
+	{
+		/* out of SPI's memory, which SPI_finish() frees */
+		MemoryContext spicxt = MemoryContextSwitchTo(TopTransactionContext);
+
+		jobs = palloc0(sizeof(JobqJob) * nexpired);
+		outcomes = palloc0(sizeof(JobqOutcome) * nexpired);
+		executors = palloc0(sizeof(char *) * nexpired);
+		for (i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			JobqJob    *job = &jobs[i];
+			JobqOutcome *o = &outcomes[i];
+
+			job->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 1, &isnull));
+			job->id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+			job->priority = DatumGetInt16(SPI_getbinval(tup, desc, 3, &isnull));
+			job->run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+			job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+			job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+			job->external = true;
+			d = SPI_getbinval(tup, desc, 7, &isnull);
+			executors[i] = isnull ? NULL : TextDatumGetCString(d);
+			/* the attempt was counted by the claim */
+			o->kind = job->attempts >= job->max_attempts ? JOBQ_FAILED : JOBQ_RETRY;
+			o->finished_at = GetCurrentTimestamp();
+			o->error = psprintf(expired_error, executors[i] ? executors[i] : "?");
+			strlcpy(o->sqlstate, unpack_sql_state(ERRCODE_JOBQ_LEASE_EXPIRED),
+					sizeof(o->sqlstate));
+		}
+		MemoryContextSwitchTo(spicxt);
+	}
+	SPI_finish();
+	if (nexpired > 0)
+	{
+		int			k;
+
+		JobqFinishJobs(jobs, outcomes, nexpired);
+		JobqWakeClaimersAtCommit();
+		for (k = 0; k < nexpired; k++)
+			executor_note(executors[k], EXEC_EXPIRED, 1, NULL, 0);
+	}
+	return nexpired;
+}
+
+/*
+ * Put back the jobs of expired leases, in a transaction of its own, then
+ * publish the earliest expiry left.  A worker's duty, when it has the
+ * turn (JobqLeaseExpiryTurn).
+ */
+void
+JobqExpireLeases(void)
+{
+	MemoryContext callercxt = CurrentMemoryContext;
+	volatile int nexpired = 0;
+
+	/*
+	 * Forget the earliest expiry before reading the leases: a claim that
+	 * commits after this read lowers it again at its commit.
+	 */
+	pg_atomic_write_u64(&Lease->next_expiry, (uint64) DT_NOEND);
+
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		if (JobqLockTables())
+		{
+			PushActiveSnapshot(GetTransactionSnapshot());
+			pgstat_report_activity(STATE_RUNNING, "jobq: expiring leases");
+			nexpired = JobqExpireLeasesNow();
+			PopActiveSnapshot();
+		}
+		CommitTransactionCommand();
+		if (nexpired > 0)
+			ereport(LOG,
+					(errmsg_plural("jobq put back %d job whose external executor's lease expired",
+								   "jobq put back %d jobs whose external executors' leases expired",
+								   nexpired, nexpired)));
+
+		/* the earliest expiry left, as of now */
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		if (JobqLockTables() && JobqSchemaGet()->executors)
+		{
+			bool		isnull;
+			Datum		d;
+
+			PushActiveSnapshot(GetTransactionSnapshot());
+			SPI_connect();
+			if (JobqExecuteKeptAsOwner(lease_plan(&min_expiry_plan, min_expiry_sql, 0, NULL),
+									   NULL) != SPI_OK_SELECT)
+				elog(ERROR, "could not read the leases of jobq jobs");
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			if (!isnull)
+				note_expiry(DatumGetTimestampTz(d));
+			SPI_finish();
+			PopActiveSnapshot();
+		}
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		/* look again soon */
+		note_expiry(TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000));
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(callercxt);
+}
+
+/*
+ * jobq.executor_info(): the executors seen since the server started.
+ */
+Datum
+jobq_executor_info(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	JobqExecutor *copy;
+	int			i;
+
+	JobqCheckPreloaded();
+	InitMaterializedSRF(fcinfo, 0);
+	copy = palloc(sizeof(JobqExecutor) * JOBQ_MAX_EXECUTORS);
+	SpinLockAcquire(&Lease->mutex);
+	memcpy(copy, Lease->executors, sizeof(JobqExecutor) * JOBQ_MAX_EXECUTORS);
+	SpinLockRelease(&Lease->mutex);
+
+	for (i = 0; i < JOBQ_MAX_EXECUTORS; i++)
+	{
+		JobqExecutor *e = &copy[i];
+		Datum		values[10];
+		bool		nulls[10];
+
+		if (e->name[0] == '\0')
+			continue;
+		memset(nulls, false, sizeof(nulls));
+		values[0] = CStringGetTextDatum(e->name);
+		values[1] = ObjectIdGetDatum(e->role);
+		nulls[1] = !OidIsValid(e->role);
+		values[2] = CStringGetTextDatum(e->host);
+		nulls[2] = (e->host[0] == '\0');
+		values[3] = Int32GetDatum(e->pid);
+		nulls[3] = (e->pid == 0);
+		values[4] = Int64GetDatum((int64) e->claimed);
+		values[5] = Int64GetDatum((int64) e->succeeded);
+		values[6] = Int64GetDatum((int64) e->failed);
+		values[7] = Int64GetDatum((int64) e->expired);
+		values[8] = TimestampTzGetDatum(e->first_seen);
+		values[9] = TimestampTzGetDatum(e->last_seen);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
