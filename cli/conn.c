@@ -56,8 +56,8 @@ conn_option(ConnOpts *opts, int c, const char *arg)
 PGconn *
 cli_connect(const ConnOpts *opts, const char *appname, bool quiet)
 {
-	const char *keys[6];
-	const char *values[6];
+	const char *keys[10];
+	const char *values[10];
 	int			n = 0;
 	PGconn	   *conn;
 
@@ -83,6 +83,17 @@ cli_connect(const ConnOpts *opts, const char *appname, bool quiet)
 	}
 	keys[n] = "fallback_application_name";
 	values[n++] = appname;
+	/* what a child prints is sent as UTF-8 (valid_utf8()) */
+	keys[n] = "client_encoding";
+	values[n++] = "UTF8";
+	/* a server out of reach is noticed, not waited for forever */
+	if (getenv("PGCONNECT_TIMEOUT") == NULL)
+	{
+		keys[n] = "connect_timeout";
+		values[n++] = "10";
+	}
+	keys[n] = "keepalives_idle";
+	values[n++] = "30";
 	keys[n] = NULL;
 	values[n] = NULL;
 

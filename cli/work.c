@@ -100,6 +100,7 @@ typedef struct Job
 	size_t		err_total;
 	int			wstatus;
 	bool		exited;
+	double		exited_at;
 	bool		cancelled;		/* seen by a heartbeat */
 	bool		lost;			/* the lease is gone */
 	bool		timed_out;
@@ -432,10 +433,19 @@ start_job(Job *j)
 		left -= w;
 	}
 	lseek(in_fd, 0, SEEK_SET);
-	if (pipe(out_pipe) != 0 || pipe(err_pipe) != 0)
+	if (pipe(out_pipe) != 0)
 	{
-		logmsg("cannot create pipes: %s", strerror(errno));
+		logmsg("cannot create a pipe: %s", strerror(errno));
 		close(in_fd);
+		j->outcome = OUT_RELEASE;
+		return false;
+	}
+	if (pipe(err_pipe) != 0)
+	{
+		logmsg("cannot create a pipe: %s", strerror(errno));
+		close(in_fd);
+		close(out_pipe[0]);
+		close(out_pipe[1]);
 		j->outcome = OUT_RELEASE;
 		return false;
 	}
@@ -661,10 +671,10 @@ decide_outcome(Job *j)
 {
 	if (j->cancelled || j->lost)
 		j->outcome = OUT_DROP;
+	else if (!j->timed_out && WIFEXITED(j->wstatus) && WEXITSTATUS(j->wstatus) == 0)
+		j->outcome = OUT_COMPLETE;	/* even if it was asked to stop */
 	else if (j->stopped)
 		j->outcome = OUT_RELEASE;
-	else if (!j->timed_out && WIFEXITED(j->wstatus) && WEXITSTATUS(j->wstatus) == 0)
-		j->outcome = OUT_COMPLETE;
 	else
 		j->outcome = OUT_FAIL;
 }
@@ -688,8 +698,23 @@ ctl_exec(const char *sql, int n, const char *const *params)
 }
 
 /*
- * Report a decided outcome; false if it must wait for a connection.  The
- * job's slot is free afterwards.
+ * An error worth trying again: the connection, a lock held elsewhere
+ * (55P03: the lease calls do not wait), a deadlock or serialization
+ * failure, a lack of resources, a shutdown.
+ */
+static bool
+transient(const PGresult *res)
+{
+	const char *st = cli_sqlstate(res);
+
+	return strncmp(st, "08", 2) == 0 || strncmp(st, "40", 2) == 0 ||
+		strncmp(st, "53", 2) == 0 || strncmp(st, "57P", 3) == 0 ||
+		strcmp(st, "55P03") == 0;
+}
+
+/*
+ * Report a decided outcome; false if it must wait (for a connection, or
+ * a transient error).  The job's slot is free afterwards.
  */
 static bool
 deliver(Job *j)
@@ -712,6 +737,11 @@ deliver(Job *j)
 			res = ctl_exec("SELECT jobq.release($1::bigint, $2::uuid)", 2, params);
 			if (res == NULL)
 				return false;
+			if (PQresultStatus(res) != PGRES_TUPLES_OK && transient(res))
+			{
+				PQclear(res);
+				return false;
+			}
 			if (PQresultStatus(res) == PGRES_TUPLES_OK)
 				logmsg("handed job %s back", j->id);
 			else
@@ -723,15 +753,15 @@ deliver(Job *j)
 			/* the result as JSON if it is JSON, else what was printed */
 			res = ctl_exec("SELECT jobq.complete($1::bigint, $2::uuid, $3::jsonb)", 3, params);
 			if (res && PQresultStatus(res) != PGRES_TUPLES_OK &&
-				(strcmp(cli_sqlstate(res), "22P02") == 0 ||
-				 strcmp(cli_sqlstate(res), "22032") == 0))
+				strncmp(cli_sqlstate(res), "22", 2) == 0)
 			{
 				PQclear(res);
 				res = ctl_exec("SELECT jobq.complete($1::bigint, $2::uuid,"
 							   " pg_catalog.jsonb_build_object('stdout', $3::text))", 3, params);
 			}
-			if (res == NULL)
+			if (res == NULL || (PQresultStatus(res) != PGRES_TUPLES_OK && transient(res)))
 			{
+				PQclear(res);
 				free(result);
 				return false;
 			}
@@ -771,8 +801,9 @@ deliver(Job *j)
 			}
 			params[2] = error;
 			res = ctl_exec("SELECT jobq.fail($1::bigint, $2::uuid, $3)", 3, params);
-			if (res == NULL)
+			if (res == NULL || (PQresultStatus(res) != PGRES_TUPLES_OK && transient(res)))
 			{
+				PQclear(res);
 				free(error);
 				return false;
 			}
@@ -854,6 +885,7 @@ reap_children(void)
 			if (jobs[i].used && jobs[i].pid == pid)
 			{
 				jobs[i].exited = true;
+				jobs[i].exited_at = now_seconds();
 				jobs[i].wstatus = wstatus;
 			}
 	}
@@ -1106,6 +1138,25 @@ cmd_work(int argc, char **argv)
 		{
 			Job		   *j = &jobs[i];
 
+			/*
+			 * The process has ended: its output is complete once both pipes
+			 * are closed, or a second later (what it left running in the
+			 * background may hold them open: it is stopped with the group).
+			 */
+			if (j->used && j->outcome == OUT_NONE && j->exited &&
+				(j->out_fd >= 0 || j->err_fd >= 0) && now > j->exited_at + 1)
+			{
+				kill(-j->pid, SIGKILL);
+				if (j->out_fd >= 0)
+					read_output(j, false);
+				if (j->err_fd >= 0)
+					read_output(j, true);
+				if (j->out_fd >= 0)
+					close(j->out_fd);
+				if (j->err_fd >= 0)
+					close(j->err_fd);
+				j->out_fd = j->err_fd = -1;
+			}
 			if (j->used && j->outcome == OUT_NONE && j->exited &&
 				j->out_fd < 0 && j->err_fd < 0)
 				decide_outcome(j);
@@ -1170,6 +1221,8 @@ cmd_work(int argc, char **argv)
 			}
 			if (j->outcome != OUT_NONE)
 				next = now + 0.2;	/* waiting for a connection */
+			if (j->exited && j->outcome == OUT_NONE && j->exited_at + 1.01 < next)
+				next = j->exited_at + 1.01;
 		}
 		if (stop_deadline > 0 && stop_deadline < next)
 			next = stop_deadline;

@@ -5,7 +5,11 @@
 CREATE ROLE regress_jobq_exec LOGIN;	-- an executor
 CREATE ROLE regress_jobq_app LOGIN;		-- enqueues jobs
 CREATE ROLE regress_jobq_peek LOGIN IN ROLE pg_monitor;	-- reads every job
-GRANT USAGE ON SCHEMA jobq TO regress_jobq_exec, regress_jobq_app, regress_jobq_peek;
+CREATE ROLE regress_jobq_mailer NOLOGIN;	-- owns the external task
+GRANT USAGE ON SCHEMA jobq TO regress_jobq_exec, regress_jobq_app, regress_jobq_peek,
+    regress_jobq_mailer;
+-- the task's registrant says who may queue its jobs: its members
+GRANT regress_jobq_mailer TO regress_jobq_app;
 GRANT EXECUTE ON FUNCTION
     jobq.claim(text[], text[], integer, interval, text, interval, text, integer),
     jobq.heartbeat(bigint, uuid, interval), jobq.complete(bigint, uuid, jsonb),
@@ -25,8 +29,14 @@ LANGUAGE sql AS $$
 $$;
 
 -- an external task is registered without a function
+SET ROLE regress_jobq_mailer;
 SELECT jobq.register_task('send_email', NULL);
-SELECT task, fn FROM jobq.task WHERE task = 'send_email';
+RESET ROLE;
+SELECT task, fn, registered_by FROM jobq.task WHERE task = 'send_email';
+-- a role that is not a member of the registrant may not feed its executors
+SET ROLE regress_jobq_peek;
+SELECT jobq.enqueue_task('send_email', '{"to": "mallory"}');
+RESET ROLE;
 
 SET ROLE regress_jobq_app;
 INSERT INTO names VALUES
@@ -258,7 +268,8 @@ RESET ROLE;
 SELECT count(*) AS leased FROM jobq.job WHERE lease_token IS NOT NULL
    AND queue NOT IN ('regress_mail_limit');
 
--- a role may enqueue an external task only if it trusts its registrant
+-- a role may enqueue an external task only if it is a member of its
+-- registrant (and trusts it)
 CREATE ROLE regress_jobq_squatter LOGIN;
 GRANT USAGE ON SCHEMA jobq TO regress_jobq_squatter;
 SET ROLE regress_jobq_squatter;
@@ -280,5 +291,18 @@ RESET ROLE;
 SELECT jobq.configure_queue('regress_mail_limit', concurrency => NULL) IS NOT NULL AS reset;
 SELECT bool_and(jobq.cancel(id)) AS cancelled FROM jobq.job WHERE task = 'send_email';
 SELECT jobq.unregister_task('squatted_task');
+-- an unregistered external task's jobs are no longer claimed
+SET ROLE regress_jobq_mailer;
+SELECT jobq.register_task('short_lived', NULL);
+RESET ROLE;
+SET ROLE regress_jobq_app;
+SELECT jobq.enqueue_task('short_lived', '{}', queue => 'regress_short') AS sl \gset
+RESET ROLE;
+SELECT jobq.unregister_task('short_lived');
+SET ROLE regress_jobq_exec;
+SELECT count(*) FROM jobq.claim(queues => ARRAY['regress_short']);
+RESET ROLE;
+SELECT jobq.cancel(:sl);
 DROP TABLE claimed, limited;
-DROP OWNED BY regress_jobq_exec, regress_jobq_app, regress_jobq_peek, regress_jobq_squatter;
+DROP OWNED BY regress_jobq_exec, regress_jobq_app, regress_jobq_peek, regress_jobq_squatter,
+    regress_jobq_mailer;

@@ -106,6 +106,7 @@ typedef struct JobqLeaseState
 {
 	pg_atomic_uint64 next_expiry;	/* earliest expiry a lease may have */
 	pg_atomic_uint64 sweep_after;	/* no sweep before then */
+	pg_atomic_uint32 leases_seen;	/* a lease was committed since start */
 	slock_t		mutex;			/* for the executors */
 	JobqExecutor executors[JOBQ_MAX_EXECUTORS];
 } JobqLeaseState;
@@ -115,6 +116,10 @@ static JobqLeaseState *Lease = NULL;
 /* the earliest expiry this transaction's claims gave, for its commit */
 static TimestampTz pending_expiry = DT_NOEND;
 static bool xact_callback_registered = false;
+/* this backend holds the lock of limited claims (a session lock) */
+static bool claim_lock_held = false;
+
+static void claim_lock_release(void);
 
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr heartbeat_plan = NULL;
@@ -137,7 +142,8 @@ static uint64 plans_generation = 0;
 /*
  * The claim: due jobs of external tasks ($2: any task, else those in $3;
  * $4: any queue, else those in $5), not in blocked queues ($6) nor of
- * blocked owners ($7), in the workers' order; each gets its attempt
+ * blocked owners ($7), of a task still registered as external, in the
+ * workers' order; each gets its attempt
  * counted and a lease until $9, for executor $10.  $8 is the time of the
  * claim.
  */
@@ -150,6 +156,8 @@ static const char *claim_sql =
 "     AND ($4 OR queue OPERATOR(pg_catalog.=) ANY ($5))"
 "     AND queue OPERATOR(pg_catalog.<>) ALL ($6)"
 "     AND owner::pg_catalog.oid OPERATOR(pg_catalog.<>) ALL ($7)"
+"     AND EXISTS (SELECT FROM jobq.task t"
+"                  WHERE t.task OPERATOR(pg_catalog.=) job.task AND t.fn IS NULL)"
 "   ORDER BY priority DESC, run_at, id"
 "   LIMIT $1"
 "   FOR UPDATE SKIP LOCKED)"
@@ -162,19 +170,34 @@ static const char *claim_sql =
 "           j.max_attempts, j.timeout, c.token, j.lease_expires_at,"
 "           j.owner, j.run_at, j.created_at";
 
-/* a heartbeat: the lease of job $1 with token $2 lasts until $3 at least */
+/*
+ * A heartbeat: the lease of job $1 with token $2 lasts until $3 at least.
+ * A row locked by another transaction (jobq.cancel() or the expiry, which
+ * end the lease, or a role that keeps a cancel of its job uncommitted) is
+ * not waited for: the heartbeat is skipped, and "busy" returned.
+ */
 static const char *heartbeat_sql =
-"UPDATE jobq.job SET lease_expires_at = GREATEST(lease_expires_at, $3)"
-" WHERE id OPERATOR(pg_catalog.=) $1"
-"   AND lease_token OPERATOR(pg_catalog.=) " TOKEN_DIGEST("$2")
-" RETURNING executor";
+"WITH l AS (SELECT id FROM jobq.job"
+"            WHERE id OPERATOR(pg_catalog.=) $1"
+"              AND lease_token OPERATOR(pg_catalog.=) " TOKEN_DIGEST("$2")
+"              FOR UPDATE SKIP LOCKED),"
+"     u AS (UPDATE jobq.job j SET lease_expires_at = GREATEST(j.lease_expires_at, $3)"
+"             FROM l WHERE j.id OPERATOR(pg_catalog.=) l.id RETURNING j.executor)"
+"SELECT (SELECT pg_catalog.count(*) FROM u) AS extended, (SELECT executor FROM u),"
+"       (SELECT pg_catalog.count(*) FROM jobq.job"
+"         WHERE id OPERATOR(pg_catalog.=) $1"
+"           AND lease_token OPERATOR(pg_catalog.=) " TOKEN_DIGEST("$2") ") AS held";
 
-/* the row of job $1 while token $2 holds its lease, locked */
+/*
+ * The row of job $1 while token $2 holds its lease, locked; NOWAIT: an
+ * executor is never held up by another transaction (SQLSTATE 55P03 says
+ * to try again).
+ */
 static const char *lock_sql =
 "SELECT ctid, priority, run_at, attempts, max_attempts, executor FROM jobq.job"
 " WHERE id OPERATOR(pg_catalog.=) $1"
 "   AND lease_token OPERATOR(pg_catalog.=) " TOKEN_DIGEST("$2")
-"   FOR UPDATE";
+"   FOR UPDATE NOWAIT";
 
 /* leases that ended before $1, the earliest first */
 static const char *expired_sql =
@@ -230,6 +253,8 @@ JobqLeaseShmemInit(void)
 		/* leases committed before a restart: look at once */
 		pg_atomic_init_u64(&Lease->next_expiry, 0);
 		pg_atomic_init_u64(&Lease->sweep_after, 0);
+		/* leases committed before a restart count until swept */
+		pg_atomic_init_u32(&Lease->leases_seen, 1);
 		SpinLockInit(&Lease->mutex);
 	}
 }
@@ -256,24 +281,71 @@ lease_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_COMMIT && pending_expiry != DT_NOEND && Lease)
 	{
+		pg_atomic_write_u32(&Lease->leases_seen, 1);
 		note_expiry(pending_expiry);
 		JobqWakeWorkerBy(pending_expiry);
 	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PREPARE)
+	{
 		pending_expiry = DT_NOEND;
+		if (claim_lock_held)
+			claim_lock_release();
+	}
 }
 
 static void
-note_expiry_at_commit(TimestampTz t)
+register_xact_callback(void)
 {
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(lease_xact_callback, NULL);
 		xact_callback_registered = true;
 	}
+}
+
+static void
+note_expiry_at_commit(TimestampTz t)
+{
+	register_xact_callback();
 	if (t < pending_expiry)
 		pending_expiry = t;
+}
+
+/*
+ * The lock of limited claims.  A session lock, so that a claim that took
+ * nothing (and may wait for a while) lets it go at once; one that took
+ * jobs keeps it until its transaction ends, so that the next claim counts
+ * its leases.
+ */
+static void
+claim_lock_tag(LOCKTAG *tag)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, JOBQ_CLAIM_LOCK_KEY, 0,
+						 JOBQ_CLAIM_LOCK_FIELD4);
+}
+
+static void
+claim_lock_acquire(void)
+{
+	LOCKTAG		tag;
+
+	if (claim_lock_held)
+		return;
+	register_xact_callback();
+	claim_lock_tag(&tag);
+	(void) LockAcquire(&tag, ExclusiveLock, true, false);
+	claim_lock_held = true;
+}
+
+static void
+claim_lock_release(void)
+{
+	LOCKTAG		tag;
+
+	claim_lock_tag(&tag);
+	LockRelease(&tag, ExclusiveLock, true);
+	claim_lock_held = false;
 }
 
 /* when an idle worker must look for expired leases next */
@@ -314,7 +386,7 @@ JobqLeaseExpiryTurn(TimestampTz *next)
 
 /* the executor entry of name, made if new; NULL if the table is full */
 static JobqExecutor *
-executor_entry(const char *name)
+executor_entry(const char *name, TimestampTz now)
 {
 	JobqExecutor *free_entry = NULL;
 	JobqExecutor *oldest = NULL;
@@ -341,7 +413,8 @@ executor_entry(const char *name)
 		return NULL;
 	memset(free_entry, 0, sizeof(JobqExecutor));
 	strlcpy(free_entry->name, name, NAMEDATALEN);
-	free_entry->first_seen = GetCurrentTimestamp();
+	free_entry->first_seen = now;
+	free_entry->last_seen = now;
 	return free_entry;
 }
 
@@ -363,11 +436,12 @@ executor_note(const char *name, ExecutorEvent event, uint64 n,
 			  const char *host, int32 pid)
 {
 	JobqExecutor *e;
+	TimestampTz now = GetCurrentTimestamp();
 
 	if (name == NULL || name[0] == '\0')
 		return;
 	SpinLockAcquire(&Lease->mutex);
-	e = executor_entry(name);
+	e = executor_entry(name, now);
 	if (e != NULL)
 	{
 		switch (event)
@@ -393,7 +467,7 @@ executor_note(const char *name, ExecutorEvent event, uint64 n,
 				break;
 		}
 		if (event != EXEC_EXPIRED)
-			e->last_seen = GetCurrentTimestamp();
+			e->last_seen = now;
 	}
 	SpinLockRelease(&Lease->mutex);
 }
@@ -449,6 +523,10 @@ positive_interval_ms(Interval *iv, const char *what, bool zero_ok)
 				 errmsg("%s must be %s", what, zero_ok ? "zero or positive" : "positive"),
 				 errdetail("It may be at most 7 days, given in days, hours, minutes and seconds.")));
 	ms = (int64) iv->day * 86400000 + iv->time / 1000;
+	if (ms == 0 && !zero_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be at least 1 millisecond", what)));
 	if (ms > JOBQ_MAX_LEASE_MS || iv->day > 7)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -547,7 +625,7 @@ JobqLeasesHeld(JobqQueueRule *rules, int nrules, int *queue_held,
 			   JobqRoleLimit *limits, int nlimits, int *role_held)
 {
 	if (!JobqSchemaGet()->executors ||
-		(TimestampTz) pg_atomic_read_u64(&Lease->next_expiry) == DT_NOEND)
+		pg_atomic_read_u32(&Lease->leases_seen) == 0)
 	{
 		memset(queue_held, 0, sizeof(int) * nrules);
 		memset(role_held, 0, sizeof(int) * nlimits);
@@ -567,6 +645,23 @@ typedef struct ClaimArgs
 	Datum		executor;
 	const char *executor_name;
 } ClaimArgs;
+
+/* does the claim take jobs of queue? (args->queues is given) */
+static bool
+claims_queue(ClaimArgs *args, const char *queue)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	deconstruct_array(DatumGetArrayTypeP(args->queues), TEXTOID, -1, false,
+					  TYPALIGN_INT, &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+		if (strcmp(TextDatumGetCString(elems[i]), queue) == 0)
+			return true;
+	return false;
+}
 
 /*
  * Claim up to n jobs into tupstore; returns how many.  Needs SPI and runs
@@ -591,28 +686,35 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 	TEXTOID};
 	Datum		values[10];
 
+	TimestampTz next_check;
+
+	/*
+	 * Leases that have ended are put back first, if it is time and no
+	 * worker does it now: the executors do not depend on an idle worker.
+	 */
+	if (JobqLeaseExpiryTurn(&next_check))
+		(void) JobqExpireLeasesNow();
+
 	rules = JobqQueueRules(&nrules);
 	limits = JobqRoleLimits(&nlimits);
 	queue_held = palloc0(sizeof(int) * Max(nrules, 1));
 	role_held = palloc0(sizeof(int) * Max(nlimits, 1));
 
 	/*
-	 * With a limit that this claim could reach, claims are serialized and
-	 * take one job at a time, counting as they go.
+	 * With a limit that this claim could reach (of a queue it may claim
+	 * from, or of any role), claims are serialized and take one job at a
+	 * time, counting as they go.
 	 */
 	for (i = 0; i < nrules; i++)
-		if (!rules[i].paused && rules[i].concurrency > 0)
+		if (!rules[i].paused && rules[i].concurrency > 0 &&
+			(args->any_queue || claims_queue(args, rules[i].queue)))
 			capped = true;
 	for (i = 0; i < nlimits; i++)
 		if (limits[i].max_running >= 0)
 			capped = true;
 	if (capped)
 	{
-		LOCKTAG		tag;
-
-		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, JOBQ_CLAIM_LOCK_KEY, 0,
-							 JOBQ_CLAIM_LOCK_FIELD4);
-		(void) LockAcquire(&tag, ExclusiveLock, false, false);
+		claim_lock_acquire();
 		count_leases(rules, nrules, queue_held, limits, nlimits, role_held);
 		for (i = 0; i < nrules; i++)
 			queue_held[i] += JobqQueueRunning(rules[i].queue);
@@ -683,6 +785,8 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 	}
 	if (got > 0)
 		note_expiry_at_commit(expires);
+	else if (claim_lock_held && pending_expiry == DT_NOEND)
+		claim_lock_release();	/* nothing of this transaction to count */
 	return got;
 }
 
@@ -846,9 +950,11 @@ jobq_claim(PG_FUNCTION_ARGS)
 			}
 			/* until a commit wakes us, a job is due, the wait ends, or the poll */
 			wake = Min(wake, deadline);
+			/* and when leases end (once a second while one is overdue) */
+			wake = Min(wake, Max(JobqLeaseNextCheck(),
+								 TimestampTzPlusMilliseconds(now, 1000)));
 			wake = Min(wake, TimestampTzPlusMilliseconds(now, jobq_poll_interval));
 			TimestampDifference(now, wake, &secs, &usecs);
-			pgstat_report_activity(STATE_RUNNING, "jobq: waiting in jobq.claim()");
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 Max(secs * 1000 + (usecs + 999) / 1000, 1),
 							 PG_WAIT_EXTENSION);
@@ -926,10 +1032,17 @@ lease_lost(int64 id, pg_uuid_t *token, bool cancelled_ok)
 				 errhint("The outcome of this attempt does not count.")));
 	}
 	SPI_finish();
+
+	/*
+	 * Gone without a trace: it ended (cancelled, failed, or completed) and
+	 * its history is not kept (jobq.retention), or there never was such a
+	 * job.  Either way the lease is not held.
+	 */
 	ereport(ERROR,
-			(errcode(ERRCODE_UNDEFINED_OBJECT),
-			 errmsg("job " INT64_FORMAT " does not exist", id),
-			 errdetail("It may have finished longer ago than jobq.retention.")));
+			(errcode(ERRCODE_JOBQ_LEASE_LOST),
+			 errmsg("lease of job " INT64_FORMAT " is not held", id),
+			 errdetail("The job has ended and is no longer kept, or does not exist."),
+			 errhint("The outcome of this attempt does not count; stop its work.")));
 	return false;				/* not reached */
 }
 
@@ -982,19 +1095,28 @@ jobq_heartbeat(PG_FUNCTION_ARGS)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (JobqExecuteKeptAsOwner(lease_plan(&heartbeat_plan, heartbeat_sql, 3, argtypes),
-							   values) != SPI_OK_UPDATE_RETURNING)
+							   values) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not extend the lease of jobq job " INT64_FORMAT, id);
-	if (SPI_processed > 0)
+	else
 	{
 		bool		isnull;
+		bool		extended = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+														   SPI_tuptable->tupdesc,
+														   1, &isnull)) > 0;
+		bool		held = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+													   SPI_tuptable->tupdesc,
+													   3, &isnull)) > 0;
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									  1, &isnull);
+									  2, &isnull);
 
-		if (!isnull)
-			executor = TextDatumGetCString(d);
+		/* out of SPI's memory, which SPI_finish() frees */
+		if (extended && !isnull)
+			executor = MemoryContextStrdup(TopTransactionContext,
+										   TextDatumGetCString(d));
+		/* held but locked elsewhere: not extended this time, not lost */
+		if (!extended && !held)
+			cancelled = lease_lost(id, token, true);
 	}
-	else
-		cancelled = lease_lost(id, token, true);
 	PopActiveSnapshot();
 	SPI_finish();
 	if (executor != NULL)

@@ -294,9 +294,10 @@ check_trusted(const char *name, Oid owner, Oid registered_by, Oid fn,
 /*
  * jobq.enqueue_task(): the function that task name calls now, which the
  * caller must be allowed to execute; or InvalidOid, with *external set,
- * for an external task.  Its jobs' payloads go to the executors that the
- * task's registrant runs, so the caller must trust the registrant, as it
- * would for a function.
+ * for an external task.  Its jobs go to the executors that the task's
+ * registrant runs: the registrant decides who may queue them (itself and
+ * its members, as EXECUTE on a function would), and the caller must
+ * trust the registrant, as it would for a function.
  */
 Oid
 JobqTaskForEnqueue(const char *name, bool *external)
@@ -314,16 +315,21 @@ JobqTaskForEnqueue(const char *name, bool *external)
 	*external = !OidIsValid(entry->fn);
 	if (*external)
 	{
-		if (!trusts_role(GetUserId(), entry->registered_by))
-		{
-			const char *r = GetUserNameFromId(entry->registered_by, true);
+		const char *r = GetUserNameFromId(entry->registered_by, true);
 
+		/* the executors are the registrant's: it says who may feed them */
+		if (!has_privs_of_role(GetUserId(), entry->registered_by))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for task \"%s\"", name),
+					 errdetail("Jobs of an external task may be queued only by the role that registered it, role \"%s\", and its members.",
+							   r ? r : "?")));
+		if (!trusts_role(GetUserId(), entry->registered_by))
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("permission denied for task \"%s\"", name),
 					 errdetail("The external task was registered by role \"%s\"; the jobs of role \"%s\" go only to tasks of roles they trust: themselves, superusers, and roles a superuser made them members of.",
 							   r ? r : "?", GetUserNameFromId(GetUserId(), false))));
-		}
 		return InvalidOid;
 	}
 	check_trusted(name, GetUserId(), entry->registered_by, entry->fn, NULL);
