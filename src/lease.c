@@ -43,6 +43,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "utils/resowner.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -53,11 +54,13 @@
 #include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -80,6 +83,8 @@ PG_FUNCTION_INFO_V1(jobq_executor_info);
 #define JOBQ_CLAIM_LOCK_KEY		0x6A6F6271
 #define JOBQ_CLAIM_LOCK_FIELD4	0x4A53
 
+/* the longest wait of a lease call for another transaction's row lock */
+#define JOBQ_LEASE_LOCK_WAIT_MS	"500"
 /* at most one expiry sweep per this many milliseconds */
 #define JOBQ_SWEEP_INTERVAL_MS	100
 /* jobs put back per sweep transaction */
@@ -189,15 +194,18 @@ static const char *heartbeat_sql =
 "           AND lease_token OPERATOR(pg_catalog.=) " TOKEN_DIGEST("$2") ") AS held";
 
 /*
- * The row of job $1 while token $2 holds its lease, locked; NOWAIT: an
- * executor is never held up by another transaction (SQLSTATE 55P03 says
- * to try again).
+ * The row of job $1 while token $2 holds its lease, locked.  The wait for
+ * another transaction's lock on it is bounded (by lock_timeout, or when
+ * that is 0 by JOBQ_LEASE_LOCK_WAIT_MS):
+ * such locks are short (a claim that passed over the row, the expiry), and
+ * an executor must not be held up by one kept on purpose (SQLSTATE 55P03
+ * says to try again).
  */
 static const char *lock_sql =
 "SELECT ctid, priority, run_at, attempts, max_attempts, executor FROM jobq.job"
 " WHERE id OPERATOR(pg_catalog.=) $1"
 "   AND lease_token OPERATOR(pg_catalog.=) " TOKEN_DIGEST("$2")
-"   FOR UPDATE NOWAIT";
+"   FOR UPDATE";
 
 /* leases that ended before $1, the earliest first */
 static const char *expired_sql =
@@ -686,15 +694,6 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 	TEXTOID};
 	Datum		values[10];
 
-	TimestampTz next_check;
-
-	/*
-	 * Leases that have ended are put back first, if it is time and no
-	 * worker does it now: the executors do not depend on an idle worker.
-	 */
-	if (JobqLeaseExpiryTurn(&next_check))
-		(void) JobqExpireLeasesNow();
-
 	rules = JobqQueueRules(&nrules);
 	limits = JobqRoleLimits(&nlimits);
 	queue_held = palloc0(sizeof(int) * Max(nrules, 1));
@@ -930,10 +929,37 @@ jobq_claim(PG_FUNCTION_ARGS)
 			long		secs;
 			int			usecs;
 
+			MemoryContext oldcxt = CurrentMemoryContext;
+			ResourceOwner oldowner = CurrentResourceOwner;
+			TimestampTz next_check;
+
 			CHECK_FOR_INTERRUPTS();
 			SPI_connect();
 			PushActiveSnapshot(GetTransactionSnapshot());
+
+			/*
+			 * Leases that have ended are put back first, if it is time and no
+			 * worker does it now: the executors do not depend on an idle
+			 * worker.
+			 */
+			if (JobqLeaseExpiryTurn(&next_check))
+				(void) JobqExpireLeasesNow();
+
+			/*
+			 * The claim in a subtransaction, undone when it took nothing: a
+			 * row that another claim took and this one passed over stays
+			 * locked to the end of the (sub)transaction that looked at it,
+			 * which, for a claim that waits, could be long.
+			 */
+			BeginInternalSubTransaction(NULL);
+			MemoryContextSwitchTo(oldcxt);
 			got = claim_jobs(&args, n, rsinfo->setResult, rsinfo->setDesc);
+			if (got > 0)
+				ReleaseCurrentSubTransaction();
+			else
+				RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
 			wake = (got == 0 && waiting) ? claim_next_due(&args) : DT_NOEND;
 			PopActiveSnapshot();
 			SPI_finish();
@@ -1139,10 +1165,20 @@ lock_leased(int64 id, pg_uuid_t *token, JobqJob *job, char **executor)
 	bool		isnull;
 	Datum		d;
 
+	int			nestlevel;
+	int			rc;
+
 	values[0] = Int64GetDatum(id);
 	values[1] = UUIDPGetDatum(token);
-	if (JobqExecuteKeptAsOwner(lease_plan(&lock_plan, lock_sql, 2, argtypes),
-							   values) != SPI_OK_SELECT)
+	nestlevel = NewGUCNestLevel();
+	if (LockTimeout == 0)
+		(void) set_config_option("lock_timeout", JOBQ_LEASE_LOCK_WAIT_MS,
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+	rc = JobqExecuteKeptAsOwner(lease_plan(&lock_plan, lock_sql, 2, argtypes),
+								values);
+	AtEOXact_GUC(true, nestlevel);
+	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not lock jobq job " INT64_FORMAT, id);
 	if (SPI_processed == 0)
 		(void) lease_lost(id, token, false);
