@@ -164,6 +164,13 @@ AS 'MODULE_PATHNAME', 'jobq_complete';
 COMMENT ON FUNCTION jobq.complete(bigint, uuid, jsonb) IS
 'end a claimed job as succeeded, with its result; an error with SQLSTATE JQ001 if the lease is lost (the job ran again, or ended otherwise)';
 
+CREATE FUNCTION jobq.complete(ids bigint[], tokens uuid[], results jsonb[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_complete_many';
+COMMENT ON FUNCTION jobq.complete(bigint[], uuid[], jsonb[]) IS
+'end up to 1000 claimed jobs as succeeded at once, ids[i] with lease tokens[i] and results[i]; all or nothing: an error with SQLSTATE JQ001 if one lease is lost. Returns how many';
+
 CREATE FUNCTION jobq.fail(id bigint, token uuid, error text, retry_in interval DEFAULT NULL)
 RETURNS jobq.job_state
 LANGUAGE C VOLATILE PARALLEL UNSAFE
@@ -182,6 +189,7 @@ COMMENT ON FUNCTION jobq.release(bigint, uuid) IS
 REVOKE EXECUTE ON FUNCTION jobq.claim(text[], text[], integer, interval, text, interval, text, integer),
                            jobq.heartbeat(bigint, uuid, interval),
                            jobq.complete(bigint, uuid, jsonb),
+                           jobq.complete(bigint[], uuid[], jsonb[]),
                            jobq.fail(bigint, uuid, text, interval),
                            jobq.release(bigint, uuid) FROM PUBLIC;
 

@@ -13,6 +13,7 @@ GRANT regress_jobq_mailer TO regress_jobq_app;
 GRANT EXECUTE ON FUNCTION
     jobq.claim(text[], text[], integer, interval, text, interval, text, integer),
     jobq.heartbeat(bigint, uuid, interval), jobq.complete(bigint, uuid, jsonb),
+    jobq.complete(bigint[], uuid[], jsonb[]),
     jobq.fail(bigint, uuid, text, interval), jobq.release(bigint, uuid)
   TO regress_jobq_exec;
 
@@ -240,6 +241,35 @@ SELECT error_of(format('SELECT jobq.release(%s, %L)', :e8, :'t8'), :e8);
 RESET ROLE;
 SELECT * FROM jobs_now() WHERE name = 'e8';
 
+-- complete many at once: all or nothing
+SET ROLE regress_jobq_app;
+INSERT INTO names
+    SELECT jobq.enqueue_task('send_email', jsonb_build_object('n', i), queue => 'regress_mail_many'),
+           'm' || i
+      FROM generate_series(1, 3) AS i;
+RESET ROLE;
+SET ROLE regress_jobq_exec;
+CREATE TEMP TABLE many AS
+    SELECT * FROM jobq.claim(queues => ARRAY['regress_mail_many'], n => 3);
+SELECT count(*) FROM many;
+-- one token that is not the lease's: nothing is completed
+SELECT max(id) AS m3 FROM many \gset
+SELECT error_of(format('SELECT jobq.complete(%L::bigint[], %L::uuid[])',
+                       array_agg(id ORDER BY id),
+                       array_agg(CASE WHEN id = :m3 THEN gen_random_uuid() ELSE lease_token END
+                                 ORDER BY id)), :m3)
+  FROM many;
+RESET ROLE;
+SELECT count(*) AS still_leased FROM jobq.jobs WHERE id IN (SELECT id FROM many) AND state = 'running';
+SET ROLE regress_jobq_exec;
+SELECT jobq.complete(ARRAY[1, 1]::bigint[], ARRAY[gen_random_uuid(), gen_random_uuid()]);
+SELECT jobq.complete(ARRAY[1]::bigint[], ARRAY[gen_random_uuid(), gen_random_uuid()]);
+SELECT jobq.complete(array_agg(id ORDER BY id), array_agg(lease_token ORDER BY id),
+                     array_agg(jsonb_build_object('sent', payload->'n') ORDER BY id))
+  FROM many;
+RESET ROLE;
+SELECT * FROM jobs_now() WHERE name LIKE 'm%';
+
 -- bad input: an error with an SQLSTATE, and nothing claimed or changed
 SET ROLE regress_jobq_exec;
 SELECT * FROM jobq.claim(n => 0);
@@ -303,6 +333,6 @@ SET ROLE regress_jobq_exec;
 SELECT count(*) FROM jobq.claim(queues => ARRAY['regress_short']);
 RESET ROLE;
 SELECT jobq.cancel(:sl);
-DROP TABLE claimed, limited;
+DROP TABLE claimed, limited, many;
 DROP OWNED BY regress_jobq_exec, regress_jobq_app, regress_jobq_peek, regress_jobq_squatter,
     regress_jobq_mailer;

@@ -188,34 +188,6 @@ claim_plan_for(SPIPlanPtr *plan, const char *tmpl, int nargs, Oid *argtypes)
 	return *plan;
 }
 
-/*
- * Lock jobq's tables for an execution transaction, so that DROP EXTENSION
- * waits for the jobs in flight to commit with their outcomes instead of
- * pulling the tables from under them.  Returns false if the extension is
- * gone (possibly dropped while we waited for the lock).
- */
-bool
-JobqLockTables(void)
-{
-	const JobqSchema *schema = JobqSchemaGet();
-	Oid			job = schema->relids[JOBQ_REL_JOB];
-	Oid			history = schema->relids[JOBQ_REL_HISTORY];
-
-	if (!schema->installed)
-		return false;
-	LockRelationOid(job, RowExclusiveLock);
-	LockRelationOid(history, RowExclusiveLock);
-
-	/*
-	 * Taking the locks received the invalidations of a DROP EXTENSION (and
-	 * of a CREATE EXTENSION after it: then the tables are new ones, not
-	 * locked; the next transaction takes theirs).
-	 */
-	schema = JobqSchemaGet();
-	return schema->installed && schema->relids[JOBQ_REL_JOB] == job &&
-		schema->relids[JOBQ_REL_HISTORY] == history;
-}
-
 /* append the claimed rows of the last statement to jobs[*njobs..] */
 static void
 collect_jobs(JobqJob *jobs, int *njobs, MemoryContext cxt)

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * guc.c
- *		Configuration parameters of jobq.
+ *		Configuration parameters of jobq, and whether the module was
+ *		preloaded, which they and jobq's shared memory need.
  *
  * Out-of-range numbers are rejected by the GUC machinery itself; the check
  * hooks below reject what a range cannot express.  Nothing is clamped.
@@ -156,4 +157,20 @@ JobqDefineGucs(void)
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("jobq");
+}
+
+/* set by _PG_init when jobq is loaded by shared_preload_libraries */
+bool		jobq_preloaded = false;
+
+/*
+ * Raise the error that explains that jobq must be preloaded.
+ */
+void
+JobqCheckPreloaded(void)
+{
+	if (!jobq_preloaded)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("jobq must be loaded via \"shared_preload_libraries\""),
+				 errhint("Add jobq to \"shared_preload_libraries\" in postgresql.conf and restart the server.")));
 }

@@ -31,7 +31,6 @@
 PG_MODULE_MAGIC;
 
 /* True in every process of a server that preloads jobq. */
-bool		jobq_preloaded = false;
 
 void		_PG_init(void);
 
@@ -70,19 +69,6 @@ jobq_shmem_startup(void)
 	JobqRequestsShmemInit();
 	JobqLeaseShmemInit();
 	LWLockRelease(AddinShmemInitLock);
-}
-
-/*
- * Raise the error that explains that jobq must be preloaded.
- */
-void
-JobqCheckPreloaded(void)
-{
-	if (!jobq_preloaded)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("jobq must be loaded via \"shared_preload_libraries\""),
-				 errhint("Add jobq to \"shared_preload_libraries\" in postgresql.conf and restart the server.")));
 }
 
 void

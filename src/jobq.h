@@ -147,6 +147,8 @@ extern int	jobq_max_payload_size;
 extern int	jobq_max_command_size;
 extern int	jobq_cancel_grace;
 extern void JobqDefineGucs(void);
+extern bool jobq_preloaded;
+extern void JobqCheckPreloaded(void);
 
 /* schema.c: the installed version of the extension and its tables */
 typedef enum JobqRel
@@ -178,10 +180,9 @@ extern const JobqSchema *JobqSchemaGet(void);
 extern const JobqSchema *JobqSchemaRequire(void);
 extern Oid	JobqSchemaRelid(const char *relname);
 extern void JobqSchemaInstallHooks(void);
+extern bool JobqLockTables(void);
 
 /* jobq.c: the module's entry point and its shared memory */
-extern bool jobq_preloaded;
-extern void JobqCheckPreloaded(void);
 
 /* slots.c: the launcher and the worker slots */
 extern Size JobqSlotsShmemSize(void);
@@ -298,7 +299,6 @@ typedef struct JobqOutcome
 } JobqOutcome;
 
 /* claim.c: claiming due jobs */
-extern bool JobqLockTables(void);
 extern int	JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 								   JobqJob **jobs, TimestampTz *next_due);
 

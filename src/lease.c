@@ -75,6 +75,7 @@
 PG_FUNCTION_INFO_V1(jobq_claim);
 PG_FUNCTION_INFO_V1(jobq_heartbeat);
 PG_FUNCTION_INFO_V1(jobq_complete);
+PG_FUNCTION_INFO_V1(jobq_complete_many);
 PG_FUNCTION_INFO_V1(jobq_fail);
 PG_FUNCTION_INFO_V1(jobq_release);
 PG_FUNCTION_INFO_V1(jobq_executor_info);
@@ -134,6 +135,7 @@ static SPIPlanPtr min_expiry_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr leased_plan = NULL;
 static SPIPlanPtr release_plan = NULL;
+static SPIPlanPtr lock_many_plan = NULL;
 static uint64 plans_generation = 0;
 
 /*
@@ -232,6 +234,18 @@ static const char *leased_sql =
 " WHERE lease_token IS NOT NULL"
 "   AND (queue OPERATOR(pg_catalog.=) ANY ($1)"
 "        OR owner::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($2))";
+
+/*
+ * The rows of jobs $1 whose leases tokens $2 hold (in order: $1[i] with
+ * $2[i]), locked, with the position of each in the arrays
+ */
+static const char *lock_many_sql =
+"SELECT j.ctid, j.id, j.priority, j.run_at, j.executor, u.ord FROM jobq.job j"
+"  JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
+"                  pg_catalog.unnest($2::pg_catalog.uuid[])) WITH ORDINALITY AS u(id, token, ord)"
+"    ON j.id OPERATOR(pg_catalog.=) u.id"
+"   AND j.lease_token OPERATOR(pg_catalog.=) " TOKEN_DIGEST("u.token")
+"   FOR UPDATE OF j";
 
 /* hand job $1, locked, back unrun: its attempt is not counted */
 static const char *release_sql =
@@ -493,7 +507,7 @@ lease_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 	{
 		SPIPlanPtr *plans[] = {&claim_plan, &heartbeat_plan, &lock_plan,
 		&expired_plan, &min_expiry_plan, &next_due_plan, &leased_plan,
-		&release_plan};
+		&release_plan, &lock_many_plan};
 		int			i;
 
 		for (i = 0; i < lengthof(plans); i++)
@@ -1022,7 +1036,7 @@ lease_lost(int64 id, pg_uuid_t *token, bool cancelled_ok)
 				 errmsg("lease of job " INT64_FORMAT " is not held", id),
 				 unleased ?
 				 errdetail("The lease expired, or the attempt was ended, and the job is pending again.") :
-				 errdetail("The job is held by another lease: its lease expired and the job was claimed again."),
+				 errdetail("The job is leased with another token: this lease expired and the job was claimed again, or the token is not the lease's."),
 				 errhint("The outcome of this attempt does not count; stop its work.")));
 	}
 	SPI_finish();
@@ -1223,6 +1237,150 @@ jobq_complete(PG_FUNCTION_ARGS)
 	JobqWakeClaimersAtCommit();
 	executor_note(executor, EXEC_SUCCEEDED, 1, NULL, 0);
 	PG_RETURN_VOID();
+}
+
+/*
+ * jobq.complete(ids bigint[], tokens uuid[], results jsonb[]) returns the
+ * number of jobs completed: jobs ids[i] whose leases tokens[i] hold end
+ * succeeded with results[i] (results NULL: no results), in one
+ * transaction.  All or nothing: one lease not held is an error (JQ001),
+ * and none is completed.
+ */
+Datum
+jobq_complete_many(PG_FUNCTION_ARGS)
+{
+	Datum	   *ids;
+	bool	   *id_nulls;
+	Datum	   *tokens;
+	bool	   *token_nulls;
+	Datum	   *results = NULL;
+	bool	   *result_nulls = NULL;
+	int			n;
+	int			ntokens;
+	int			nresults = 0;
+	JobqJob    *jobs;
+	JobqOutcome *outcomes;
+	char	  **executors;
+	bool	   *locked;
+	Oid			argtypes[2] = {INT8ARRAYOID, UUIDARRAYOID};
+	Datum		values[2];
+	TimestampTz now = GetCurrentTimestamp();
+	int			nestlevel;
+	int			rc;
+	uint64		r;
+	int			i;
+
+	JobqCheckPreloaded();
+	PreventCommandIfReadOnly("jobq.complete()");
+	require_executors("jobq.complete()");
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job ids and lease tokens must not be null")));
+	if (ARR_NDIM(PG_GETARG_ARRAYTYPE_P(0)) > 1 || ARR_NDIM(PG_GETARG_ARRAYTYPE_P(1)) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("job ids and lease tokens must be one-dimensional arrays")));
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), INT8OID, 8, FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &ids, &id_nulls, &n);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), UUIDOID, UUID_LEN, false,
+					  TYPALIGN_CHAR, &tokens, &token_nulls, &ntokens);
+	if (!PG_ARGISNULL(2))
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), JSONBOID, -1, false,
+						  TYPALIGN_INT, &results, &result_nulls, &nresults);
+	if (n != ntokens || (results != NULL && nresults != n))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job ids, lease tokens and results must have as many elements"),
+				 errdetail("%d job ids, %d lease tokens, %d results.", n, ntokens,
+						   results ? nresults : n)));
+	if (n > JOBQ_MAX_CLAIM)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("at most %d jobs may be completed at once, not %d", JOBQ_MAX_CLAIM, n)));
+	for (i = 0; i < n; i++)
+	{
+		int			k;
+
+		if (id_nulls[i] || token_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("job ids and lease tokens must not contain nulls")));
+		for (k = 0; k < i; k++)
+			if (DatumGetInt64(ids[k]) == DatumGetInt64(ids[i]))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("job " INT64_FORMAT " is given twice", DatumGetInt64(ids[i]))));
+	}
+	if (n == 0)
+		PG_RETURN_INT32(0);
+
+	jobs = palloc0(sizeof(JobqJob) * n);
+	outcomes = palloc0(sizeof(JobqOutcome) * n);
+	executors = palloc0(sizeof(char *) * n);
+	locked = palloc0(sizeof(bool) * n);
+
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	nestlevel = NewGUCNestLevel();
+	if (LockTimeout == 0)
+		(void) set_config_option("lock_timeout", JOBQ_LEASE_LOCK_WAIT_MS,
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+	rc = JobqExecuteKeptAsOwner(lease_plan(&lock_many_plan, lock_many_sql, 2, argtypes),
+								values);
+	AtEOXact_GUC(true, nestlevel);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not lock jobq jobs");
+	for (r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int			k = (int) DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull)) - 1;
+		Datum		d;
+
+		jobs[k].tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 1, &isnull));
+		jobs[k].id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		jobs[k].priority = DatumGetInt16(SPI_getbinval(tup, desc, 3, &isnull));
+		jobs[k].run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+		jobs[k].attempts = -1;	/* as it is */
+		jobs[k].external = true;
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		executors[k] = isnull ? NULL : MemoryContextStrdup(TopTransactionContext,
+														   TextDatumGetCString(d));
+		locked[k] = true;
+	}
+	/* all or nothing: the first whose lease is not held says why */
+	for (i = 0; i < n; i++)
+		if (!locked[i])
+			(void) lease_lost(DatumGetInt64(ids[i]), DatumGetUUIDP(tokens[i]), false);
+	SPI_finish();
+
+	for (i = 0; i < n; i++)
+	{
+		outcomes[i].kind = JOBQ_SUCCEEDED;
+		outcomes[i].finished_at = now;
+		if (results != NULL && !result_nulls[i])
+			outcomes[i].result = PointerGetDatum(PG_DETOAST_DATUM(results[i]));
+	}
+	JobqFinishJobs(jobs, outcomes, n);
+	PopActiveSnapshot();
+	JobqWakeClaimersAtCommit();
+
+	/* counted per run of one executor's jobs */
+	for (i = 0; i < n;)
+	{
+		int			k = i + 1;
+
+		while (k < n && executors[k] && executors[i] && strcmp(executors[k], executors[i]) == 0)
+			k++;
+		executor_note(executors[i], EXEC_SUCCEEDED, k - i, NULL, 0);
+		i = k;
+	}
+	PG_RETURN_INT32(n);
 }
 
 /*

@@ -37,6 +37,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -269,4 +270,32 @@ JobqSchemaInstallHooks(void)
 {
 	prev_object_access_hook = object_access_hook;
 	object_access_hook = schema_object_access;
+}
+
+/*
+ * Lock jobq's tables for an execution transaction, so that DROP EXTENSION
+ * waits for the jobs in flight to commit with their outcomes instead of
+ * pulling the tables from under them.  Returns false if the extension is
+ * gone (possibly dropped while we waited for the lock).
+ */
+bool
+JobqLockTables(void)
+{
+	const JobqSchema *schema = JobqSchemaGet();
+	Oid			job = schema->relids[JOBQ_REL_JOB];
+	Oid			history = schema->relids[JOBQ_REL_HISTORY];
+
+	if (!schema->installed)
+		return false;
+	LockRelationOid(job, RowExclusiveLock);
+	LockRelationOid(history, RowExclusiveLock);
+
+	/*
+	 * Taking the locks received the invalidations of a DROP EXTENSION (and
+	 * of a CREATE EXTENSION after it: then the tables are new ones, not
+	 * locked; the next transaction takes theirs).
+	 */
+	schema = JobqSchemaGet();
+	return schema->installed && schema->relids[JOBQ_REL_JOB] == job &&
+		schema->relids[JOBQ_REL_HISTORY] == history;
 }

@@ -4,7 +4,7 @@
 -- volatility and strictness of jobq.enqueue and jobq.status; a pinned
 -- search_path on every function; a COMMENT on every user-facing object.
 BEGIN;
-SELECT plan(68);
+SELECT plan(69);
 
 SET LOCAL search_path = public;
 
@@ -128,6 +128,8 @@ SELECT has_function('jobq', 'fail', ARRAY['bigint', 'uuid', 'text', 'interval'],
     'jobq.fail(id, token, error, retry_in) exists');
 SELECT function_returns('jobq', 'fail', ARRAY['bigint', 'uuid', 'text', 'interval'], 'jobq.job_state',
     'jobq.fail() returns the state the job is left in');
+SELECT has_function('jobq', 'complete', ARRAY['bigint[]', 'uuid[]', 'jsonb[]'],
+    'jobq.complete(ids, tokens, results) exists, to complete many jobs at once');
 SELECT has_function('jobq', 'release', ARRAY['bigint', 'uuid'],
     'jobq.release(id, token) exists');
 SELECT results_eq(

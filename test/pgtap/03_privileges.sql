@@ -6,7 +6,7 @@
 -- The roles are created inside the transaction and rolled back with it,
 -- and so are the jobs enqueued here: they never run.
 BEGIN;
-SELECT plan(75);
+SELECT plan(76);
 
 SET LOCAL search_path = public;
 
@@ -63,6 +63,7 @@ SELECT ok(NOT has_function_privilege('public', p, 'EXECUTE'),
           format('PUBLIC may not execute %s: executors are the administrator''s to allow', p))
   FROM unnest(ARRAY['jobq.claim(text[], text[], integer, interval, text, interval, text, integer)',
                     'jobq.heartbeat(bigint, uuid, interval)', 'jobq.complete(bigint, uuid, jsonb)',
+                    'jobq.complete(bigint[], uuid[], jsonb[])',
                     'jobq.fail(bigint, uuid, text, interval)', 'jobq.release(bigint, uuid)']) AS p;
 SELECT is(pg_temp.public_privs(to_regclass('jobq.executors')), ARRAY['SELECT'],
     'PUBLIC holds SELECT and nothing else on jobq.executors');
