@@ -57,42 +57,27 @@ static const char *find_job_sql =
 
 /*
  * Jobs to retry: their attempt counted, their error, their next run_at
- * (null: as it is) and the start of the attempt (null: as it is).
+ * (null: as it is) and the start of the attempt (null: as it is).  From
+ * 0.5.0 on, a job of an external task that is retried (by its executor's
+ * jobq.fail(), or because its lease expired) loses its lease too.
  */
-static const char *retry_sql =
-"UPDATE jobq.job j"
-"   SET attempts = o.attempt,"
-"       run_at = COALESCE(o.next_run_at, j.run_at),"
-"       started_at = COALESCE(o.started_at, j.started_at),"
-"       last_error = o.error, last_sqlstate = o.sqlstate"
-"  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
-"                  pg_catalog.unnest($2::pg_catalog.text[]),"
-"                  pg_catalog.unnest($3::pg_catalog.text[]),"
-"                  pg_catalog.unnest($4::pg_catalog.timestamptz[]),"
-"                  pg_catalog.unnest($5::pg_catalog.timestamptz[]),"
-"                  pg_catalog.unnest($6::pg_catalog.int4[]))"
-"       AS o(id, error, sqlstate, started_at, next_run_at, attempt)"
-" WHERE j.id OPERATOR(pg_catalog.=) o.id";
-
-/*
- * The same from 0.5.0 on: a job of an external task that is retried (by
- * its executor's jobq.fail(), or because its lease expired) loses its lease.
- */
+#define RETRY_SQL(lease) \
+"UPDATE jobq.job j" \
+"   SET attempts = o.attempt," \
+"       run_at = COALESCE(o.next_run_at, j.run_at)," \
+"       started_at = COALESCE(o.started_at, j.started_at)," \
+"       last_error = o.error, last_sqlstate = o.sqlstate" lease \
+"  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[])," \
+"                  pg_catalog.unnest($2::pg_catalog.text[])," \
+"                  pg_catalog.unnest($3::pg_catalog.text[])," \
+"                  pg_catalog.unnest($4::pg_catalog.timestamptz[])," \
+"                  pg_catalog.unnest($5::pg_catalog.timestamptz[])," \
+"                  pg_catalog.unnest($6::pg_catalog.int4[]))" \
+"       AS o(id, error, sqlstate, started_at, next_run_at, attempt)" \
+" WHERE j.id OPERATOR(pg_catalog.=) o.id"
+static const char *retry_sql = RETRY_SQL("");
 static const char *retry_lease_sql =
-"UPDATE jobq.job j"
-"   SET attempts = o.attempt,"
-"       run_at = COALESCE(o.next_run_at, j.run_at),"
-"       started_at = COALESCE(o.started_at, j.started_at),"
-"       last_error = o.error, last_sqlstate = o.sqlstate,"
-"       lease_token = NULL, lease_expires_at = NULL"
-"  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
-"                  pg_catalog.unnest($2::pg_catalog.text[]),"
-"                  pg_catalog.unnest($3::pg_catalog.text[]),"
-"                  pg_catalog.unnest($4::pg_catalog.timestamptz[]),"
-"                  pg_catalog.unnest($5::pg_catalog.timestamptz[]),"
-"                  pg_catalog.unnest($6::pg_catalog.int4[]))"
-"       AS o(id, error, sqlstate, started_at, next_run_at, attempt)"
-" WHERE j.id OPERATOR(pg_catalog.=) o.id";
+RETRY_SQL(", lease_token = NULL, lease_expires_at = NULL");
 
 static void finish_jobs(JobqJob *jobs, JobqOutcome *outcomes, int n,
 						bool settle);

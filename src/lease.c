@@ -1165,6 +1165,26 @@ jobq_heartbeat(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Run a kept statement that locks leased rows, waiting for another
+ * transaction's lock at most lock_timeout, or JOBQ_LEASE_LOCK_WAIT_MS when
+ * that is 0 (see lock_sql).
+ */
+static int
+execute_lock_wait(SPIPlanPtr plan, Datum *values)
+{
+	int			nestlevel = NewGUCNestLevel();
+	int			rc;
+
+	if (LockTimeout == 0)
+		(void) set_config_option("lock_timeout", JOBQ_LEASE_LOCK_WAIT_MS,
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+	rc = JobqExecuteKeptAsOwner(plan, values);
+	AtEOXact_GUC(true, nestlevel);
+	return rc;
+}
+
+/*
  * Lock the row of job id while token holds its lease, into *job; raises
  * the reason if it does not.  *executor gets the lease's executor.  Needs
  * SPI and an active snapshot.
@@ -1179,19 +1199,11 @@ lock_leased(int64 id, pg_uuid_t *token, JobqJob *job, char **executor)
 	bool		isnull;
 	Datum		d;
 
-	int			nestlevel;
 	int			rc;
 
 	values[0] = Int64GetDatum(id);
 	values[1] = UUIDPGetDatum(token);
-	nestlevel = NewGUCNestLevel();
-	if (LockTimeout == 0)
-		(void) set_config_option("lock_timeout", JOBQ_LEASE_LOCK_WAIT_MS,
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-								 true, 0, false);
-	rc = JobqExecuteKeptAsOwner(lease_plan(&lock_plan, lock_sql, 2, argtypes),
-								values);
-	AtEOXact_GUC(true, nestlevel);
+	rc = execute_lock_wait(lease_plan(&lock_plan, lock_sql, 2, argtypes), values);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not lock jobq job " INT64_FORMAT, id);
 	if (SPI_processed == 0)
@@ -1265,7 +1277,6 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 	Oid			argtypes[2] = {INT8ARRAYOID, UUIDARRAYOID};
 	Datum		values[2];
 	TimestampTz now = GetCurrentTimestamp();
-	int			nestlevel;
 	int			rc;
 	uint64		r;
 	int			i;
@@ -1324,14 +1335,8 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
-	nestlevel = NewGUCNestLevel();
-	if (LockTimeout == 0)
-		(void) set_config_option("lock_timeout", JOBQ_LEASE_LOCK_WAIT_MS,
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-								 true, 0, false);
-	rc = JobqExecuteKeptAsOwner(lease_plan(&lock_many_plan, lock_many_sql, 2, argtypes),
-								values);
-	AtEOXact_GUC(true, nestlevel);
+	rc = execute_lock_wait(lease_plan(&lock_many_plan, lock_many_sql, 2, argtypes),
+						   values);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not lock jobq jobs");
 	for (r = 0; r < SPI_processed; r++)
