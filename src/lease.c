@@ -590,6 +590,22 @@ empty_array(Oid elemtype)
 	return PointerGetDatum(construct_empty_array(elemtype));
 }
 
+/* one more job held in queue, of owner: count it against their limits */
+static void
+count_held(JobqQueueRule *rules, int nrules, int *queue_held,
+		   JobqRoleLimit *limits, int nlimits, int *role_held,
+		   const char *queue, Oid owner)
+{
+	int			i;
+
+	for (i = 0; i < nrules; i++)
+		if (strcmp(rules[i].queue, queue) == 0)
+			queue_held[i]++;
+	for (i = 0; i < nlimits; i++)
+		if (limits[i].role == owner)
+			role_held[i]++;
+}
+
 /*
  * Count the leases held in the queues and by the roles that have a limit
  * (queue_held[i] for rules[i], role_held[i] for limits[i]).  Needs SPI
@@ -629,12 +645,7 @@ count_leases(JobqQueueRule *rules, int nrules, int *queue_held,
 														   SPI_tuptable->tupdesc,
 														   2, &isnull));
 
-		for (i = 0; i < nrules; i++)
-			if (strcmp(rules[i].queue, queue) == 0)
-				queue_held[i]++;
-		for (i = 0; i < nlimits; i++)
-			if (limits[i].role == owner)
-				role_held[i]++;
+		count_held(rules, nrules, queue_held, limits, nlimits, role_held, queue, owner);
 	}
 }
 
@@ -781,15 +792,8 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 			tuplestore_putvalues(tupstore, tupdesc, row, nulls);
 			if (capped)
 			{
-				char	   *queue = TextDatumGetCString(row[3]);
-				Oid			owner = DatumGetObjectId(row[10]);
-
-				for (i = 0; i < nrules; i++)
-					if (strcmp(rules[i].queue, queue) == 0)
-						queue_held[i]++;
-				for (i = 0; i < nlimits; i++)
-					if (limits[i].role == owner)
-						role_held[i]++;
+				count_held(rules, nrules, queue_held, limits, nlimits, role_held,
+						   TextDatumGetCString(row[3]), DatumGetObjectId(row[10]));
 			}
 			got++;
 		}
