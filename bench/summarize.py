@@ -128,6 +128,28 @@ def main():
             {p: ("latency", met, [lat_var[p]]) for p in ("graphile", "pgboss", "pgq")
              if lat_var[p] is not None},
             lower=True, digits=2)
+    # external executors: the client-side drain of the peers is the like-for-like
+    # comparison (graphile-worker's and pg-boss's executors are clients too)
+    for (sysname, wl, var, met) in sorted(data):
+        if sysname == "jobq" and wl == "executor_api":
+            row(f"executors: claim 100 + complete, {var.split('_c')[-1]} clients (jobs/s)",
+                (None, stat(data[(sysname, wl, var, met)])),
+                {"naive": ("process_100per_tx", "jobs_per_s"),
+                 "graphile": ("process", "jobs_per_s"),
+                 "pgboss": ("process", "jobs_per_s"),
+                 "pgq": ("process", "jobs_per_s")})
+    v = best(data, "jobq", "executor_work", "jobs_per_s")
+    if v[1] is not None:
+        rows.append(("executors: jobq work, a process per job, per executor (jobs/s)",
+                     fmt(v[1]), "", "", "", "", ""))
+    for met in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
+        if best(data, "jobq", "executor_latency", met)[1] is None:
+            continue
+        row(f"executors: commit→claim of an idle executor, {met[:-3]} (ms)",
+            best(data, "jobq", "executor_latency", met, lower=True),
+            {p: ("latency", met, [lat_var[p]]) for p in ("graphile", "pgboss", "pgq")
+             if lat_var[p] is not None},
+            lower=True, digits=2)
     # memory
     for met in ("rss_before_kb", "rss_after_kb"):
         v = best(data, "jobq", "memory", met)
