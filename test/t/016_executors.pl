@@ -263,6 +263,32 @@ like($o, qr/^WORKER\s+PID\s+STATE/m, 'the workers');
 like($o, qr/^restart-1\s+\S+\s+\d+/m, 'and the executors, with host and pid');
 
 # ---------------------------------------------------------------------
+# jobq status, wait, cancel, retry
+# ---------------------------------------------------------------------
+my $sj = sql(q{SELECT jobq.enqueue('SELECT 41 + 1 AS answer')});
+($o, $e) = ('', '');
+IPC::Run::run([ $jobq, 'wait', $sj, '--timeout', '60s', '--json' ], '>', \$o, '2>', \$e);
+is($? >> 8, 0, 'jobq wait exits with status 0 once the job has finished');
+like($o, qr/"state":"succeeded".*"result":\{"answer": 42\}/, 'and prints it as JSON');
+my $pj = sql(q{SELECT jobq.enqueue('SELECT 1', run_at => now() + interval '1 hour')});
+($o, $e) = ('', '');
+IPC::Run::run([ $jobq, 'wait', $pj, '--timeout', '0.2s' ], '>', \$o, '2>', \$e);
+is($? >> 8, 1, 'jobq wait of a job that does not finish in time exits with status 1');
+like($e, qr/did not finish within the timeout/, 'and says so');
+like($o, qr/^state\s+pending$/m, 'after printing the job');
+($o, $e) = ('', '');
+IPC::Run::run([ $jobq, 'cancel', $pj ], '>', \$o, '2>', \$e);
+like($o, qr/^state\s+cancelled$/m, 'jobq cancel cancels the job and prints it');
+($o, $e) = ('', '');
+IPC::Run::run([ $jobq, 'retry', $pj ], '>', \$o, '2>', \$e);
+like($o, qr/^state\s+pending$/m, 'jobq retry makes it pending again');
+($o, $e) = ('', '');
+IPC::Run::run([ $jobq, 'status', '999999' ], '>', \$o, '2>', \$e);
+is($? >> 8, 1, 'jobq status of a job that does not exist exits with status 1');
+like($e, qr/\Ajobq: job 999999 does not exist\n\z/, 'with one line');
+sql("SELECT jobq.cancel($pj)");
+
+# ---------------------------------------------------------------------
 # Bad arguments: a one-line error and a non-zero status, never a crash
 # ---------------------------------------------------------------------
 foreach my $case (
