@@ -121,9 +121,9 @@ frame(PGconn *conn, double interval, bool clear)
 
 	if (clear)
 		fputs("\033[H\033[2J", stdout);
-	printf("jobq top: database %s at %s, %.1f jobs/s finished over the last %s s, jobq.workers = %s\n\n",
+	printf("jobq top: database %s at %s, %.1f jobs/s finished over the last %g s, jobq.workers = %s\n\n",
 		   PQgetvalue(head, 0, 0), PQgetvalue(head, 0, 1),
-		   atof(PQgetvalue(head, 0, 2)), window, val(head, 0, 3));
+		   atof(PQgetvalue(head, 0, 2)), atof(window), val(head, 0, 3));
 
 	printf("%-24s %9s %9s %7s %7s %7s %13s %6s %s\n", "QUEUE", "PENDING", "SCHEDULED",
 		   "RUNNING", "OK/1m", "FAIL/1m", "OLDEST DUE", "LIMIT", "");
