@@ -130,6 +130,7 @@ static int	signal_pipe[2] = {-1, -1};
 static volatile sig_atomic_t stop_signals = 0;
 static double stop_deadline = 0;
 static bool ran_one = false;
+static int	exit_status = EXIT_OK;
 static bool claimed_none = false;
 static char hostname[256];
 
@@ -1263,6 +1264,13 @@ cmd_work(int argc, char **argv)
 						got += PQntuples(res);
 						take_claimed(res);
 					}
+					else if (strncmp(cli_sqlstate(res), "42", 2) == 0)
+					{
+						/* no privilege, no such function: trying again cannot help */
+						logmsg("claim failed: %s; stopping", cli_result_message(res, claim_conn));
+						exit_status = EXIT_ERROR;
+						stop_signals = 2;
+					}
 					else if (strcmp(cli_sqlstate(res), "57014") != 0 || stop_signals == 0)
 					{
 						logmsg("claim failed: %s", cli_result_message(res, claim_conn));
@@ -1303,5 +1311,5 @@ cmd_work(int argc, char **argv)
 		return EXIT_NOTHING;
 	}
 	logmsg("stopped");
-	return EXIT_OK;
+	return exit_status;
 }
