@@ -56,8 +56,8 @@ conn_option(ConnOpts *opts, int c, const char *arg)
 PGconn *
 cli_connect(const ConnOpts *opts, const char *appname, bool quiet)
 {
-	const char *keys[10];
-	const char *values[10];
+	const char *keys[12];
+	const char *values[12];
 	int			n = 0;
 	PGconn	   *conn;
 
@@ -94,6 +94,9 @@ cli_connect(const ConnOpts *opts, const char *appname, bool quiet)
 	}
 	keys[n] = "keepalives_idle";
 	values[n++] = "30";
+	/* unacknowledged data: the connection is given up after 30 s */
+	keys[n] = "tcp_user_timeout";
+	values[n++] = "30000";
 	keys[n] = NULL;
 	values[n] = NULL;
 

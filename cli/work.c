@@ -52,6 +52,7 @@
 #define STDOUT_CAP			(1024 * 1024)	/* result kept from stdout */
 #define STDERR_TAIL			2000	/* error kept from stderr */
 #define CLAIM_WAIT_S		5		/* one claim's wait; then claim again */
+#define CTL_TIMEOUT_MS		10000	/* longest heartbeat or outcome statement */
 
 /* one task the executor runs, and how */
 typedef struct Task
@@ -294,6 +295,33 @@ close_conn(PGconn **conn)
 		claim_in_flight = false;
 }
 
+/*
+ * A connection's limits: no statement may hold the executor's loop for
+ * long (a lock held elsewhere, a server that stopped answering); the
+ * lease calls wait for a lock at most lock_timeout.  NULL stays NULL.
+ */
+static PGconn *
+session_limits(PGconn *conn, int statement_ms)
+{
+	char		sql[128];
+	PGresult   *res;
+
+	if (conn == NULL)
+		return NULL;
+	snprintf(sql, sizeof(sql), "SET statement_timeout = %d; SET lock_timeout = %d",
+			 statement_ms, CTL_TIMEOUT_MS / 4);
+	res = PQexec(conn, sql);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	{
+		logmsg("cannot set the session's timeouts: %s", cli_result_message(res, conn));
+		PQclear(res);
+		PQfinish(conn);
+		return NULL;
+	}
+	PQclear(res);
+	return conn;
+}
+
 /* both connections, made again after a delay that grows while they fail */
 static bool
 ensure_connected(void)
@@ -311,9 +339,10 @@ ensure_connected(void)
 		return false;
 	snprintf(appname, sizeof(appname), "jobq work %s", exec_name);
 	if (ctl_conn == NULL)
-		ctl_conn = cli_connect(&conn_opts, appname, true);
+		ctl_conn = session_limits(cli_connect(&conn_opts, appname, true), CTL_TIMEOUT_MS);
 	if (ctl_conn && claim_conn == NULL)
-		claim_conn = cli_connect(&conn_opts, appname, true);
+		claim_conn = session_limits(cli_connect(&conn_opts, appname, true),
+									(int) (((once ? once_wait_s : CLAIM_WAIT_S) + 30) * 1000));
 	if (claim_conn && ctl_conn)
 	{
 		if (reconnect_delay > 0.1)
@@ -592,7 +621,8 @@ take_claimed(PGresult *res)
 			j->outcome = OUT_RELEASE;
 			continue;
 		}
-		(void) start_job(j);
+		if (!start_job(j))
+			reconnect_at = now_seconds() + 1;	/* not at once into the same failure */
 	}
 }
 
@@ -1099,7 +1129,9 @@ cmd_work(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	/* the first connection must work: a wrong setting is an error */
-	ctl_conn = cli_connect(&conn_opts, "jobq work", false);
+	ctl_conn = session_limits(cli_connect(&conn_opts, "jobq work", false), CTL_TIMEOUT_MS);
+	if (ctl_conn == NULL)
+		return EXIT_ERROR;
 	logmsg("ready: %d task%s, concurrency %d, lease %g s", ntasks, ntasks == 1 ? "" : "s",
 		   concurrency, lease_s);
 
@@ -1131,6 +1163,9 @@ cmd_work(int argc, char **argv)
 		}
 		if (stop_signals > 1 && stop_deadline > now)
 			stop_deadline = now;
+		/* a claim cancelled at the stop that does not come back: drop it */
+		if (stop_deadline > 0 && now > stop_deadline + 2 && claim_in_flight)
+			close_conn(&claim_conn);
 
 		ensure_connected();
 

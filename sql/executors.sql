@@ -270,6 +270,33 @@ SELECT jobq.complete(array_agg(id ORDER BY id), array_agg(lease_token ORDER BY i
 RESET ROLE;
 SELECT * FROM jobs_now() WHERE name LIKE 'm%';
 
+-- an error inside a claim leaves the session usable (the claim's
+-- subtransaction is undone): here the executor may not read the queue
+-- settings
+REVOKE SELECT ON jobq.queues FROM PUBLIC;
+SET ROLE regress_jobq_exec;
+SELECT count(*) FROM jobq.claim(queues => ARRAY['regress_mail_limit']);
+SELECT 'still usable' AS session;
+BEGIN;
+SELECT count(*) FROM jobq.claim(queues => ARRAY['regress_mail_limit']);
+ROLLBACK;
+SELECT 'still usable' AS session;
+RESET ROLE;
+GRANT SELECT ON jobq.queues TO PUBLIC;
+
+-- a transaction that claimed jobs cannot be prepared: its lease must be
+-- committed to count
+SET ROLE regress_jobq_app;
+INSERT INTO names VALUES
+    (jobq.enqueue_task('send_email', '{"to": "ike"}', queue => 'regress_mail_prepare'), 'e9');
+RESET ROLE;
+SET ROLE regress_jobq_exec;
+BEGIN;
+SELECT count(*) FROM jobq.claim(queues => ARRAY['regress_mail_prepare']);
+PREPARE TRANSACTION 'regress_claim';
+RESET ROLE;
+SELECT * FROM jobs_now() WHERE name = 'e9';
+
 -- bad input: an error with an SQLSTATE, and nothing claimed or changed
 SET ROLE regress_jobq_exec;
 SELECT * FROM jobq.claim(n => 0);

@@ -301,6 +301,11 @@ note_expiry(TimestampTz t)
 static void
 lease_xact_callback(XactEvent event, void *arg)
 {
+	if (event == XACT_EVENT_PRE_PREPARE && pending_expiry != DT_NOEND)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot PREPARE a transaction that has claimed jobs of external tasks"),
+				 errdetail("A lease must be committed to count.")));
 	if (event == XACT_EVENT_COMMIT && pending_expiry != DT_NOEND && Lease)
 	{
 		pg_atomic_write_u32(&Lease->leases_seen, 1);
@@ -338,7 +343,8 @@ note_expiry_at_commit(TimestampTz t)
  * The lock of limited claims.  A session lock, so that a claim that took
  * nothing (and may wait for a while) lets it go at once; one that took
  * jobs keeps it until its transaction ends, so that the next claim counts
- * its leases.
+ * its leases.  It is only ever tried: a claim that finds it taken counts
+ * as having found nothing, and tries again shortly (see jobq_claim()).
  */
 static void
 claim_lock_tag(LOCKTAG *tag)
@@ -347,17 +353,20 @@ claim_lock_tag(LOCKTAG *tag)
 						 JOBQ_CLAIM_LOCK_FIELD4);
 }
 
-static void
+static bool
 claim_lock_acquire(void)
 {
 	LOCKTAG		tag;
 
 	if (claim_lock_held)
-		return;
+		return true;
 	register_xact_callback();
 	claim_lock_tag(&tag);
-	(void) LockAcquire(&tag, ExclusiveLock, true, false);
+	/* never waited for: its holder may keep it until its commit */
+	if (LockAcquire(&tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+		return false;
 	claim_lock_held = true;
+	return true;
 }
 
 static void
@@ -697,8 +706,9 @@ claims_queue(ClaimArgs *args, const char *queue)
 }
 
 /*
- * Claim up to n jobs into tupstore; returns how many.  Needs SPI and runs
- * in the caller's transaction.
+ * Claim up to n jobs into tupstore; returns how many, or -1 if another
+ * claim holds the lock of limited claims.  Needs SPI and runs in the
+ * caller's transaction.
  */
 static int
 claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
@@ -738,7 +748,8 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 			capped = true;
 	if (capped)
 	{
-		claim_lock_acquire();
+		if (!claim_lock_acquire())
+			return -1;
 		count_leases(rules, nrules, queue_held, limits, nlimits, role_held);
 		for (i = 0; i < nrules; i++)
 			queue_held[i] += JobqQueueRunning(rules[i].queue);
@@ -852,6 +863,8 @@ jobq_claim(PG_FUNCTION_ARGS)
 	TimestampTz deadline;
 	volatile bool waiting = false;
 	volatile int got = 0;
+	TimestampTz lock_deadline;
+	MemoryContext loopcxt;
 
 	JobqCheckPreloaded();
 	PreventCommandIfReadOnly("jobq.claim()");
@@ -937,6 +950,11 @@ jobq_claim(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+	/* the lock of limited claims is tried for at least a second */
+	lock_deadline = Max(deadline, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000));
+	/* what one pass of the loop allocates, freed by the next */
+	loopcxt = AllocSetContextCreate(CurrentMemoryContext, "jobq claim",
+									ALLOCSET_DEFAULT_SIZES);
 
 	PG_ENSURE_ERROR_CLEANUP(claim_wait_cleanup, (Datum) 0);
 	{
@@ -950,37 +968,76 @@ jobq_claim(PG_FUNCTION_ARGS)
 			MemoryContext oldcxt = CurrentMemoryContext;
 			ResourceOwner oldowner = CurrentResourceOwner;
 			TimestampTz next_check;
+			int			n_got;
 
 			CHECK_FOR_INTERRUPTS();
+			MemoryContextReset(loopcxt);
+			MemoryContextSwitchTo(loopcxt);
 			SPI_connect();
 			PushActiveSnapshot(GetTransactionSnapshot());
 
 			/*
 			 * Leases that have ended are put back first, if it is time and no
 			 * worker does it now: the executors do not depend on an idle
-			 * worker.
+			 * worker.  Not by a claim that may go on to wait, which would
+			 * hold the jobs put back uncommitted: it wakes a worker instead.
 			 */
 			if (JobqLeaseExpiryTurn(&next_check))
-				(void) JobqExpireLeasesNow();
+			{
+				if (wait_ms == 0)
+					(void) JobqExpireLeasesNow();
+				else
+				{
+					/* let a worker have the turn at once */
+					pg_atomic_write_u64(&Lease->sweep_after, 0);
+					JobqWakeWorkerBy(GetCurrentTimestamp());
+				}
+			}
 
 			/*
-			 * The claim in a subtransaction, undone when it took nothing: a
-			 * row that another claim took and this one passed over stays
-			 * locked to the end of the (sub)transaction that looked at it,
-			 * which, for a claim that waits, could be long.
+			 * The claim in a subtransaction, undone when it took nothing (or
+			 * failed): a row that another claim took and this one passed over
+			 * stays locked to the end of the (sub)transaction that looked at
+			 * it, which, for a claim that waits, could be long.
 			 */
 			BeginInternalSubTransaction(NULL);
-			MemoryContextSwitchTo(oldcxt);
-			got = claim_jobs(&args, n, rsinfo->setResult, rsinfo->setDesc);
-			if (got > 0)
+			MemoryContextSwitchTo(loopcxt);
+			PG_TRY();
+			{
+				n_got = claim_jobs(&args, n, rsinfo->setResult, rsinfo->setDesc);
+			}
+			PG_CATCH();
+			{
+				MemoryContextSwitchTo(loopcxt);
+				RollbackAndReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(oldcxt);
+				CurrentResourceOwner = oldowner;
+				if (claim_lock_held && pending_expiry == DT_NOEND)
+					claim_lock_release();
+				PG_RE_THROW();
+			}
+			PG_END_TRY();
+			if (n_got > 0)
 				ReleaseCurrentSubTransaction();
 			else
 				RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
+			MemoryContextSwitchTo(loopcxt);
 			CurrentResourceOwner = oldowner;
-			wake = (got == 0 && waiting) ? claim_next_due(&args) : DT_NOEND;
+			got = Max(n_got, 0);
+			/* the lock of limited claims is taken: try again very soon */
+			wake = n_got < 0 ? TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5) :
+				(got == 0 && waiting) ? claim_next_due(&args) : DT_NOEND;
 			PopActiveSnapshot();
 			SPI_finish();
+			MemoryContextSwitchTo(oldcxt);
+			if (n_got < 0 && GetCurrentTimestamp() < lock_deadline)
+			{
+				/* not a wait for a job: no registration, no deadline */
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 5, PG_WAIT_EXTENSION);
+				ResetLatch(MyLatch);
+				continue;
+			}
 
 			now = GetCurrentTimestamp();
 			if (got > 0 || now >= deadline)

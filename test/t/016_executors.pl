@@ -44,12 +44,24 @@ $ENV{PGDATABASE} = 'postgres';
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 # an executor in the background, its output in a file (a pipe that
-# nobody reads while the test polls would fill up and stop it)
+# nobody reads while the test polls would fill up and stop it); any left
+# when the test ends, even by dying, are killed
+my @harnesses;
 sub start_work
 {
 	my ($name, @args) = @_;
-	return IPC::Run::start([ $jobq, 'work', '--name', $name, @args ],
+	my $h = IPC::Run::start([ $jobq, 'work', '--name', $name, @args ],
 		'<', \undef, '>', "$dir/$name.log", '2>&1');
+	push @harnesses, $h;
+	return $h;
+}
+END
+{
+	local $?;
+	foreach my $h (@harnesses)
+	{
+		eval { $h->kill_kill if $h->pumpable; };
+	}
 }
 
 # what an executor printed
@@ -270,7 +282,9 @@ my $sj = sql(q{SELECT jobq.enqueue('SELECT 41 + 1 AS answer')});
 IPC::Run::run([ $jobq, 'wait', $sj, '--timeout', '60s', '--json' ], '>', \$o, '2>', \$e);
 is($? >> 8, 0, 'jobq wait exits with status 0 once the job has finished');
 like($o, qr/"state":"succeeded".*"result":\{"answer": 42\}/, 'and prints it as JSON');
-my $pj = sql(q{SELECT jobq.enqueue('SELECT 1', run_at => now() + interval '1 hour')});
+# in a paused queue, so that its retry stays pending
+sql(q{SELECT jobq.pause('cli')});
+my $pj = sql(q{SELECT jobq.enqueue('SELECT 1', queue => 'cli')});
 ($o, $e) = ('', '');
 IPC::Run::run([ $jobq, 'wait', $pj, '--timeout', '0.2s' ], '>', \$o, '2>', \$e);
 is($? >> 8, 1, 'jobq wait of a job that does not finish in time exits with status 1');
@@ -287,6 +301,7 @@ IPC::Run::run([ $jobq, 'status', '999999' ], '>', \$o, '2>', \$e);
 is($? >> 8, 1, 'jobq status of a job that does not exist exits with status 1');
 like($e, qr/\Ajobq: job 999999 does not exist\n\z/, 'with one line');
 sql("SELECT jobq.cancel($pj)");
+sql(q{SELECT jobq.resume('cli')});
 
 # ---------------------------------------------------------------------
 # Bad arguments: a one-line error and a non-zero status, never a crash
