@@ -6,30 +6,41 @@
  *
  * A job of an external task (task.c) is run by a process outside the
  * server, which cannot hold a transaction open for the length of a job.
- * So its claim, unlike a worker's (claim.c), is written and committed: the
- * attempt is counted, and the job gets a lease, a random token and an
- * expiry, in jobq.job (the token's digest only).  The executor keeps the lease with
- * jobq.heartbeat() and ends it with jobq.complete() or jobq.fail(); each
- * names the job by id and token, locks its row and checks the token under
- * that lock, so exactly one outcome counts per attempt: a call after the
- * lease was lost (it expired and the job was put back or taken again, the
- * job was cancelled, or it already ended) changes nothing and fails with
- * SQLSTATE JQ001.  The outcomes go through finish.c like the workers'.
+ * So its claim, unlike a worker's (claim.c), is written and committed:
+ * the attempt is counted, and the job gets a lease, a random token and an
+ * expiry, in jobq.job (the token's digest only).  The executor keeps the
+ * lease with jobq.heartbeat() and ends it with jobq.complete(),
+ * jobq.fail() or jobq.release(); each names the job by id and token, locks
+ * its row and checks the token under that lock, so exactly one outcome
+ * counts per attempt: a call after the lease was lost (it expired and the
+ * job was put back or taken again, the job was cancelled, or it already
+ * ended) changes nothing and fails with SQLSTATE JQ001.  These calls wait
+ * for another transaction's lock on the row only briefly (a heartbeat not
+ * at all): no session can stall an executor.  The outcomes go through
+ * finish.c like the workers'.
+ *
+ * Each pass of a claim runs in a subtransaction, undone when it took
+ * nothing or failed: rows that other claims took and this one passed over
+ * stay locked to the end of the (sub)transaction that looked at them, and
+ * an error must leave the caller's transaction as it was.
  *
  * Expiry.  Shared memory holds the earliest expiry that a lease may have
  * (lowered by every claim when it commits, never raised by one).  The
  * idle workers sleep no longer than until then, and the first worker
  * there takes the turn: it puts the jobs of expired leases back (attempt
  * counted; failed when none is left) in a transaction of its own, then
- * reads the earliest expiry left.  A claim that commits a lease that ends
- * before the idle workers would wake up wakes one (wakeup.c).  A heartbeat
- * only moves an expiry later, so it needs neither.
+ * reads the earliest expiry left.  A claim that does not wait takes the
+ * turn too, when a worker has not; one that may wait wakes a worker
+ * instead.  A claim that commits a lease that ends before the idle workers
+ * would wake up wakes one (wakeup.c).  A heartbeat only moves an expiry
+ * later, so it needs neither.
  *
  * Limits.  A claim honours paused queues, queue concurrency and per-role
  * max_running, counting both the workers' jobs (slots.c) and the leases
  * held.  While one of those limits could be reached by the claim, the
- * claims of external executors are serialized by a lock and take jobs one
- * at a time; otherwise one statement claims them all.
+ * claims of external executors are serialized by a session lock, which is
+ * only ever tried, and take jobs one at a time; otherwise one statement
+ * claims them all.
  *
  * Executors are known by the name they give jobq.claim(); shared memory
  * keeps, per name, where it runs (as it reports) and what it did, for the
