@@ -5,7 +5,9 @@
  *
  * A job ends when a worker's chunk records its outcome, when jobq.cancel()
  * cancels it, when jobq.wait() ran it in place, when a job it depends on
- * did not succeed, or when its worker died in its last attempt.  All of
+ * did not succeed, when its worker died in its last attempt, or, for a job
+ * of an external task, when its executor reports an outcome or its lease
+ * expires (lease.c).  All of
  * them come here, to JobqFinishJobs(), with the jobs' rows locked by the
  * current transaction, and the outcome of each:
  *	- a finished job (succeeded, failed, cancelled) leaves jobq.job by its
