@@ -61,42 +61,24 @@ cli_connect(const ConnOpts *opts, const char *appname, bool quiet)
 	int			n = 0;
 	PGconn	   *conn;
 
-	if (opts->dbname)
-	{
-		keys[n] = "dbname";
-		values[n++] = opts->dbname;
-	}
-	if (opts->host)
-	{
-		keys[n] = "host";
-		values[n++] = opts->host;
-	}
-	if (opts->port)
-	{
-		keys[n] = "port";
-		values[n++] = opts->port;
-	}
-	if (opts->user)
-	{
-		keys[n] = "user";
-		values[n++] = opts->user;
-	}
-	keys[n] = "fallback_application_name";
-	values[n++] = appname;
+/* one connection keyword, unless its value is NULL */
+#define PARAM(k, v) \
+	do { if ((v) != NULL) { keys[n] = (k); values[n++] = (v); } } while (0)
+
+	PARAM("dbname", opts->dbname);
+	PARAM("host", opts->host);
+	PARAM("port", opts->port);
+	PARAM("user", opts->user);
+	PARAM("fallback_application_name", appname);
 	/* what a child prints is sent as UTF-8 (valid_utf8()) */
-	keys[n] = "client_encoding";
-	values[n++] = "UTF8";
+	PARAM("client_encoding", "UTF8");
 	/* a server out of reach is noticed, not waited for forever */
 	if (getenv("PGCONNECT_TIMEOUT") == NULL)
-	{
-		keys[n] = "connect_timeout";
-		values[n++] = "10";
-	}
-	keys[n] = "keepalives_idle";
-	values[n++] = "30";
+		PARAM("connect_timeout", "10");
+	PARAM("keepalives_idle", "30");
 	/* unacknowledged data: the connection is given up after 30 s */
-	keys[n] = "tcp_user_timeout";
-	values[n++] = "30000";
+	PARAM("tcp_user_timeout", "30000");
+#undef PARAM
 	keys[n] = NULL;
 	values[n] = NULL;
 

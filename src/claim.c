@@ -308,6 +308,7 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 	int			nblocked_owners = 0;
 	int		   *queue_leased;
 	int		   *role_leased;
+	bool		counts_leases = false;
 	int			k;
 
 	*jobs_out = NULL;
@@ -329,9 +330,14 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 	 */
 	rules = JobqQueueRules(&nrules);
 	role_limits = JobqRoleLimits(&nrole_limits);
-	queue_leased = palloc(sizeof(int) * Max(1, nrules));
-	role_leased = palloc(sizeof(int) * Max(1, nrole_limits));
-	if (nrules > 0 || nrole_limits > 0)
+	queue_leased = palloc0(sizeof(int) * Max(1, nrules));
+	role_leased = palloc0(sizeof(int) * Max(1, nrole_limits));
+	/* leases count only against a concurrency or max_running limit */
+	for (k = 0; k < nrules; k++)
+		counts_leases |= rules[k].concurrency > 0;
+	for (k = 0; k < nrole_limits; k++)
+		counts_leases |= role_limits[k].max_running >= 0;
+	if (counts_leases)
 		JobqLeasesHeld(rules, nrules, queue_leased, role_limits, nrole_limits,
 					   role_leased);
 	blocked = palloc(sizeof(Datum) * Max(1, nrules));

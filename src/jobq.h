@@ -453,7 +453,7 @@ extern void JobqSessionJobEnd(bool drop_temp);
 #define ERRCODE_JOBQ_LEASE_EXPIRED MAKE_SQLSTATE('J','Q','0','0','2')
 extern Size JobqLeaseShmemSize(void);
 extern void JobqLeaseShmemInit(void);
-extern bool JobqLeaseExpiryTurn(TimestampTz *next);
+extern bool JobqLeaseExpiryTurn(void);
 extern TimestampTz JobqLeaseNextCheck(void);
 extern void JobqLeasesHeld(JobqQueueRule *rules, int nrules, int *queue_held,
 						   JobqRoleLimit *limits, int nlimits, int *role_held);

@@ -401,27 +401,18 @@ JobqLeaseNextCheck(void)
 }
 
 /*
- * Is it this worker's turn to expire leases?  Otherwise *next is when to
- * ask again.
+ * Is it the caller's turn to expire leases?  (When to ask again:
+ * JobqLeaseNextCheck().)
  */
 bool
-JobqLeaseExpiryTurn(TimestampTz *next)
+JobqLeaseExpiryTurn(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz expiry = (TimestampTz) pg_atomic_read_u64(&Lease->next_expiry);
 	uint64		after = pg_atomic_read_u64(&Lease->sweep_after);
 
-	if (expiry > now)
-	{
-		*next = expiry;
+	if (expiry > now || (TimestampTz) after > now)
 		return false;
-	}
-	if ((TimestampTz) after > now)
-	{
-		*next = (TimestampTz) after;
-		return false;
-	}
-	*next = DT_NOEND;
 	return pg_atomic_compare_exchange_u64(&Lease->sweep_after, &after,
 										  (uint64) TimestampTzPlusMilliseconds(now, JOBQ_SWEEP_INTERVAL_MS));
 }
@@ -541,10 +532,15 @@ lease_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 	return JobqKeepPlan(plan, sql, nargs, argtypes);
 }
 
-/* the schema, which must have external executors (0.5.0) */
+/*
+ * The start of every executor call that writes: jobq preloaded, a
+ * read-write transaction, and a schema with external executors (0.5.0).
+ */
 static void
 require_executors(const char *what)
 {
+	JobqCheckPreloaded();
+	PreventCommandIfReadOnly(what);
 	if (!JobqSchemaRequire()->executors)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -877,8 +873,6 @@ jobq_claim(PG_FUNCTION_ARGS)
 	TimestampTz lock_deadline;
 	MemoryContext loopcxt;
 
-	JobqCheckPreloaded();
-	PreventCommandIfReadOnly("jobq.claim()");
 	require_executors("jobq.claim()");
 
 	memset(&args, 0, sizeof(args));
@@ -978,7 +972,6 @@ jobq_claim(PG_FUNCTION_ARGS)
 
 			MemoryContext oldcxt = CurrentMemoryContext;
 			ResourceOwner oldowner = CurrentResourceOwner;
-			TimestampTz next_check;
 			int			n_got;
 
 			CHECK_FOR_INTERRUPTS();
@@ -993,7 +986,7 @@ jobq_claim(PG_FUNCTION_ARGS)
 			 * worker.  Not by a claim that may go on to wait, which would
 			 * hold the jobs put back uncommitted: it wakes a worker instead.
 			 */
-			if (JobqLeaseExpiryTurn(&next_check))
+			if (JobqLeaseExpiryTurn())
 			{
 				if (wait_ms == 0)
 					(void) JobqExpireLeasesNow();
@@ -1163,8 +1156,6 @@ static void
 lease_args(FunctionCallInfo fcinfo, const char *what, int64 *id,
 		   pg_uuid_t **token)
 {
-	JobqCheckPreloaded();
-	PreventCommandIfReadOnly(what);
 	require_executors(what);
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -1353,8 +1344,6 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 	uint64		r;
 	int			i;
 
-	JobqCheckPreloaded();
-	PreventCommandIfReadOnly("jobq.complete()");
 	require_executors("jobq.complete()");
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,

@@ -694,7 +694,6 @@ JobqWorkerMain(Datum main_arg)
 	for (;;)
 	{
 		TimestampTz next_due = DT_NOEND;
-		TimestampTz lease_due;
 		long		sleep_ms;
 		int			n;
 
@@ -717,7 +716,7 @@ JobqWorkerMain(Datum main_arg)
 			if (JobqPruneHistory() > 0)
 				JobqPruneAgainSoon();
 		}
-		if (JobqLeaseExpiryTurn(&lease_due))
+		if (JobqLeaseExpiryTurn())
 			JobqExpireLeases();
 
 		n = run_chunk(&claim_limit, &next_due);
