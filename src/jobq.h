@@ -22,6 +22,7 @@
 #include <signal.h>
 
 #include "access/attnum.h"
+#include "access/tableam.h"
 #include "access/tupdesc.h"
 #include "executor/spi.h"
 #include "datatype/timestamp.h"
@@ -159,6 +160,7 @@ typedef enum JobqRel
 	JOBQ_REL_TASK,
 	JOBQ_REL_QUEUES,
 	JOBQ_REL_ROLE_LIMITS,
+	JOBQ_REL_EXTERNAL_IDX,
 	JOBQ_NUM_RELS
 } JobqRel;
 
@@ -381,6 +383,9 @@ extern AttrNumber JobqTableColumn(JobqTable *t, const char *name, Oid type,
 								  bool required);
 extern void JobqTableInsert(JobqTable *t, Relation rel,
 							TupleTableSlot **slots, int n);
+extern TM_Result JobqTableUpdate(JobqTable *t, Relation rel, ItemPointer tid,
+								 TupleTableSlot *slot, Bitmapset *changed,
+								 bool wait, TM_FailureData *tmfd);
 extern TupleTableSlot *JobqTableSlot(JobqTable *t);
 
 /* journal.c: the attempt a worker is in, kept outside the database */
@@ -432,6 +437,7 @@ extern int	JobqSettleWaitingJobs(JobqJob **cancel, int64 **because);
 /* task.c: registered tasks */
 extern void JobqCheckTaskName(const char *name);
 extern Oid	JobqTaskForEnqueue(const char *name, bool *external);
+extern bool JobqTaskIsExternal(const char *name);
 extern FmgrInfo *JobqTaskForJob(const char *name, Oid owner,
 								volatile bool *permanent);
 

@@ -19,10 +19,14 @@
  * at all): no session can stall an executor.  The outcomes go through
  * finish.c like the workers'.
  *
- * Each pass of a claim runs in a subtransaction, undone when it took
- * nothing or failed: rows that other claims took and this one passed over
- * stay locked to the end of the (sub)transaction that looked at them, and
- * an error must leave the caller's transaction as it was.
+ * The claim is written without an SQL statement (store.c): it walks the
+ * external claim index and updates each job it takes, the update being
+ * the claim.  A job that another transaction holds is passed over, and
+ * left untouched: a row lock taken first (FOR UPDATE SKIP LOCKED) would
+ * also lock, through EvalPlanQual, rows that other claims took since the
+ * snapshot, to the end of the transaction.  Each pass of a claim runs in a
+ * subtransaction, so that an error leaves the caller's transaction as it
+ * was, undone when it took nothing.
  *
  * Expiry.  Shared memory holds the earliest expiry that a lease may have
  * (lowered by every claim when it commits, never raised by one).  The
@@ -53,7 +57,14 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/nbtree.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "common/md5.h"
+#include "executor/executor.h"
+#include "utils/fmgroids.h"
 #include "utils/resowner.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -138,7 +149,6 @@ static bool claim_lock_held = false;
 
 static void claim_lock_release(void);
 
-static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr heartbeat_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr expired_plan = NULL;
@@ -156,37 +166,6 @@ static uint64 plans_generation = 0;
  */
 #define TOKEN_DIGEST(t) \
 	"pg_catalog.md5(pg_catalog.uuid_send(" t "))::pg_catalog.uuid"
-
-/*
- * The claim: due jobs of external tasks ($2: any task, else those in $3;
- * $4: any queue, else those in $5), not in blocked queues ($6) nor of
- * blocked owners ($7), of a task still registered as external, in the
- * workers' order; each gets its attempt
- * counted and a lease until $9, for executor $10.  $8 is the time of the
- * claim.
- */
-static const char *claim_sql =
-"WITH c AS ("
-"  SELECT id, pg_catalog.gen_random_uuid() AS token FROM jobq.job"
-"   WHERE external AND lease_token IS NULL"
-"     AND run_at OPERATOR(pg_catalog.<=) $8"
-"     AND ($2 OR task OPERATOR(pg_catalog.=) ANY ($3))"
-"     AND ($4 OR queue OPERATOR(pg_catalog.=) ANY ($5))"
-"     AND queue OPERATOR(pg_catalog.<>) ALL ($6)"
-"     AND owner::pg_catalog.oid OPERATOR(pg_catalog.<>) ALL ($7)"
-"     AND EXISTS (SELECT FROM jobq.task t"
-"                  WHERE t.task OPERATOR(pg_catalog.=) job.task AND t.fn IS NULL)"
-"   ORDER BY priority DESC, run_at, id"
-"   LIMIT $1"
-"   FOR UPDATE SKIP LOCKED)"
-"UPDATE jobq.job j"
-"   SET attempts = j.attempts OPERATOR(pg_catalog.+) 1, started_at = $8,"
-"       lease_token = " TOKEN_DIGEST("c.token") ", lease_expires_at = $9,"
-"       executor = $10"
-"  FROM c WHERE j.id OPERATOR(pg_catalog.=) c.id"
-" RETURNING j.id, j.task, j.payload, j.queue, j.priority, j.attempts,"
-"           j.max_attempts, j.timeout, c.token, j.lease_expires_at,"
-"           j.owner, j.run_at, j.created_at";
 
 /*
  * A heartbeat: the lease of job $1 with token $2 lasts until $3 at least.
@@ -516,7 +495,7 @@ lease_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 
 	if (plans_generation != schema->generation)
 	{
-		SPIPlanPtr *plans[] = {&claim_plan, &heartbeat_plan, &lock_plan,
+		SPIPlanPtr *plans[] = {&heartbeat_plan, &lock_plan,
 		&expired_plan, &min_expiry_plan, &next_due_plan, &leased_plan,
 		&release_plan, &lock_many_plan};
 		int			i;
@@ -688,34 +667,146 @@ typedef struct ClaimArgs
 {
 	bool		any_task;
 	Datum		tasks;
+	char	  **task_names;		/* the elements of tasks */
+	int			ntasks;
 	bool		any_queue;
 	Datum		queues;
+	char	  **queue_names;	/* the elements of queues */
+	int			nqueues;
 	int64		lease_ms;
 	Datum		executor;
 	const char *executor_name;
 } ClaimArgs;
 
-/* does the claim take jobs of queue? (args->queues is given) */
-static bool
-claims_queue(ClaimArgs *args, const char *queue)
+/* the elements of a text[] as C strings, *n of them (none null) */
+static char **
+text_elements(Datum a, int *n)
 {
 	Datum	   *elems;
 	bool	   *nulls;
-	int			n;
+	char	  **names;
 	int			i;
 
-	deconstruct_array(DatumGetArrayTypeP(args->queues), TEXTOID, -1, false,
-					  TYPALIGN_INT, &elems, &nulls, &n);
+	deconstruct_array(DatumGetArrayTypeP(a), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, n);
+	names = palloc(sizeof(char *) * Max(*n, 1));
+	for (i = 0; i < *n; i++)
+		names[i] = TextDatumGetCString(elems[i]);
+	return names;
+}
+
+static bool
+name_in(const char *name, char **names, int n)
+{
+	int			i;
+
 	for (i = 0; i < n; i++)
-		if (strcmp(TextDatumGetCString(elems[i]), queue) == 0)
+		if (strcmp(names[i], name) == 0)
 			return true;
 	return false;
 }
 
+/* does the claim take jobs of queue? */
+static bool
+claims_queue(ClaimArgs *args, const char *queue)
+{
+	return args->any_queue || name_in(queue, args->queue_names, args->nqueues);
+}
+
+/*
+ * The columns of jobq.job that the claim reads and writes, by name; their
+ * numbers follow the table's description (claim_table).
+ */
+typedef enum ClaimColumn
+{
+	CC_ID,
+	CC_QUEUE,
+	CC_PRIORITY,
+	CC_RUN_AT,
+	CC_ATTEMPTS,
+	CC_MAX_ATTEMPTS,
+	CC_TIMEOUT,
+	CC_OWNER,
+	CC_CREATED_AT,
+	CC_STARTED_AT,
+	CC_TASK,
+	CC_PAYLOAD,
+	CC_EXTERNAL,
+	CC_EXECUTOR,
+	CC_LEASE_TOKEN,
+	CC_LEASE_EXPIRES_AT,
+	CC_NUM
+} ClaimColumn;
+
+static const struct
+{
+	const char *name;
+	Oid			type;
+}			claim_columns[CC_NUM] = {
+	[CC_ID] = {"id", INT8OID},
+	[CC_QUEUE] = {"queue", TEXTOID},
+	[CC_PRIORITY] = {"priority", INT2OID},
+	[CC_RUN_AT] = {"run_at", TIMESTAMPTZOID},
+	[CC_ATTEMPTS] = {"attempts", INT4OID},
+	[CC_MAX_ATTEMPTS] = {"max_attempts", INT4OID},
+	[CC_TIMEOUT] = {"timeout", INTERVALOID},
+	[CC_OWNER] = {"owner", REGROLEOID},
+	[CC_CREATED_AT] = {"created_at", TIMESTAMPTZOID},
+	[CC_STARTED_AT] = {"started_at", TIMESTAMPTZOID},
+	[CC_TASK] = {"task", TEXTOID},
+	[CC_PAYLOAD] = {"payload", JSONBOID},
+	[CC_EXTERNAL] = {"external", BOOLOID},
+	[CC_EXECUTOR] = {"executor", TEXTOID},
+	[CC_LEASE_TOKEN] = {"lease_token", UUIDOID},
+	[CC_LEASE_EXPIRES_AT] = {"lease_expires_at", TIMESTAMPTZOID},
+};
+
+static JobqTable claim_table = {.relname = "job"};
+static AttrNumber claim_attno[CC_NUM];
+static uint64 claim_columns_generation = 0;
+/* the columns that a claim changes, and their attribute numbers */
+static const ClaimColumn claim_writes[] = {
+	CC_ATTEMPTS, CC_STARTED_AT, CC_EXECUTOR, CC_LEASE_TOKEN, CC_LEASE_EXPIRES_AT
+};
+static Bitmapset *claim_changed = NULL;
+
+/* value and null flag of column c in slot (all attributes deformed) */
+#define CLAIM_VALUE(slot, c) ((slot)->tts_values[claim_attno[c] - 1])
+#define CLAIM_ISNULL(slot, c) ((slot)->tts_isnull[claim_attno[c] - 1])
+
+/*
+ * A new lease token, and the digest that jobq.job keeps of it (the MD5 of
+ * its 16 bytes, as TOKEN_DIGEST computes it in SQL).
+ */
+static void
+new_token(pg_uuid_t *token, pg_uuid_t *digest)
+{
+	const char *errstr = NULL;
+
+	if (!pg_strong_random(token->data, UUID_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random lease token")));
+	/* a version 4 (random) UUID, as gen_random_uuid() makes */
+	token->data[6] = (token->data[6] & 0x0f) | 0x40;
+	token->data[8] = (token->data[8] & 0x3f) | 0x80;
+	if (!pg_md5_binary(token->data, UUID_LEN, digest->data, &errstr))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute the digest of a lease token: %s", errstr)));
+}
+
 /*
  * Claim up to n jobs into tupstore; returns how many, or -1 if another
- * claim holds the lock of limited claims.  Needs SPI and runs in the
- * caller's transaction.
+ * claim holds the lock of limited claims.  Needs SPI and an active
+ * snapshot, and runs in the caller's transaction.
+ *
+ * The claim walks the external claim index in the workers' order and
+ * writes each job it takes directly (store.c): attempt counted, started,
+ * leased.  A job that another transaction is changing or has locked (a
+ * concurrent claim, a cancel) or has changed since the snapshot is
+ * passed over, as SKIP LOCKED would; unlike a row lock taken first, the
+ * update itself is the claim, so a job passed over is left untouched.
  */
 static int
 claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
@@ -731,10 +822,15 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 	int			i;
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz expires = TimestampTzPlusMilliseconds(now, args->lease_ms);
-	Oid			argtypes[10] = {INT4OID, BOOLOID, TEXTARRAYOID, BOOLOID,
-		TEXTARRAYOID, TEXTARRAYOID, OIDARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	TEXTOID};
-	Datum		values[10];
+	Oid			indexid = JobqSchemaGet()->relids[JOBQ_REL_EXTERNAL_IDX];
+	Relation	rel;
+	Relation	index;
+	IndexScanDesc scan;
+	ScanKeyData key;
+	TupleTableSlot *slot;
+	TupleTableSlot *newslot;
+	MemoryContext rowcxt;
+	MemoryContext oldcxt;
 
 	rules = JobqQueueRules(&nrules);
 	limits = JobqRoleLimits(&nlimits);
@@ -743,12 +839,11 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 
 	/*
 	 * With a limit that this claim could reach (of a queue it may claim
-	 * from, or of any role), claims are serialized and take one job at a
-	 * time, counting as they go.
+	 * from, or of any role), claims are serialized, and count as they go.
 	 */
 	for (i = 0; i < nrules; i++)
 		if (!rules[i].paused && rules[i].concurrency > 0 &&
-			(args->any_queue || claims_queue(args, rules[i].queue)))
+			claims_queue(args, rules[i].queue))
 			capped = true;
 	for (i = 0; i < nlimits; i++)
 		if (limits[i].max_running >= 0)
@@ -764,60 +859,148 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 			role_held[i] += JobqOwnerRunning(limits[i].role);
 	}
 
-	values[1] = BoolGetDatum(args->any_task);
-	values[2] = args->tasks;
-	values[3] = BoolGetDatum(args->any_queue);
-	values[4] = args->queues;
-	values[7] = TimestampTzGetDatum(now);
-	values[8] = TimestampTzGetDatum(expires);
-	values[9] = args->executor;
-
-	while (got < n)
+	if (!OidIsValid(indexid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("index \"jobq.job_external_idx\" does not exist"),
+				 errhint("Reinstall the extension with DROP EXTENSION jobq and CREATE EXTENSION jobq.")));
+	rel = JobqTableOpen(&claim_table);
+	if (claim_columns_generation != claim_table.generation)
 	{
-		Datum	   *blocked = palloc(sizeof(Datum) * Max(nrules, 1));
-		Datum	   *blocked_owners = palloc(sizeof(Datum) * Max(nlimits, 1));
-		int			nblocked = 0;
-		int			nblocked_owners = 0;
-		uint64		r;
-		int			first = got;
-
-		for (i = 0; i < nrules; i++)
-			if (rules[i].paused ||
-				(rules[i].concurrency > 0 && queue_held[i] >= rules[i].concurrency))
-				blocked[nblocked++] = CStringGetTextDatum(rules[i].queue);
-		for (i = 0; i < nlimits; i++)
-			if (limits[i].max_running >= 0 && role_held[i] >= limits[i].max_running)
-				blocked_owners[nblocked_owners++] = ObjectIdGetDatum(limits[i].role);
-
-		values[0] = Int32GetDatum(capped ? 1 : n - got);
-		values[5] = PointerGetDatum(construct_array(blocked, nblocked, TEXTOID,
-													-1, false, TYPALIGN_INT));
-		values[6] = PointerGetDatum(construct_array(blocked_owners, nblocked_owners,
-													OIDOID, sizeof(Oid), true,
-													TYPALIGN_INT));
-		if (JobqExecuteKeptAsOwner(lease_plan(&claim_plan, claim_sql, 10, argtypes),
-								   values) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "jobq claim failed");
-		for (r = 0; r < SPI_processed; r++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			Datum		row[13];
-			bool		nulls[13];
-			int			c;
-
-			for (c = 0; c < 13; c++)
-				row[c] = SPI_getbinval(tup, SPI_tuptable->tupdesc, c + 1, &nulls[c]);
-			tuplestore_putvalues(tupstore, tupdesc, row, nulls);
-			if (capped)
-			{
-				count_held(rules, nrules, queue_held, limits, nlimits, role_held,
-						   TextDatumGetCString(row[3]), DatumGetObjectId(row[10]));
-			}
-			got++;
-		}
-		if (got == first || !capped)
-			break;
+		for (i = 0; i < CC_NUM; i++)
+			claim_attno[i] = JobqTableColumn(&claim_table, claim_columns[i].name,
+											 claim_columns[i].type, true);
+		bms_free(claim_changed);
+		claim_changed = NULL;
+		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		for (i = 0; i < lengthof(claim_writes); i++)
+			claim_changed = bms_add_member(claim_changed, claim_attno[claim_writes[i]]);
+		MemoryContextSwitchTo(oldcxt);
+		claim_columns_generation = claim_table.generation;
 	}
+	index = index_open(indexid, AccessShareLock);
+
+	/* due jobs only: run_at, the index's second column, at most now */
+	ScanKeyInit(&key, 2, BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
+				TimestampTzGetDatum(now));
+	scan = index_beginscan(rel, index, GetActiveSnapshot(), 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	slot = table_slot_create(rel, NULL);
+	newslot = JobqTableSlot(&claim_table);
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "jobq claim row",
+								   ALLOCSET_DEFAULT_SIZES);
+
+	while (got < n && index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		pg_uuid_t  *token;
+		pg_uuid_t  *digest;
+		char	   *task;
+		char	   *queue;
+		Oid			owner;
+		bool		blocked = false;
+		TM_FailureData tmfd;
+		Datum		row[13];
+		bool		nulls[13];
+
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextReset(rowcxt);
+		oldcxt = MemoryContextSwitchTo(rowcxt);
+		slot_getallattrs(slot);
+
+		/* the version seen may be newer than the index entry */
+		if (CLAIM_ISNULL(slot, CC_EXTERNAL) ||
+			!DatumGetBool(CLAIM_VALUE(slot, CC_EXTERNAL)) ||
+			!CLAIM_ISNULL(slot, CC_LEASE_TOKEN) || CLAIM_ISNULL(slot, CC_TASK) ||
+			DatumGetTimestampTz(CLAIM_VALUE(slot, CC_RUN_AT)) > now)
+		{
+			MemoryContextSwitchTo(oldcxt);
+			continue;
+		}
+		task = TextDatumGetCString(CLAIM_VALUE(slot, CC_TASK));
+		queue = TextDatumGetCString(CLAIM_VALUE(slot, CC_QUEUE));
+		owner = DatumGetObjectId(CLAIM_VALUE(slot, CC_OWNER));
+		for (i = 0; i < nrules && !blocked; i++)
+			if (strcmp(rules[i].queue, queue) == 0)
+				blocked = rules[i].paused ||
+					(rules[i].concurrency > 0 && queue_held[i] >= rules[i].concurrency);
+		for (i = 0; i < nlimits && !blocked; i++)
+			if (limits[i].role == owner)
+				blocked = limits[i].max_running >= 0 &&
+					role_held[i] >= limits[i].max_running;
+		if (blocked ||
+			(!args->any_task && !name_in(task, args->task_names, args->ntasks)) ||
+			!claims_queue(args, queue) || !JobqTaskIsExternal(task))
+		{
+			MemoryContextSwitchTo(oldcxt);
+			continue;
+		}
+
+		/* the job as claimed: attempt counted, started, leased */
+		token = palloc(sizeof(pg_uuid_t));
+		digest = palloc(sizeof(pg_uuid_t));
+		new_token(token, digest);
+		ExecClearTuple(newslot);
+		memcpy(newslot->tts_values, slot->tts_values,
+			   sizeof(Datum) * slot->tts_tupleDescriptor->natts);
+		memcpy(newslot->tts_isnull, slot->tts_isnull,
+			   sizeof(bool) * slot->tts_tupleDescriptor->natts);
+		CLAIM_VALUE(newslot, CC_ATTEMPTS) =
+			Int32GetDatum(DatumGetInt32(CLAIM_VALUE(slot, CC_ATTEMPTS)) + 1);
+		CLAIM_VALUE(newslot, CC_STARTED_AT) = TimestampTzGetDatum(now);
+		CLAIM_ISNULL(newslot, CC_STARTED_AT) = false;
+		CLAIM_VALUE(newslot, CC_LEASE_TOKEN) = UUIDPGetDatum(digest);
+		CLAIM_ISNULL(newslot, CC_LEASE_TOKEN) = false;
+		CLAIM_VALUE(newslot, CC_LEASE_EXPIRES_AT) = TimestampTzGetDatum(expires);
+		CLAIM_ISNULL(newslot, CC_LEASE_EXPIRES_AT) = false;
+		CLAIM_VALUE(newslot, CC_EXECUTOR) = args->executor;
+		CLAIM_ISNULL(newslot, CC_EXECUTOR) = false;
+		ExecStoreVirtualTuple(newslot);
+
+		if (JobqTableUpdate(&claim_table, rel, &slot->tts_tid, newslot,
+							claim_changed, false, &tmfd) != TM_Ok)
+		{
+			/* another transaction has it, or had it since the snapshot */
+			MemoryContextSwitchTo(oldcxt);
+			continue;
+		}
+
+		row[0] = CLAIM_VALUE(newslot, CC_ID);
+		row[1] = CLAIM_VALUE(newslot, CC_TASK);
+		row[2] = CLAIM_VALUE(newslot, CC_PAYLOAD);
+		row[3] = CLAIM_VALUE(newslot, CC_QUEUE);
+		row[4] = CLAIM_VALUE(newslot, CC_PRIORITY);
+		row[5] = CLAIM_VALUE(newslot, CC_ATTEMPTS);
+		row[6] = CLAIM_VALUE(newslot, CC_MAX_ATTEMPTS);
+		row[7] = CLAIM_VALUE(newslot, CC_TIMEOUT);
+		row[8] = UUIDPGetDatum(token);
+		row[9] = TimestampTzGetDatum(expires);
+		row[10] = CLAIM_VALUE(newslot, CC_OWNER);
+		row[11] = CLAIM_VALUE(newslot, CC_RUN_AT);
+		row[12] = CLAIM_VALUE(newslot, CC_CREATED_AT);
+		nulls[0] = nulls[1] = nulls[3] = nulls[4] = nulls[5] = nulls[6] = false;
+		nulls[2] = CLAIM_ISNULL(newslot, CC_PAYLOAD);
+		nulls[7] = CLAIM_ISNULL(newslot, CC_TIMEOUT);
+		nulls[8] = nulls[9] = nulls[10] = nulls[11] = nulls[12] = false;
+		/* the caller gets the payload itself, not a pointer into TOAST */
+		if (!nulls[2])
+			row[2] = PointerGetDatum(pg_detoast_datum_packed((struct varlena *)
+															 DatumGetPointer(row[2])));
+		tuplestore_putvalues(tupstore, tupdesc, row, nulls);
+		MemoryContextSwitchTo(oldcxt);
+
+		if (capped)
+			count_held(rules, nrules, queue_held, limits, nlimits, role_held,
+					   queue, owner);
+		got++;
+	}
+
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	ExecDropSingleTupleTableSlot(newslot);
+	MemoryContextDelete(rowcxt);
+	index_close(index, NoLock);
+	table_close(rel, NoLock);
+
 	if (got > 0)
 		note_expiry_at_commit(expires);
 	else if (claim_lock_held && pending_expiry == DT_NOEND)
@@ -883,6 +1066,7 @@ jobq_claim(PG_FUNCTION_ARGS)
 	{
 		check_names(PG_GETARG_ARRAYTYPE_P(0), "tasks", NAMEDATALEN - 1);
 		args.tasks = PG_GETARG_DATUM(0);
+		args.task_names = text_elements(args.tasks, &args.ntasks);
 	}
 	args.any_queue = PG_ARGISNULL(1);
 	if (args.any_queue)
@@ -891,6 +1075,7 @@ jobq_claim(PG_FUNCTION_ARGS)
 	{
 		check_names(PG_GETARG_ARRAYTYPE_P(1), "queues", JOBQ_MAX_QUEUE_NAME);
 		args.queues = PG_GETARG_DATUM(1);
+		args.queue_names = text_elements(args.queues, &args.nqueues);
 	}
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -999,10 +1184,9 @@ jobq_claim(PG_FUNCTION_ARGS)
 			}
 
 			/*
-			 * The claim in a subtransaction, undone when it took nothing (or
-			 * failed): a row that another claim took and this one passed over
-			 * stays locked to the end of the (sub)transaction that looked at
-			 * it, which, for a claim that waits, could be long.
+			 * The claim in a subtransaction, undone when it took nothing or
+			 * failed: an error leaves the caller's transaction as it was, and
+			 * a claim that waits keeps nothing of a pass that took nothing.
 			 */
 			BeginInternalSubTransaction(NULL);
 			MemoryContextSwitchTo(loopcxt);

@@ -222,39 +222,67 @@ JobqTableColumn(JobqTable *t, const char *name, Oid type, bool required)
 	return InvalidAttrNumber;
 }
 
+/* check the NOT NULL and CHECK constraints of t for n rows */
+static void
+check_rows(JobqTable *t, Relation rel, TupleTableSlot **slots, int n)
+{
+	int			i;
+
+	if (t->checks == NULL)
+		return;
+	t->checks->ri_RelationDesc = rel;
+	for (i = 0; i < n; i++)
+	{
+		ExecConstraints(t->checks, slots[i], t->estate);
+		ResetPerTupleExprContext(t->estate);
+	}
+}
+
+/* does index i of t have a key that is one of columns (attribute numbers)? */
+static bool
+index_uses(JobqTable *t, int i, Bitmapset *columns)
+{
+	IndexInfo  *ii = t->indexinfo[i];
+	int			k;
+
+	if (ii->ii_Expressions != NIL)
+		return true;			/* jobq's indexes have none; assume the worst */
+	for (k = 0; k < ii->ii_NumIndexKeyAttrs; k++)
+		if (bms_is_member(ii->ii_IndexAttrNumbers[k], columns))
+			return true;
+	return false;
+}
+
 /*
- * Insert n rows, given as virtual slots of t's descriptor, into the heap
- * and every index of rel (opened by JobqTableOpen).
+ * Insert the index entries of n new row versions, written to the heap of
+ * rel and now at their slots' tts_tid, into every index of t they belong
+ * to.  For new versions of updated rows, changed holds the columns that
+ * the update changed, so that an index whose keys it left alone is told
+ * (bottom-up deletion of the old versions' entries, as an UPDATE does);
+ * NULL for new rows.
  */
-void
-JobqTableInsert(JobqTable *t, Relation rel, TupleTableSlot **slots, int n)
+static void
+insert_index_entries(JobqTable *t, Relation rel, TupleTableSlot **slots, int n,
+					 bool update, Bitmapset *changed)
 {
 	ResultRelInfo rri;
 	Relation   *indexrels;
 	IndexInfo **indexinfo;
-	CommandId	cid = GetCurrentCommandId(true);
+	Relation   *passrels;
+	IndexInfo **passinfo;
+	int		   *used;
 	int			nused = 0;
+	int			pass;
 	int			i,
 				j;
-
-	if (t->checks != NULL)
-	{
-		t->checks->ri_RelationDesc = rel;
-		for (i = 0; i < n; i++)
-		{
-			ExecConstraints(t->checks, slots[i], t->estate);
-			ResetPerTupleExprContext(t->estate);
-		}
-	}
-	if (n == 1)
-		table_tuple_insert(rel, slots[0], cid, 0, NULL);
-	else
-		table_multi_insert(rel, slots, n, cid, 0, NULL);
 
 	if (t->nindexes == 0)
 		return;
 	indexrels = palloc(sizeof(Relation) * t->nindexes);
 	indexinfo = palloc(sizeof(IndexInfo *) * t->nindexes);
+	used = palloc(sizeof(int) * t->nindexes);
+	passrels = palloc(sizeof(Relation) * t->nindexes);
+	passinfo = palloc(sizeof(IndexInfo *) * t->nindexes);
 	for (i = 0; i < t->nindexes; i++)
 	{
 		if (t->skip_attno[i] != InvalidAttrNumber)
@@ -265,24 +293,93 @@ JobqTableInsert(JobqTable *t, Relation rel, TupleTableSlot **slots, int n)
 			if (j == n)
 				continue;		/* no row goes into this partial index */
 		}
+		used[nused] = i;
 		indexrels[nused] = index_open(t->indexids[i], RowExclusiveLock);
 		indexinfo[nused++] = t->indexinfo[i];
 	}
-	MemSet(&rri, 0, sizeof(rri));
-	InitResultRelInfo(&rri, rel, 0, NULL, 0);
-	rri.ri_NumIndices = nused;
-	rri.ri_IndexRelationDescs = indexrels;
-	rri.ri_IndexRelationInfo = indexinfo;
-	for (i = 0; i < n; i++)
+	/*
+	 * ExecInsertIndexTuples() tells every index it is given that its keys
+	 * are unchanged (it learns what changed from a range table, which
+	 * these writes have none of), so the indexes of an update go in two
+	 * passes: those whose keys it left as they were, then the others.
+	 */
+	for (pass = 0; pass < (update ? 2 : 1); pass++)
 	{
-		(void) ExecInsertIndexTuples(&rri, slots[i], t->estate,
-									 false, false, NULL, NIL);
-		ResetPerTupleExprContext(t->estate);
+		int			k = 0;
+
+		MemSet(&rri, 0, sizeof(rri));
+		InitResultRelInfo(&rri, rel, 0, NULL, 0);
+		for (j = 0; j < nused; j++)
+			if (!update || index_uses(t, used[j], changed) == (pass == 1))
+			{
+				passrels[k] = indexrels[j];
+				passinfo[k++] = indexinfo[j];
+			}
+		if (k == 0)
+			continue;
+		rri.ri_NumIndices = k;
+		rri.ri_IndexRelationDescs = passrels;
+		rri.ri_IndexRelationInfo = passinfo;
+		for (i = 0; i < n; i++)
+		{
+			(void) ExecInsertIndexTuples(&rri, slots[i], t->estate,
+										 update && pass == 0, false, NULL, NIL);
+			ResetPerTupleExprContext(t->estate);
+		}
 	}
 	for (i = 0; i < nused; i++)
 		index_close(indexrels[i], NoLock);
 	pfree(indexrels);
 	pfree(indexinfo);
+	pfree(used);
+	pfree(passrels);
+	pfree(passinfo);
+}
+
+/*
+ * Insert n rows, given as virtual slots of t's descriptor, into the heap
+ * and every index of rel (opened by JobqTableOpen).
+ */
+void
+JobqTableInsert(JobqTable *t, Relation rel, TupleTableSlot **slots, int n)
+{
+	CommandId	cid = GetCurrentCommandId(true);
+
+	check_rows(t, rel, slots, n);
+	if (n == 1)
+		table_tuple_insert(rel, slots[0], cid, 0, NULL);
+	else
+		table_multi_insert(rel, slots, n, cid, 0, NULL);
+	insert_index_entries(t, rel, slots, n, false, NULL);
+}
+
+/*
+ * Replace the row version at tid of rel (opened by JobqTableOpen) with
+ * slot, a virtual slot of t's descriptor, and give the new version its
+ * index entries, as the executor's UPDATE would; changed holds the
+ * attribute numbers of the columns whose values slot changes.  Unless wait, a row that
+ * another transaction is changing or has locked is left as it is.  Returns
+ * TM_Ok, or why the row was not changed (*tmfd tells more): it is locked
+ * or being changed (TM_BeingModified, only unless wait), or it was updated
+ * or deleted since the caller's snapshot.
+ */
+TM_Result
+JobqTableUpdate(JobqTable *t, Relation rel, ItemPointer tid,
+				TupleTableSlot *slot, Bitmapset *changed, bool wait,
+				TM_FailureData *tmfd)
+{
+	LockTupleMode lockmode;
+	bool		update_indexes;
+	TM_Result	result;
+
+	check_rows(t, rel, &slot, 1);
+	slot->tts_tableOid = RelationGetRelid(rel);
+	result = table_tuple_update(rel, tid, slot, GetCurrentCommandId(true),
+								InvalidSnapshot, InvalidSnapshot, wait, tmfd,
+								&lockmode, &update_indexes);
+	if (result == TM_Ok && update_indexes)
+		insert_index_entries(t, rel, &slot, 1, true, changed);
+	return result;
 }
 
 /*

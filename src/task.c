@@ -292,6 +292,18 @@ check_trusted(const char *name, Oid owner, Oid registered_by, Oid fn,
 }
 
 /*
+ * Is task name registered now, as an external task?  For jobq.claim(),
+ * which takes no job of a task that is not (any longer).
+ */
+bool
+JobqTaskIsExternal(const char *name)
+{
+	TaskEntry  *entry = task_lookup(name);
+
+	return entry != NULL && !OidIsValid(entry->fn);
+}
+
+/*
  * jobq.enqueue_task(): the function that task name calls now, which the
  * caller must be allowed to execute; or InvalidOid, with *external set,
  * for an external task.  Its jobs go to the executors that the task's
