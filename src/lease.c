@@ -58,6 +58,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/nbtree.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -797,6 +798,25 @@ new_token(pg_uuid_t *token, pg_uuid_t *digest)
 }
 
 /*
+ * Has another transaction updated or deleted the row version in slot (a
+ * buffer heap slot), or is it doing so?  Then the claim has no need to
+ * try (the updater, most often, is a concurrent claim).  Read without the
+ * buffer's lock, so only a hint: a wrong "no" costs a failed update, and a
+ * wrong "yes" (an updater that aborted after the snapshot) skips the job
+ * for this claim only, as the visibility check of the next one marks the
+ * updater aborted.
+ */
+static bool
+being_updated(TupleTableSlot *slot)
+{
+	HeapTupleHeader tup = ((BufferHeapTupleTableSlot *) slot)->base.tuple->t_data;
+	uint16		infomask = tup->t_infomask;
+
+	return !(infomask & HEAP_XMAX_INVALID) && !HEAP_XMAX_IS_LOCKED_ONLY(infomask) &&
+		TransactionIdIsValid(HeapTupleHeaderGetRawXmax(tup));
+}
+
+/*
  * Claim up to n jobs into tupstore; returns how many, or -1 if another
  * claim holds the lock of limited claims.  Needs SPI and an active
  * snapshot, and runs in the caller's transaction.
@@ -903,6 +923,8 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 		bool		nulls[13];
 
 		CHECK_FOR_INTERRUPTS();
+		if (being_updated(slot))
+			continue;
 		MemoryContextReset(rowcxt);
 		oldcxt = MemoryContextSwitchTo(rowcxt);
 		slot_getallattrs(slot);
