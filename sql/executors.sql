@@ -336,6 +336,31 @@ SET ROLE regress_jobq_app;
 SELECT jobq.enqueue_task('squatted_task', '{}');
 RESET ROLE;
 
+-- one transaction: a claim, a heartbeat, the outcome (which sees the
+-- heartbeat's new version), a second outcome (the lease is gone), and a
+-- payload kept in TOAST comes back whole
+SET ROLE regress_jobq_app;
+INSERT INTO names VALUES
+    (jobq.enqueue_task('send_email',
+                       jsonb_build_object('body', (SELECT string_agg(md5(i::text), '')
+                                                     FROM generate_series(1, 5000) AS i)),
+                       queue => 'regress_mail_tx'), 'e10');
+RESET ROLE;
+SET ROLE regress_jobq_exec;
+BEGIN;
+CREATE TEMP TABLE tx_claim AS
+    SELECT id, lease_token, length(payload->>'body') AS body_length
+      FROM jobq.claim(queues => ARRAY['regress_mail_tx']);
+SELECT body_length FROM tx_claim;
+SELECT jobq.heartbeat(id, lease_token, '1 hour') AS cancelled FROM tx_claim;
+SELECT jobq.complete(id, lease_token, '{"in": "one transaction"}') FROM tx_claim;
+SELECT error_of(format('SELECT jobq.complete(%s, %L)', id, lease_token), id) FROM tx_claim;
+COMMIT;
+RESET ROLE;
+SELECT * FROM jobs_now() WHERE name = 'e10';
+SELECT length(payload->>'body') AS body_length
+  FROM jobq.job_history WHERE id = (SELECT id FROM names WHERE name = 'e10');
+
 -- a job enqueued by the same transaction cannot be waited for
 SET ROLE regress_jobq_app;
 BEGIN;
@@ -360,6 +385,6 @@ SET ROLE regress_jobq_exec;
 SELECT count(*) FROM jobq.claim(queues => ARRAY['regress_short']);
 RESET ROLE;
 SELECT jobq.cancel(:sl);
-DROP TABLE claimed, limited, many;
+DROP TABLE claimed, limited, many, tx_claim;
 DROP OWNED BY regress_jobq_exec, regress_jobq_app, regress_jobq_peek, regress_jobq_squatter,
     regress_jobq_mailer;

@@ -151,13 +151,11 @@ static bool claim_lock_held = false;
 static void claim_lock_release(void);
 
 static SPIPlanPtr heartbeat_plan = NULL;
-static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr expired_plan = NULL;
 static SPIPlanPtr min_expiry_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr leased_plan = NULL;
 static SPIPlanPtr release_plan = NULL;
-static SPIPlanPtr lock_many_plan = NULL;
 static uint64 plans_generation = 0;
 
 /*
@@ -186,20 +184,6 @@ static const char *heartbeat_sql =
 "         WHERE id OPERATOR(pg_catalog.=) $1"
 "           AND lease_token OPERATOR(pg_catalog.=) " TOKEN_DIGEST("$2") ") AS held";
 
-/*
- * The row of job $1 while token $2 holds its lease, locked.  The wait for
- * another transaction's lock on it is bounded (by lock_timeout, or when
- * that is 0 by JOBQ_LEASE_LOCK_WAIT_MS):
- * such locks are short (a claim that passed over the row, the expiry), and
- * an executor must not be held up by one kept on purpose (SQLSTATE 55P03
- * says to try again).
- */
-static const char *lock_sql =
-"SELECT ctid, priority, run_at, attempts, max_attempts, executor FROM jobq.job"
-" WHERE id OPERATOR(pg_catalog.=) $1"
-"   AND lease_token OPERATOR(pg_catalog.=) " TOKEN_DIGEST("$2")
-"   FOR UPDATE";
-
 /* leases that ended before $1, the earliest first */
 static const char *expired_sql =
 "SELECT ctid, id, priority, run_at, attempts, max_attempts, executor FROM jobq.job"
@@ -225,18 +209,6 @@ static const char *leased_sql =
 " WHERE lease_token IS NOT NULL"
 "   AND (queue OPERATOR(pg_catalog.=) ANY ($1)"
 "        OR owner::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($2))";
-
-/*
- * The rows of jobs $1 whose leases tokens $2 hold (in order: $1[i] with
- * $2[i]), locked, with the position of each in the arrays
- */
-static const char *lock_many_sql =
-"SELECT j.ctid, j.id, j.priority, j.run_at, j.executor, u.ord FROM jobq.job j"
-"  JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
-"                  pg_catalog.unnest($2::pg_catalog.uuid[])) WITH ORDINALITY AS u(id, token, ord)"
-"    ON j.id OPERATOR(pg_catalog.=) u.id"
-"   AND j.lease_token OPERATOR(pg_catalog.=) " TOKEN_DIGEST("u.token")
-"   FOR UPDATE OF j";
 
 /* hand job $1, locked, back unrun: its attempt is not counted */
 static const char *release_sql =
@@ -496,9 +468,9 @@ lease_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 
 	if (plans_generation != schema->generation)
 	{
-		SPIPlanPtr *plans[] = {&heartbeat_plan, &lock_plan,
+		SPIPlanPtr *plans[] = {&heartbeat_plan,
 		&expired_plan, &min_expiry_plan, &next_due_plan, &leased_plan,
-		&release_plan, &lock_many_plan};
+		&release_plan};
 		int			i;
 
 		for (i = 0; i < lengthof(plans); i++)
@@ -716,64 +688,116 @@ claims_queue(ClaimArgs *args, const char *queue)
 
 /*
  * The columns of jobq.job that the claim reads and writes, by name; their
- * numbers follow the table's description (claim_table).
+ * numbers follow the table's description (job_table).
  */
-typedef enum ClaimColumn
+typedef enum JobColumn
 {
-	CC_ID,
-	CC_QUEUE,
-	CC_PRIORITY,
-	CC_RUN_AT,
-	CC_ATTEMPTS,
-	CC_MAX_ATTEMPTS,
-	CC_TIMEOUT,
-	CC_OWNER,
-	CC_CREATED_AT,
-	CC_STARTED_AT,
-	CC_TASK,
-	CC_PAYLOAD,
-	CC_EXTERNAL,
-	CC_EXECUTOR,
-	CC_LEASE_TOKEN,
-	CC_LEASE_EXPIRES_AT,
-	CC_NUM
-} ClaimColumn;
+	JC_ID,
+	JC_QUEUE,
+	JC_PRIORITY,
+	JC_RUN_AT,
+	JC_ATTEMPTS,
+	JC_MAX_ATTEMPTS,
+	JC_TIMEOUT,
+	JC_OWNER,
+	JC_CREATED_AT,
+	JC_STARTED_AT,
+	JC_TASK,
+	JC_PAYLOAD,
+	JC_EXTERNAL,
+	JC_EXECUTOR,
+	JC_LEASE_TOKEN,
+	JC_LEASE_EXPIRES_AT,
+	JC_NUM
+} JobColumn;
 
 static const struct
 {
 	const char *name;
 	Oid			type;
-}			claim_columns[CC_NUM] = {
-	[CC_ID] = {"id", INT8OID},
-	[CC_QUEUE] = {"queue", TEXTOID},
-	[CC_PRIORITY] = {"priority", INT2OID},
-	[CC_RUN_AT] = {"run_at", TIMESTAMPTZOID},
-	[CC_ATTEMPTS] = {"attempts", INT4OID},
-	[CC_MAX_ATTEMPTS] = {"max_attempts", INT4OID},
-	[CC_TIMEOUT] = {"timeout", INTERVALOID},
-	[CC_OWNER] = {"owner", REGROLEOID},
-	[CC_CREATED_AT] = {"created_at", TIMESTAMPTZOID},
-	[CC_STARTED_AT] = {"started_at", TIMESTAMPTZOID},
-	[CC_TASK] = {"task", TEXTOID},
-	[CC_PAYLOAD] = {"payload", JSONBOID},
-	[CC_EXTERNAL] = {"external", BOOLOID},
-	[CC_EXECUTOR] = {"executor", TEXTOID},
-	[CC_LEASE_TOKEN] = {"lease_token", UUIDOID},
-	[CC_LEASE_EXPIRES_AT] = {"lease_expires_at", TIMESTAMPTZOID},
+}			job_columns[JC_NUM] = {
+	[JC_ID] = {"id", INT8OID},
+	[JC_QUEUE] = {"queue", TEXTOID},
+	[JC_PRIORITY] = {"priority", INT2OID},
+	[JC_RUN_AT] = {"run_at", TIMESTAMPTZOID},
+	[JC_ATTEMPTS] = {"attempts", INT4OID},
+	[JC_MAX_ATTEMPTS] = {"max_attempts", INT4OID},
+	[JC_TIMEOUT] = {"timeout", INTERVALOID},
+	[JC_OWNER] = {"owner", REGROLEOID},
+	[JC_CREATED_AT] = {"created_at", TIMESTAMPTZOID},
+	[JC_STARTED_AT] = {"started_at", TIMESTAMPTZOID},
+	[JC_TASK] = {"task", TEXTOID},
+	[JC_PAYLOAD] = {"payload", JSONBOID},
+	[JC_EXTERNAL] = {"external", BOOLOID},
+	[JC_EXECUTOR] = {"executor", TEXTOID},
+	[JC_LEASE_TOKEN] = {"lease_token", UUIDOID},
+	[JC_LEASE_EXPIRES_AT] = {"lease_expires_at", TIMESTAMPTZOID},
 };
 
-static JobqTable claim_table = {.relname = "job"};
-static AttrNumber claim_attno[CC_NUM];
-static uint64 claim_columns_generation = 0;
+static JobqTable job_table = {.relname = "job"};
+static AttrNumber job_attno[JC_NUM];
+static uint64 job_columns_generation = 0;
 /* the columns that a claim changes, and their attribute numbers */
-static const ClaimColumn claim_writes[] = {
-	CC_ATTEMPTS, CC_STARTED_AT, CC_EXECUTOR, CC_LEASE_TOKEN, CC_LEASE_EXPIRES_AT
+static const JobColumn claim_writes[] = {
+	JC_ATTEMPTS, JC_STARTED_AT, JC_EXECUTOR, JC_LEASE_TOKEN, JC_LEASE_EXPIRES_AT
 };
 static Bitmapset *claim_changed = NULL;
 
 /* value and null flag of column c in slot (all attributes deformed) */
-#define CLAIM_VALUE(slot, c) ((slot)->tts_values[claim_attno[c] - 1])
-#define CLAIM_ISNULL(slot, c) ((slot)->tts_isnull[claim_attno[c] - 1])
+#define JOB_VALUE(slot, c) ((slot)->tts_values[job_attno[c] - 1])
+#define JOB_ISNULL(slot, c) ((slot)->tts_isnull[job_attno[c] - 1])
+
+/*
+ * Open jobq.job for writing (RowExclusiveLock), its column numbers known.
+ */
+static Relation
+open_job_table(void)
+{
+	Relation	rel = JobqTableOpen(&job_table);
+	MemoryContext oldcxt;
+	int			i;
+
+	if (job_columns_generation != job_table.generation)
+	{
+		for (i = 0; i < JC_NUM; i++)
+			job_attno[i] = JobqTableColumn(&job_table, job_columns[i].name,
+										   job_columns[i].type, true);
+		bms_free(claim_changed);
+		claim_changed = NULL;
+		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		for (i = 0; i < lengthof(claim_writes); i++)
+			claim_changed = bms_add_member(claim_changed, job_attno[claim_writes[i]]);
+		MemoryContextSwitchTo(oldcxt);
+		job_columns_generation = job_table.generation;
+	}
+	return rel;
+}
+
+/* open an index of jobq.job for a scan (AccessShareLock) */
+static Relation
+open_job_index(JobqRel which)
+{
+	Oid			indexid = JobqSchemaGet()->relids[which];
+
+	if (!OidIsValid(indexid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("an index of relation \"jobq.job\" is missing"),
+				 errhint("Reinstall the extension with DROP EXTENSION jobq and CREATE EXTENSION jobq.")));
+	return index_open(indexid, AccessShareLock);
+}
+
+/* the digest of a lease token that jobq.job keeps */
+static void
+token_digest(const pg_uuid_t *token, pg_uuid_t *digest)
+{
+	const char *errstr = NULL;
+
+	if (!pg_md5_binary(token->data, UUID_LEN, digest->data, &errstr))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute the digest of a lease token: %s", errstr)));
+}
 
 /*
  * A new lease token, and the digest that jobq.job keeps of it (the MD5 of
@@ -782,8 +806,6 @@ static Bitmapset *claim_changed = NULL;
 static void
 new_token(pg_uuid_t *token, pg_uuid_t *digest)
 {
-	const char *errstr = NULL;
-
 	if (!pg_strong_random(token->data, UUID_LEN))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -791,10 +813,7 @@ new_token(pg_uuid_t *token, pg_uuid_t *digest)
 	/* a version 4 (random) UUID, as gen_random_uuid() makes */
 	token->data[6] = (token->data[6] & 0x0f) | 0x40;
 	token->data[8] = (token->data[8] & 0x3f) | 0x80;
-	if (!pg_md5_binary(token->data, UUID_LEN, digest->data, &errstr))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not compute the digest of a lease token: %s", errstr)));
+	token_digest(token, digest);
 }
 
 /*
@@ -842,7 +861,6 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 	int			i;
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz expires = TimestampTzPlusMilliseconds(now, args->lease_ms);
-	Oid			indexid = JobqSchemaGet()->relids[JOBQ_REL_EXTERNAL_IDX];
 	Relation	rel;
 	Relation	index;
 	IndexScanDesc scan;
@@ -879,26 +897,8 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 			role_held[i] += JobqOwnerRunning(limits[i].role);
 	}
 
-	if (!OidIsValid(indexid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("index \"jobq.job_external_idx\" does not exist"),
-				 errhint("Reinstall the extension with DROP EXTENSION jobq and CREATE EXTENSION jobq.")));
-	rel = JobqTableOpen(&claim_table);
-	if (claim_columns_generation != claim_table.generation)
-	{
-		for (i = 0; i < CC_NUM; i++)
-			claim_attno[i] = JobqTableColumn(&claim_table, claim_columns[i].name,
-											 claim_columns[i].type, true);
-		bms_free(claim_changed);
-		claim_changed = NULL;
-		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-		for (i = 0; i < lengthof(claim_writes); i++)
-			claim_changed = bms_add_member(claim_changed, claim_attno[claim_writes[i]]);
-		MemoryContextSwitchTo(oldcxt);
-		claim_columns_generation = claim_table.generation;
-	}
-	index = index_open(indexid, AccessShareLock);
+	rel = open_job_table();
+	index = open_job_index(JOBQ_REL_EXTERNAL_IDX);
 
 	/* due jobs only: run_at, the index's second column, at most now */
 	ScanKeyInit(&key, 2, BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
@@ -906,7 +906,7 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 	scan = index_beginscan(rel, index, GetActiveSnapshot(), 1, 0);
 	index_rescan(scan, &key, 1, NULL, 0);
 	slot = table_slot_create(rel, NULL);
-	newslot = JobqTableSlot(&claim_table);
+	newslot = JobqTableSlot(&job_table);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "jobq claim row",
 								   ALLOCSET_DEFAULT_SIZES);
 
@@ -930,17 +930,17 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 		slot_getallattrs(slot);
 
 		/* the version seen may be newer than the index entry */
-		if (CLAIM_ISNULL(slot, CC_EXTERNAL) ||
-			!DatumGetBool(CLAIM_VALUE(slot, CC_EXTERNAL)) ||
-			!CLAIM_ISNULL(slot, CC_LEASE_TOKEN) || CLAIM_ISNULL(slot, CC_TASK) ||
-			DatumGetTimestampTz(CLAIM_VALUE(slot, CC_RUN_AT)) > now)
+		if (JOB_ISNULL(slot, JC_EXTERNAL) ||
+			!DatumGetBool(JOB_VALUE(slot, JC_EXTERNAL)) ||
+			!JOB_ISNULL(slot, JC_LEASE_TOKEN) || JOB_ISNULL(slot, JC_TASK) ||
+			DatumGetTimestampTz(JOB_VALUE(slot, JC_RUN_AT)) > now)
 		{
 			MemoryContextSwitchTo(oldcxt);
 			continue;
 		}
-		task = TextDatumGetCString(CLAIM_VALUE(slot, CC_TASK));
-		queue = TextDatumGetCString(CLAIM_VALUE(slot, CC_QUEUE));
-		owner = DatumGetObjectId(CLAIM_VALUE(slot, CC_OWNER));
+		task = TextDatumGetCString(JOB_VALUE(slot, JC_TASK));
+		queue = TextDatumGetCString(JOB_VALUE(slot, JC_QUEUE));
+		owner = DatumGetObjectId(JOB_VALUE(slot, JC_OWNER));
 		for (i = 0; i < nrules && !blocked; i++)
 			if (strcmp(rules[i].queue, queue) == 0)
 				blocked = rules[i].paused ||
@@ -966,19 +966,19 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 			   sizeof(Datum) * slot->tts_tupleDescriptor->natts);
 		memcpy(newslot->tts_isnull, slot->tts_isnull,
 			   sizeof(bool) * slot->tts_tupleDescriptor->natts);
-		CLAIM_VALUE(newslot, CC_ATTEMPTS) =
-			Int32GetDatum(DatumGetInt32(CLAIM_VALUE(slot, CC_ATTEMPTS)) + 1);
-		CLAIM_VALUE(newslot, CC_STARTED_AT) = TimestampTzGetDatum(now);
-		CLAIM_ISNULL(newslot, CC_STARTED_AT) = false;
-		CLAIM_VALUE(newslot, CC_LEASE_TOKEN) = UUIDPGetDatum(digest);
-		CLAIM_ISNULL(newslot, CC_LEASE_TOKEN) = false;
-		CLAIM_VALUE(newslot, CC_LEASE_EXPIRES_AT) = TimestampTzGetDatum(expires);
-		CLAIM_ISNULL(newslot, CC_LEASE_EXPIRES_AT) = false;
-		CLAIM_VALUE(newslot, CC_EXECUTOR) = args->executor;
-		CLAIM_ISNULL(newslot, CC_EXECUTOR) = false;
+		JOB_VALUE(newslot, JC_ATTEMPTS) =
+			Int32GetDatum(DatumGetInt32(JOB_VALUE(slot, JC_ATTEMPTS)) + 1);
+		JOB_VALUE(newslot, JC_STARTED_AT) = TimestampTzGetDatum(now);
+		JOB_ISNULL(newslot, JC_STARTED_AT) = false;
+		JOB_VALUE(newslot, JC_LEASE_TOKEN) = UUIDPGetDatum(digest);
+		JOB_ISNULL(newslot, JC_LEASE_TOKEN) = false;
+		JOB_VALUE(newslot, JC_LEASE_EXPIRES_AT) = TimestampTzGetDatum(expires);
+		JOB_ISNULL(newslot, JC_LEASE_EXPIRES_AT) = false;
+		JOB_VALUE(newslot, JC_EXECUTOR) = args->executor;
+		JOB_ISNULL(newslot, JC_EXECUTOR) = false;
 		ExecStoreVirtualTuple(newslot);
 
-		if (JobqTableUpdate(&claim_table, rel, &slot->tts_tid, newslot,
+		if (JobqTableUpdate(&job_table, rel, &slot->tts_tid, newslot,
 							claim_changed, false, &tmfd) != TM_Ok)
 		{
 			/* another transaction has it, or had it since the snapshot */
@@ -986,22 +986,22 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 			continue;
 		}
 
-		row[0] = CLAIM_VALUE(newslot, CC_ID);
-		row[1] = CLAIM_VALUE(newslot, CC_TASK);
-		row[2] = CLAIM_VALUE(newslot, CC_PAYLOAD);
-		row[3] = CLAIM_VALUE(newslot, CC_QUEUE);
-		row[4] = CLAIM_VALUE(newslot, CC_PRIORITY);
-		row[5] = CLAIM_VALUE(newslot, CC_ATTEMPTS);
-		row[6] = CLAIM_VALUE(newslot, CC_MAX_ATTEMPTS);
-		row[7] = CLAIM_VALUE(newslot, CC_TIMEOUT);
+		row[0] = JOB_VALUE(newslot, JC_ID);
+		row[1] = JOB_VALUE(newslot, JC_TASK);
+		row[2] = JOB_VALUE(newslot, JC_PAYLOAD);
+		row[3] = JOB_VALUE(newslot, JC_QUEUE);
+		row[4] = JOB_VALUE(newslot, JC_PRIORITY);
+		row[5] = JOB_VALUE(newslot, JC_ATTEMPTS);
+		row[6] = JOB_VALUE(newslot, JC_MAX_ATTEMPTS);
+		row[7] = JOB_VALUE(newslot, JC_TIMEOUT);
 		row[8] = UUIDPGetDatum(token);
 		row[9] = TimestampTzGetDatum(expires);
-		row[10] = CLAIM_VALUE(newslot, CC_OWNER);
-		row[11] = CLAIM_VALUE(newslot, CC_RUN_AT);
-		row[12] = CLAIM_VALUE(newslot, CC_CREATED_AT);
+		row[10] = JOB_VALUE(newslot, JC_OWNER);
+		row[11] = JOB_VALUE(newslot, JC_RUN_AT);
+		row[12] = JOB_VALUE(newslot, JC_CREATED_AT);
 		nulls[0] = nulls[1] = nulls[3] = nulls[4] = nulls[5] = nulls[6] = false;
-		nulls[2] = CLAIM_ISNULL(newslot, CC_PAYLOAD);
-		nulls[7] = CLAIM_ISNULL(newslot, CC_TIMEOUT);
+		nulls[2] = JOB_ISNULL(newslot, JC_PAYLOAD);
+		nulls[7] = JOB_ISNULL(newslot, JC_TIMEOUT);
 		nulls[8] = nulls[9] = nulls[10] = nulls[11] = nulls[12] = false;
 		/* the caller gets the payload itself, not a pointer into TOAST */
 		if (!nulls[2])
@@ -1433,24 +1433,118 @@ jobq_heartbeat(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(cancelled);
 }
 
-/*
- * Run a kept statement that locks leased rows, waiting for another
- * transaction's lock at most lock_timeout, or JOBQ_LEASE_LOCK_WAIT_MS when
- * that is 0 (see lock_sql).
- */
-static int
-execute_lock_wait(SPIPlanPtr plan, Datum *values)
+/* is the lease of the job in slot (a row of jobq.job) the one of digest? */
+static bool
+lease_matches(TupleTableSlot *slot, const pg_uuid_t *digest)
 {
+	bool		isnull;
+	Datum		d = slot_getattr(slot, job_attno[JC_LEASE_TOKEN], &isnull);
+
+	return !isnull && memcmp(DatumGetUUIDP(d)->data, digest->data, UUID_LEN) == 0;
+}
+
+static const int64 *lock_order_ids;
+
+static int
+lock_order_cmp(const void *a, const void *b)
+{
+	int64		x = lock_order_ids[*(const int *) a];
+	int64		y = lock_order_ids[*(const int *) b];
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/*
+ * Lock the rows of the n jobs ids[i] whose leases tokens[i] hold, in the
+ * order of their ids.  Another transaction's lock is waited for at most
+ * lock_timeout, or JOBQ_LEASE_LOCK_WAIT_MS when that is 0: no session
+ * keeps an executor waiting.  For each lease held, jobs[i] gets the job,
+ * executors[i] its executor (in TopTransactionContext) and held[i] true;
+ * the caller says why the others are not (lease_lost()).  Needs an active
+ * snapshot.
+ *
+ * The token is checked on the version the snapshot sees, then on the
+ * newest version, once locked (a heartbeat may have moved the expiry
+ * since, or the expiry put the job back).
+ */
+static void
+lock_leases(int n, const int64 *ids, pg_uuid_t *const *tokens, JobqJob *jobs,
+			char **executors, bool *held)
+{
+	Relation	rel = open_job_table();
+	Relation	pkey = open_job_index(JOBQ_REL_JOB_PKEY);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	int		   *order = palloc(sizeof(int) * Max(n, 1));
 	int			nestlevel = NewGUCNestLevel();
-	int			rc;
+	IndexScanDesc scan;
+	Snapshot	snapshot;
+	CommandId	cid;
+	int			k;
 
 	if (LockTimeout == 0)
 		(void) set_config_option("lock_timeout", JOBQ_LEASE_LOCK_WAIT_MS,
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 								 true, 0, false);
-	rc = JobqExecuteKeptAsOwner(plan, values);
+	/* what the transaction's earlier commands did is seen (a heartbeat) */
+	CommandCounterIncrement();
+	PushCopiedSnapshot(GetActiveSnapshot());
+	UpdateActiveSnapshotCommandId();
+	snapshot = GetActiveSnapshot();
+	cid = GetCurrentCommandId(true);
+
+	for (k = 0; k < n; k++)
+		order[k] = k;
+	lock_order_ids = ids;
+	qsort(order, n, sizeof(int), lock_order_cmp);
+
+	scan = index_beginscan(rel, pkey, snapshot, 1, 0);
+	for (k = 0; k < n; k++)
+	{
+		int			i = order[k];
+		ScanKeyData key;
+		pg_uuid_t	digest;
+		TM_FailureData tmfd;
+		ItemPointerData tid;
+		bool		isnull;
+		Datum		d;
+
+		CHECK_FOR_INTERRUPTS();
+		held[i] = false;
+		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(ids[i]));
+		index_rescan(scan, &key, 1, NULL, 0);
+		if (!index_getnext_slot(scan, ForwardScanDirection, slot))
+			continue;
+		token_digest(tokens[i], &digest);
+		if (!lease_matches(slot, &digest))
+			continue;
+		tid = slot->tts_tid;
+		if (table_tuple_lock(rel, &tid, snapshot, slot, cid, LockTupleExclusive,
+							 LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
+							 &tmfd) != TM_Ok ||
+			!lease_matches(slot, &digest))
+			continue;
+
+		slot_getallattrs(slot);
+		memset(&jobs[i], 0, sizeof(JobqJob));
+		jobs[i].id = ids[i];
+		jobs[i].tid = slot->tts_tid;
+		jobs[i].priority = DatumGetInt16(JOB_VALUE(slot, JC_PRIORITY));
+		jobs[i].run_at = DatumGetTimestampTz(JOB_VALUE(slot, JC_RUN_AT));
+		jobs[i].attempts = DatumGetInt32(JOB_VALUE(slot, JC_ATTEMPTS));
+		jobs[i].max_attempts = DatumGetInt32(JOB_VALUE(slot, JC_MAX_ATTEMPTS));
+		jobs[i].external = true;
+		d = slot_getattr(slot, job_attno[JC_EXECUTOR], &isnull);
+		executors[i] = isnull ? NULL :
+			MemoryContextStrdup(TopTransactionContext, TextDatumGetCString(d));
+		held[i] = true;
+	}
+	index_endscan(scan);
+	PopActiveSnapshot();
 	AtEOXact_GUC(true, nestlevel);
-	return rc;
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(pkey, NoLock);
+	table_close(rel, NoLock);
+	pfree(order);
 }
 
 /*
@@ -1461,35 +1555,11 @@ execute_lock_wait(SPIPlanPtr plan, Datum *values)
 static void
 lock_leased(int64 id, pg_uuid_t *token, JobqJob *job, char **executor)
 {
-	Oid			argtypes[2] = {INT8OID, UUIDOID};
-	Datum		values[2];
-	HeapTuple	tup;
-	TupleDesc	desc;
-	bool		isnull;
-	Datum		d;
+	bool		held;
 
-	int			rc;
-
-	values[0] = Int64GetDatum(id);
-	values[1] = UUIDPGetDatum(token);
-	rc = execute_lock_wait(lease_plan(&lock_plan, lock_sql, 2, argtypes), values);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not lock jobq job " INT64_FORMAT, id);
-	if (SPI_processed == 0)
+	lock_leases(1, &id, &token, job, executor, &held);
+	if (!held)
 		(void) lease_lost(id, token, false);
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	memset(job, 0, sizeof(*job));
-	job->id = id;
-	job->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 1, &isnull));
-	job->priority = DatumGetInt16(SPI_getbinval(tup, desc, 2, &isnull));
-	job->run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-	job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-	job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-	job->external = true;
-	d = SPI_getbinval(tup, desc, 6, &isnull);
-	*executor = isnull ? NULL : MemoryContextStrdup(TopTransactionContext,
-													TextDatumGetCString(d));
 }
 
 /* jobq.complete(id bigint, token uuid, result jsonb) */
@@ -1543,11 +1613,9 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 	JobqOutcome *outcomes;
 	char	  **executors;
 	bool	   *locked;
-	Oid			argtypes[2] = {INT8ARRAYOID, UUIDARRAYOID};
-	Datum		values[2];
+	int64	   *job_ids;
+	pg_uuid_t **job_tokens;
 	TimestampTz now = GetCurrentTimestamp();
-	int			rc;
-	uint64		r;
 	int			i;
 
 	require_executors("jobq.complete()");
@@ -1598,33 +1666,18 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 	executors = palloc0(sizeof(char *) * n);
 	locked = palloc0(sizeof(bool) * n);
 
+	job_ids = palloc(sizeof(int64) * n);
+	job_tokens = palloc(sizeof(pg_uuid_t *) * n);
+	for (i = 0; i < n; i++)
+	{
+		job_ids[i] = DatumGetInt64(ids[i]);
+		job_tokens[i] = DatumGetUUIDP(tokens[i]);
+	}
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
-	rc = execute_lock_wait(lease_plan(&lock_many_plan, lock_many_sql, 2, argtypes),
-						   values);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not lock jobq jobs");
-	for (r = 0; r < SPI_processed; r++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[r];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		int			k = (int) DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull)) - 1;
-		Datum		d;
-
-		jobs[k].tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 1, &isnull));
-		jobs[k].id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		jobs[k].priority = DatumGetInt16(SPI_getbinval(tup, desc, 3, &isnull));
-		jobs[k].run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
-		jobs[k].attempts = -1;	/* as it is */
-		jobs[k].external = true;
-		d = SPI_getbinval(tup, desc, 5, &isnull);
-		executors[k] = isnull ? NULL : MemoryContextStrdup(TopTransactionContext,
-														   TextDatumGetCString(d));
-		locked[k] = true;
-	}
+	lock_leases(n, job_ids, job_tokens, jobs, executors, locked);
+	for (i = 0; i < n; i++)
+		jobs[i].attempts = -1;	/* as it is */
 	/* all or nothing: the first whose lease is not held says why */
 	for (i = 0; i < n; i++)
 		if (!locked[i])

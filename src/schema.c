@@ -81,6 +81,7 @@ static const char *const rel_names[JOBQ_NUM_RELS] = {
 	[JOBQ_REL_TASK] = "task",
 	[JOBQ_REL_QUEUES] = "queues",
 	[JOBQ_REL_ROLE_LIMITS] = "role_limits",
+	[JOBQ_REL_JOB_PKEY] = "job_pkey",
 	[JOBQ_REL_EXTERNAL_IDX] = "job_external_idx",
 };
 
