@@ -138,6 +138,13 @@ def main():
                  "graphile": ("process", "jobs_per_s"),
                  "pgboss": ("process", "jobs_per_s"),
                  "pgq": ("process", "jobs_per_s")})
+    for (sysname, wl, var, met) in sorted(data):
+        if sysname == "jobq" and wl == "executor_ceiling":
+            c = stat(data[(sysname, wl, var, met)])
+            j = data.get((sysname, "executor_api", var, met))
+            rows.append((f"plain table, claim 100 (commit) + DELETE (commit), {var.split('_c')[-1]} clients, same run (jobs/s)",
+                         fmt(c), "", "", "", "",
+                         f"{stat(j)[0] / c[0]:.2f} (jobq ÷ plain)" if j and c[0] > 0 else "–"))
     v = best(data, "jobq", "executor_work", "jobs_per_s")
     if v[1] is not None:
         rows.append(("executors: jobq work, a process per job, per executor (jobs/s)",
