@@ -243,7 +243,7 @@ discover_levels(void)
 	int16		levels[JOBQ_FLOOR_LEVELS + 1];
 	uint64		i;
 
-	if (!JobqFloorsRediscoveryDue())
+	if (!JobqFloorsRediscoveryDue(JOBQ_FLOORS_WORKERS))
 		return;
 	values[0] = Int32GetDatum(JOBQ_FLOOR_LEVELS + 1);
 	if (JobqExecuteKept(claim_plan_for(&levels_plan, levels_sql, 1, argtypes),
@@ -256,7 +256,7 @@ discover_levels(void)
 		levels[i] = DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[i],
 												SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	JobqFloorsInstall(levels, (int) SPI_processed);
+	JobqFloorsInstall(JOBQ_FLOORS_WORKERS, levels, (int) SPI_processed);
 }
 
 /*
@@ -370,7 +370,7 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 			elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
 		collect_jobs(jobs, &njobs, cxt);
 	}
-	else if (JobqFloorsGet(levels, &nlevels))
+	else if (JobqFloorsGet(JOBQ_FLOORS_WORKERS, levels, NULL, &nlevels))
 	{
 		Oid			argtypes[4] = {INT2OID, TIMESTAMPTZOID, INT8OID, INT4OID};
 		Datum		values[4];
@@ -386,7 +386,7 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 			 * Without a floor (the floors were reset since they were read),
 			 * the level is claimed from its start, and raises nothing.
 			 */
-			floored = JobqFloorClaimBegin(slot, levels[k], &floor);
+			floored = JobqFloorClaimBegin(JOBQ_FLOORS_WORKERS, slot, levels[k], &floor);
 			if (!floored)
 			{
 				floor.priority = levels[k];
@@ -403,7 +403,7 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 				elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
 			collect_jobs(jobs, &njobs, cxt);
 			if (floored)
-				JobqFloorClaimEnd(slot, levels[k], njobs > before,
+				JobqFloorClaimEnd(JOBQ_FLOORS_WORKERS, slot, levels[k], njobs > before,
 								  njobs > before ? jobs[njobs - 1].run_at : 0,
 								  njobs > before ? jobs[njobs - 1].id : 0);
 		}

@@ -6,10 +6,16 @@
  * claim.c explains why claims start at a floor instead of at the head of
  * the claim index.  This file keeps the floors, in a piece of shared
  * memory of its own, with what keeps them safe: the list of priority
- * levels, and for each worker the claim it has in progress and the
+ * levels, and for each claimer the claim it has in progress and the
  * smallest key that appeared in that claim's level meanwhile (its taint).
  * A spinlock guards it all; every critical section is a few loads and
  * stores over arrays of fixed size, and none can raise an error.
+ *
+ * There are two sets of floors, one per claim index: the workers' (a
+ * claimer per worker slot) and the external executors' (lease.c; a
+ * claimer is any backend in jobq.claim(), which takes one of a fixed
+ * number of claimer entries for the length of its claim, or claims from
+ * the start when none is free).  The rules are the same for both.
  *
  * Who moves a floor:
  *	- a claim raises its level's floor (JobqFloorClaimEnd), never past its
@@ -20,7 +26,8 @@
  *	- a worker lowers a floor to a job it claimed and let go unrun, or
  *	  retried (JobqFloorLower);
  *	- an aborted execution transaction, a settlement that changed jobs and
- *	  a dead worker make them all invalid (JobqFloorsReset), until a worker
+ *	  a dead worker make the workers' floors invalid, and an aborted claim
+ *	  of an executor the executors' (JobqFloorsReset), until a claimer
  *	  discovers the levels again (JobqFloorsInstall).
  *
  * IDENTIFICATION
@@ -36,23 +43,33 @@
 
 #include "jobq.h"
 
-/* a worker's claim in progress */
+/* a claim in progress */
 typedef struct JobqFloorClaim
 {
+	bool		taken;			/* an executor's entry: in use */
 	bool		claiming;
 	int16		level;
 	JobqFloor	taint;			/* smallest key that appeared meanwhile */
 } JobqFloorClaim;
 
-typedef struct JobqFloorsState
+/* the claimers of a set: the workers' slots, or the executors' entries */
+#define JOBQ_FLOOR_CLAIMERS Max(JOBQ_MAX_WORKERS, JOBQ_FLOOR_EXECUTOR_CLAIMERS)
+
+typedef struct JobqFloorSet
 {
-	slock_t		mutex;
 	bool		valid;			/* levels known and floors usable */
 	bool		overflowed;		/* more levels than JOBQ_FLOOR_LEVELS */
 	TimestampTz rediscover_at;	/* next safety-net rediscovery */
 	int			nfloors;
 	JobqFloor	floors[JOBQ_FLOOR_LEVELS];	/* highest priority first */
-	JobqFloorClaim claims[JOBQ_MAX_WORKERS];
+	int			nclaims;
+	JobqFloorClaim claims[JOBQ_FLOOR_CLAIMERS];
+} JobqFloorSet;
+
+typedef struct JobqFloorsState
+{
+	slock_t		mutex;
+	JobqFloorSet sets[JOBQ_NUM_FLOOR_SETS];
 } JobqFloorsState;
 
 static JobqFloorsState *Floors = NULL;
@@ -74,18 +91,21 @@ JobqFloorsShmemInit(void)
 	{
 		memset(Floors, 0, JobqFloorsShmemSize());
 		SpinLockInit(&Floors->mutex);
-		/* levels unknown until a worker discovers them */
-		Floors->valid = false;
+		/* levels unknown until a claimer discovers them */
+		Floors->sets[JOBQ_FLOORS_WORKERS].valid = false;
+		Floors->sets[JOBQ_FLOORS_WORKERS].nclaims = JOBQ_MAX_WORKERS;
+		Floors->sets[JOBQ_FLOORS_EXECUTORS].valid = false;
+		Floors->sets[JOBQ_FLOORS_EXECUTORS].nclaims = JOBQ_FLOOR_EXECUTOR_CLAIMERS;
 	}
 }
 
 static int
-find_level(int16 priority)
+find_level(JobqFloorSet *fs, int16 priority)
 {
 	int			i;
 
-	for (i = 0; i < Floors->nfloors; i++)
-		if (Floors->floors[i].priority == priority)
+	for (i = 0; i < fs->nfloors; i++)
+		if (fs->floors[i].priority == priority)
 			return i;
 	return -1;
 }
@@ -95,13 +115,14 @@ find_level(int16 priority)
  * any level with all) must not raise its floor; caller holds the mutex.
  */
 static void
-taint_claims_locked(int16 priority, bool all, TimestampTz run_at, int64 id)
+taint_claims_locked(JobqFloorSet *fs, int16 priority, bool all,
+					TimestampTz run_at, int64 id)
 {
 	int			i;
 
-	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+	for (i = 0; i < fs->nclaims; i++)
 	{
-		JobqFloorClaim *c = &Floors->claims[i];
+		JobqFloorClaim *c = &fs->claims[i];
 
 		if (c->claiming && (all || c->level == priority) &&
 			JobqFloorKeyLess(run_at, id, &c->taint))
@@ -114,10 +135,10 @@ taint_claims_locked(int16 priority, bool all, TimestampTz run_at, int64 id)
 
 /* caller holds the mutex */
 static void
-invalidate_locked(void)
+invalidate_locked(JobqFloorSet *fs)
 {
-	Floors->valid = false;
-	taint_claims_locked(0, true, DT_NOBEGIN, 0);
+	fs->valid = false;
+	taint_claims_locked(fs, 0, true, DT_NOBEGIN, 0);
 }
 
 /*
@@ -126,37 +147,36 @@ invalidate_locked(void)
  * rediscovery misses no level enqueued after its snapshot.
  */
 static void
-lower_floor_locked(int16 priority, TimestampTz run_at, int64 id)
+lower_floor_locked(JobqFloorSet *fs, int16 priority, TimestampTz run_at, int64 id)
 {
-	int			k = find_level(priority);
+	int			k = find_level(fs, priority);
 
-	taint_claims_locked(priority, false, run_at, id);
+	taint_claims_locked(fs, priority, false, run_at, id);
 	if (k >= 0)
 	{
-		if (JobqFloorKeyLess(run_at, id, &Floors->floors[k]))
+		if (JobqFloorKeyLess(run_at, id, &fs->floors[k]))
 		{
-			Floors->floors[k].run_at = run_at;
-			Floors->floors[k].id = id;
+			fs->floors[k].run_at = run_at;
+			fs->floors[k].id = id;
 		}
 		return;
 	}
-	if (Floors->overflowed)
+	if (fs->overflowed)
 		return;
-	if (Floors->nfloors >= JOBQ_FLOOR_LEVELS)
+	if (fs->nfloors >= JOBQ_FLOOR_LEVELS)
 	{
 		/* too many levels: claims scan from the start again */
-		Floors->overflowed = true;
-		Floors->valid = false;
+		fs->overflowed = true;
+		fs->valid = false;
 		return;
 	}
 	/* a new level, kept in descending priority order */
-	for (k = Floors->nfloors; k > 0 &&
-		 Floors->floors[k - 1].priority < priority; k--)
-		Floors->floors[k] = Floors->floors[k - 1];
-	Floors->floors[k].priority = priority;
-	Floors->floors[k].run_at = run_at;
-	Floors->floors[k].id = id;
-	Floors->nfloors++;
+	for (k = fs->nfloors; k > 0 && fs->floors[k - 1].priority < priority; k--)
+		fs->floors[k] = fs->floors[k - 1];
+	fs->floors[k].priority = priority;
+	fs->floors[k].run_at = run_at;
+	fs->floors[k].id = id;
+	fs->nfloors++;
 }
 
 /*
@@ -168,40 +188,83 @@ lower_floor_locked(int16 priority, TimestampTz run_at, int64 id)
  * not have seen.  Lowering for an abort is merely conservative.
  */
 void
-JobqFloorsNoteKeys(const JobqFloor *keys, int n, bool overflow)
+JobqFloorsNoteKeys(JobqFloorSetId set, const JobqFloor *keys, int n, bool overflow)
 {
+	JobqFloorSet *fs;
 	int			i;
 
 	if (Floors == NULL)
 		return;
+	fs = &Floors->sets[set];
 	SpinLockAcquire(&Floors->mutex);
 	for (i = 0; i < n; i++)
-		lower_floor_locked(keys[i].priority, keys[i].run_at, keys[i].id);
+		lower_floor_locked(fs, keys[i].priority, keys[i].run_at, keys[i].id);
 	if (overflow)
 	{
-		Floors->overflowed = true;
-		invalidate_locked();
+		fs->overflowed = true;
+		invalidate_locked(fs);
 	}
 	SpinLockRelease(&Floors->mutex);
 }
 
 /*
- * Copy the priority levels, highest first; false if the floors are not
- * valid (claim from the start).
+ * Copy the priority levels, highest first, and if keys is not NULL their
+ * floors; false if the floors are not valid (claim from the start).
  */
 bool
-JobqFloorsGet(int16 *levels, int *n)
+JobqFloorsGet(JobqFloorSetId set, int16 *levels, JobqFloor *keys, int *n)
 {
+	JobqFloorSet *fs = &Floors->sets[set];
 	bool		valid;
 	int			i;
 
 	SpinLockAcquire(&Floors->mutex);
-	valid = Floors->valid;
-	*n = Floors->nfloors;
-	for (i = 0; i < Floors->nfloors; i++)
-		levels[i] = Floors->floors[i].priority;
+	valid = fs->valid;
+	*n = fs->nfloors;
+	for (i = 0; i < fs->nfloors; i++)
+	{
+		levels[i] = fs->floors[i].priority;
+		if (keys != NULL)
+			keys[i] = fs->floors[i];
+	}
 	SpinLockRelease(&Floors->mutex);
 	return valid;
+}
+
+/*
+ * An executor's claim begins: a claimer entry of the executors' set for
+ * it, or -1 if none is free (then it claims from the start).
+ */
+int
+JobqFloorClaimerTake(void)
+{
+	JobqFloorSet *fs = &Floors->sets[JOBQ_FLOORS_EXECUTORS];
+	int			i;
+	int			slot = -1;
+
+	SpinLockAcquire(&Floors->mutex);
+	for (i = 0; i < fs->nclaims; i++)
+		if (!fs->claims[i].taken)
+		{
+			fs->claims[i].taken = true;
+			fs->claims[i].claiming = false;
+			slot = i;
+			break;
+		}
+	SpinLockRelease(&Floors->mutex);
+	return slot;
+}
+
+/* the executor's claim is over (or failed): its entry is free again */
+void
+JobqFloorClaimerGive(int slot)
+{
+	JobqFloorSet *fs = &Floors->sets[JOBQ_FLOORS_EXECUTORS];
+
+	SpinLockAcquire(&Floors->mutex);
+	fs->claims[slot].taken = false;
+	fs->claims[slot].claiming = false;
+	SpinLockRelease(&Floors->mutex);
 }
 
 /*
@@ -214,17 +277,18 @@ JobqFloorsGet(int16 *levels, int *n)
  * it only collects taints meanwhile.
  */
 bool
-JobqFloorClaimBegin(int slot, int16 priority, JobqFloor *floor)
+JobqFloorClaimBegin(JobqFloorSetId set, int slot, int16 priority, JobqFloor *floor)
 {
-	JobqFloorClaim *c = &Floors->claims[slot];
+	JobqFloorSet *fs = &Floors->sets[set];
+	JobqFloorClaim *c = &fs->claims[slot];
 	int			k;
 	bool		ok = false;
 
 	SpinLockAcquire(&Floors->mutex);
-	k = find_level(priority);
-	if (Floors->valid && k >= 0)
+	k = find_level(fs, priority);
+	if (fs->valid && k >= 0)
 	{
-		*floor = Floors->floors[k];
+		*floor = fs->floors[k];
 		c->claiming = true;
 		c->level = priority;
 		c->taint.priority = priority;
@@ -241,24 +305,24 @@ JobqFloorClaimBegin(int slot, int16 priority, JobqFloor *floor)
  * raise the level's floor there, or to the claim's taint if lower.
  */
 void
-JobqFloorClaimEnd(int slot, int16 priority, bool raise,
+JobqFloorClaimEnd(JobqFloorSetId set, int slot, int16 priority, bool raise,
 				  TimestampTz run_at, int64 id)
 {
-	JobqFloorClaim *c = &Floors->claims[slot];
+	JobqFloorSet *fs = &Floors->sets[set];
+	JobqFloorClaim *c = &fs->claims[slot];
 	JobqFloor	target = {priority, run_at, id};
 	int			k;
 
 	SpinLockAcquire(&Floors->mutex);
-	k = find_level(priority);
-	if (raise && Floors->valid && k >= 0)
+	k = find_level(fs, priority);
+	if (raise && fs->valid && k >= 0)
 	{
 		if (JobqFloorKeyLess(c->taint.run_at, c->taint.id, &target))
 			target = c->taint;
-		if (JobqFloorKeyLess(Floors->floors[k].run_at, Floors->floors[k].id,
-							 &target))
+		if (JobqFloorKeyLess(fs->floors[k].run_at, fs->floors[k].id, &target))
 		{
-			Floors->floors[k].run_at = target.run_at;
-			Floors->floors[k].id = target.id;
+			fs->floors[k].run_at = target.run_at;
+			fs->floors[k].id = target.id;
 		}
 	}
 	c->claiming = false;
@@ -270,10 +334,10 @@ JobqFloorClaimEnd(int slot, int16 priority, bool raise,
  * called us): it must be at or above its level's floor.
  */
 void
-JobqFloorLower(int16 priority, TimestampTz run_at, int64 id)
+JobqFloorLower(JobqFloorSetId set, int16 priority, TimestampTz run_at, int64 id)
 {
 	SpinLockAcquire(&Floors->mutex);
-	lower_floor_locked(priority, run_at, id);
+	lower_floor_locked(&Floors->sets[set], priority, run_at, id);
 	SpinLockRelease(&Floors->mutex);
 }
 
@@ -283,12 +347,12 @@ JobqFloorLower(int16 priority, TimestampTz run_at, int64 id)
  * discovers the levels again.
  */
 void
-JobqFloorsReset(void)
+JobqFloorsReset(JobqFloorSetId set)
 {
 	if (Floors == NULL)
 		return;
 	SpinLockAcquire(&Floors->mutex);
-	invalidate_locked();
+	invalidate_locked(&Floors->sets[set]);
 	SpinLockRelease(&Floors->mutex);
 }
 
@@ -303,22 +367,23 @@ JobqFloorsReset(void)
  * caller's snapshot.
  */
 bool
-JobqFloorsRediscoveryDue(void)
+JobqFloorsRediscoveryDue(JobqFloorSetId set)
 {
+	JobqFloorSet *fs = &Floors->sets[set];
 	TimestampTz now = GetCurrentTimestamp();
 	bool		due;
 
 	SpinLockAcquire(&Floors->mutex);
-	due = !Floors->valid || Floors->rediscover_at <= now;
+	due = !fs->valid || fs->rediscover_at <= now;
 	if (due)
 	{
-		Floors->rediscover_at =
+		fs->rediscover_at =
 			TimestampTzPlusMilliseconds(now, (int64) jobq_poll_interval *
 										JOBQ_FLOOR_RESCAN_POLLS);
-		if (Floors->overflowed)
+		if (fs->overflowed)
 		{
-			Floors->nfloors = 0;
-			Floors->overflowed = false;
+			fs->nfloors = 0;
+			fs->overflowed = false;
 		}
 	}
 	SpinLockRelease(&Floors->mutex);
@@ -331,20 +396,21 @@ JobqFloorsRediscoveryDue(void)
  * unless there are too many levels.
  */
 void
-JobqFloorsInstall(const int16 *levels, int n)
+JobqFloorsInstall(JobqFloorSetId set, const int16 *levels, int n)
 {
+	JobqFloorSet *fs = &Floors->sets[set];
 	int			i;
 
 	SpinLockAcquire(&Floors->mutex);
 	for (i = 0; i < n; i++)
-		lower_floor_locked(levels[i], DT_NOBEGIN, 0);
-	for (i = 0; i < Floors->nfloors; i++)
+		lower_floor_locked(fs, levels[i], DT_NOBEGIN, 0);
+	for (i = 0; i < fs->nfloors; i++)
 	{
-		Floors->floors[i].run_at = DT_NOBEGIN;
-		Floors->floors[i].id = 0;
+		fs->floors[i].run_at = DT_NOBEGIN;
+		fs->floors[i].id = 0;
 	}
-	Floors->valid = !Floors->overflowed;
+	fs->valid = !fs->overflowed;
 	/* a claim in progress started above the floors now at the start */
-	taint_claims_locked(0, true, DT_NOBEGIN, 0);
+	taint_claims_locked(fs, 0, true, DT_NOBEGIN, 0);
 	SpinLockRelease(&Floors->mutex);
 }

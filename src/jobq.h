@@ -220,18 +220,34 @@ extern JobqEscalation JobqEscalationTake(int slot, int64 id);
 extern int	JobqQueueRunning(const char *queue);
 extern int	JobqOwnerRunning(Oid owner);
 
-/* floors.c: the claim floors */
+/* floors.c: the claim floors, one set per claim index */
+typedef enum JobqFloorSetId
+{
+	JOBQ_FLOORS_WORKERS,		/* job_claim_idx, claimed by worker slot */
+	JOBQ_FLOORS_EXECUTORS,		/* job_external_idx, by jobq.claim() */
+	JOBQ_NUM_FLOOR_SETS
+} JobqFloorSetId;
+
+/* executors' claims that may use the floors at once */
+#define JOBQ_FLOOR_EXECUTOR_CLAIMERS	64
+
 extern Size JobqFloorsShmemSize(void);
 extern void JobqFloorsShmemInit(void);
-extern void JobqFloorsNoteKeys(const JobqFloor *keys, int n, bool overflow);
-extern bool JobqFloorsGet(int16 *levels, int *n);
-extern bool JobqFloorClaimBegin(int slot, int16 priority, JobqFloor *floor);
-extern void JobqFloorClaimEnd(int slot, int16 priority, bool raise,
-							  TimestampTz run_at, int64 id);
-extern void JobqFloorLower(int16 priority, TimestampTz run_at, int64 id);
-extern void JobqFloorsReset(void);
-extern bool JobqFloorsRediscoveryDue(void);
-extern void JobqFloorsInstall(const int16 *levels, int n);
+extern void JobqFloorsNoteKeys(JobqFloorSetId set, const JobqFloor *keys, int n,
+							   bool overflow);
+extern bool JobqFloorsGet(JobqFloorSetId set, int16 *levels, JobqFloor *keys,
+						  int *n);
+extern int	JobqFloorClaimerTake(void);
+extern void JobqFloorClaimerGive(int slot);
+extern bool JobqFloorClaimBegin(JobqFloorSetId set, int slot, int16 priority,
+								JobqFloor *floor);
+extern void JobqFloorClaimEnd(JobqFloorSetId set, int slot, int16 priority,
+							  bool raise, TimestampTz run_at, int64 id);
+extern void JobqFloorLower(JobqFloorSetId set, int16 priority,
+						   TimestampTz run_at, int64 id);
+extern void JobqFloorsReset(JobqFloorSetId set);
+extern bool JobqFloorsRediscoveryDue(JobqFloorSetId set);
+extern void JobqFloorsInstall(JobqFloorSetId set, const int16 *levels, int n);
 
 /* wakeup.c: waking workers and waiters when a transaction commits */
 extern Size JobqWakeupShmemSize(void);

@@ -374,7 +374,7 @@ settle_locked(int slot, JobqJournalEntry *journal_entries, TimeLineID tli,
 	 * have raised a floor past them: see claim.c.
 	 */
 	if (changed > 0)
-		JobqFloorsReset();
+		JobqFloorsReset(JOBQ_FLOORS_WORKERS);
 
 	/* a slot taken meanwhile belongs to a worker that has not settled */
 	settleable(slot, clear);

@@ -133,7 +133,7 @@ launcher_take_over(void)
 	 * settles the journal again, and claims forget the floors.
 	 */
 	JobqJournalNoteDeath();
-	JobqFloorsReset();
+	JobqFloorsReset(JOBQ_FLOORS_WORKERS);
 	JobqWakeAllWorkers();
 }
 
@@ -337,7 +337,7 @@ reconcile_pool(void)
 		/* the dead worker's journal entry must be settled before claims */
 		JobqJournalNoteDeath();
 		/* its claimed jobs are claimable again, wherever the floors are */
-		JobqFloorsReset();
+		JobqFloorsReset(JOBQ_FLOORS_WORKERS);
 		JobqWakeAllWorkers();
 	}
 

@@ -147,10 +147,15 @@ static TimestampTz pending_expiry = DT_NOEND;
 static bool xact_callback_registered = false;
 /* this backend holds the lock of limited claims (a session lock) */
 static bool claim_lock_held = false;
+/* this transaction claimed jobs: undoing it makes the executors' floors invalid */
+static bool floors_claimed = false;
+/* this backend's claimer entry in the executors' floors, or -1 */
+static int	floor_claimer = -1;
 
 static void claim_lock_release(void);
 
 static SPIPlanPtr heartbeat_plan = NULL;
+static SPIPlanPtr levels_plan = NULL;
 static SPIPlanPtr expired_plan = NULL;
 static SPIPlanPtr min_expiry_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
@@ -183,6 +188,19 @@ static const char *heartbeat_sql =
 "       (SELECT pg_catalog.count(*) FROM jobq.job"
 "         WHERE id OPERATOR(pg_catalog.=) $1"
 "           AND lease_token OPERATOR(pg_catalog.=) " TOKEN_DIGEST("$2") ") AS held";
+
+/* the priority levels of claimable external jobs, by a skip scan */
+static const char *levels_sql =
+"WITH RECURSIVE l(p) AS ("
+"  (SELECT priority FROM jobq.job WHERE external AND lease_token IS NULL"
+"    ORDER BY priority DESC LIMIT 1)"
+"  UNION ALL"
+"  SELECT (SELECT priority FROM jobq.job WHERE external AND lease_token IS NULL"
+"            AND priority OPERATOR(pg_catalog.<) l.p"
+"           ORDER BY priority DESC LIMIT 1)"
+"    FROM l WHERE l.p IS NOT NULL"
+")"
+"SELECT p FROM l WHERE p IS NOT NULL LIMIT $1";
 
 /* leases that ended before $1, the earliest first */
 static const char *expired_sql =
@@ -275,13 +293,25 @@ lease_xact_callback(XactEvent event, void *arg)
 		note_expiry(pending_expiry);
 		JobqWakeWorkerBy(pending_expiry);
 	}
+	if (event == XACT_EVENT_ABORT && floors_claimed)
+		JobqFloorsReset(JOBQ_FLOORS_EXECUTORS);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PREPARE)
 	{
+		floors_claimed = false;
 		pending_expiry = DT_NOEND;
 		if (claim_lock_held)
 			claim_lock_release();
 	}
+}
+
+/* a rollback to a savepoint may undo claims too */
+static void
+lease_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && floors_claimed)
+		JobqFloorsReset(JOBQ_FLOORS_EXECUTORS);
 }
 
 static void
@@ -289,6 +319,7 @@ register_xact_callback(void)
 {
 	if (!xact_callback_registered)
 	{
+		RegisterSubXactCallback(lease_subxact_callback, NULL);
 		RegisterXactCallback(lease_xact_callback, NULL);
 		xact_callback_registered = true;
 	}
@@ -468,7 +499,7 @@ lease_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 
 	if (plans_generation != schema->generation)
 	{
-		SPIPlanPtr *plans[] = {&heartbeat_plan,
+		SPIPlanPtr *plans[] = {&heartbeat_plan, &levels_plan,
 		&expired_plan, &min_expiry_plan, &next_due_plan, &leased_plan,
 		&release_plan};
 		int			i;
@@ -835,6 +866,247 @@ being_updated(TupleTableSlot *slot)
 		TransactionIdIsValid(HeapTupleHeaderGetRawXmax(tup));
 }
 
+/* one claim in progress: what it asks, what it may take, what it took */
+typedef struct ClaimRun
+{
+	ClaimArgs  *args;
+	int			n;				/* jobs wanted */
+	int			got;			/* jobs taken */
+	TimestampTz now;
+	TimestampTz expires;
+	JobqQueueRule *rules;
+	int			nrules;
+	int		   *queue_held;
+	JobqRoleLimit *limits;
+	int			nlimits;
+	int		   *role_held;
+	bool		capped;			/* count jobs against the limits */
+	Relation	rel;
+	Relation	index;
+	TupleTableSlot *slot;		/* the version seen */
+	TupleTableSlot *newslot;	/* the version written */
+	MemoryContext rowcxt;
+	Tuplestorestate *tupstore;
+	TupleDesc	tupdesc;
+} ClaimRun;
+
+/*
+ * Why the claim passed over a job it saw, or that it took it.  A job
+ * passed over that may still be claimable (another claim's filters may
+ * take it, a lock may go away) is where the floor of its level stops.
+ */
+typedef enum ClaimSeen
+{
+	SEEN_TAKEN,
+	SEEN_GONE,					/* leased, or changed by a committed transaction */
+	SEEN_CLAIMABLE				/* filtered out, blocked, held by a transaction */
+} ClaimSeen;
+
+/*
+ * Try to take the job whose version the run's slot holds (all attributes
+ * deformed): attempt counted, started, leased.
+ */
+static ClaimSeen
+claim_one(ClaimRun *run)
+{
+	TupleTableSlot *slot = run->slot;
+	TupleTableSlot *newslot = run->newslot;
+	ClaimArgs  *args = run->args;
+	pg_uuid_t  *token;
+	pg_uuid_t  *digest;
+	char	   *task;
+	char	   *queue;
+	Oid			owner;
+	bool		blocked = false;
+	TM_FailureData tmfd;
+	TM_Result	result;
+	Datum		row[13];
+	bool		nulls[13];
+	int			i;
+
+	/* the version seen may be newer than the index entry */
+	if (JOB_ISNULL(slot, JC_EXTERNAL) || !DatumGetBool(JOB_VALUE(slot, JC_EXTERNAL)) ||
+		!JOB_ISNULL(slot, JC_LEASE_TOKEN) || JOB_ISNULL(slot, JC_TASK))
+		return SEEN_GONE;
+	task = TextDatumGetCString(JOB_VALUE(slot, JC_TASK));
+	queue = TextDatumGetCString(JOB_VALUE(slot, JC_QUEUE));
+	owner = DatumGetObjectId(JOB_VALUE(slot, JC_OWNER));
+	for (i = 0; i < run->nrules && !blocked; i++)
+		if (strcmp(run->rules[i].queue, queue) == 0)
+			blocked = run->rules[i].paused ||
+				(run->rules[i].concurrency > 0 &&
+				 run->queue_held[i] >= run->rules[i].concurrency);
+	for (i = 0; i < run->nlimits && !blocked; i++)
+		if (run->limits[i].role == owner)
+			blocked = run->limits[i].max_running >= 0 &&
+				run->role_held[i] >= run->limits[i].max_running;
+	if (blocked || DatumGetTimestampTz(JOB_VALUE(slot, JC_RUN_AT)) > run->now ||
+		(!args->any_task && !name_in(task, args->task_names, args->ntasks)) ||
+		!claims_queue(args, queue) || !JobqTaskIsExternal(task))
+		return SEEN_CLAIMABLE;
+
+	token = palloc(sizeof(pg_uuid_t));
+	digest = palloc(sizeof(pg_uuid_t));
+	new_token(token, digest);
+	ExecClearTuple(newslot);
+	memcpy(newslot->tts_values, slot->tts_values,
+		   sizeof(Datum) * slot->tts_tupleDescriptor->natts);
+	memcpy(newslot->tts_isnull, slot->tts_isnull,
+		   sizeof(bool) * slot->tts_tupleDescriptor->natts);
+	JOB_VALUE(newslot, JC_ATTEMPTS) =
+		Int32GetDatum(DatumGetInt32(JOB_VALUE(slot, JC_ATTEMPTS)) + 1);
+	JOB_VALUE(newslot, JC_STARTED_AT) = TimestampTzGetDatum(run->now);
+	JOB_ISNULL(newslot, JC_STARTED_AT) = false;
+	JOB_VALUE(newslot, JC_LEASE_TOKEN) = UUIDPGetDatum(digest);
+	JOB_ISNULL(newslot, JC_LEASE_TOKEN) = false;
+	JOB_VALUE(newslot, JC_LEASE_EXPIRES_AT) = TimestampTzGetDatum(run->expires);
+	JOB_ISNULL(newslot, JC_LEASE_EXPIRES_AT) = false;
+	JOB_VALUE(newslot, JC_EXECUTOR) = args->executor;
+	JOB_ISNULL(newslot, JC_EXECUTOR) = false;
+	ExecStoreVirtualTuple(newslot);
+
+	result = JobqTableUpdate(&job_table, run->rel, &slot->tts_tid, newslot,
+							 claim_changed, false, &tmfd);
+	if (result == TM_BeingModified)
+		return SEEN_CLAIMABLE;	/* another transaction holds it */
+	if (result != TM_Ok)
+		return SEEN_GONE;		/* changed since the snapshot */
+	/* undoing this transaction must forget the floors (see claim_jobs) */
+	floors_claimed = true;
+
+	row[0] = JOB_VALUE(newslot, JC_ID);
+	row[1] = JOB_VALUE(newslot, JC_TASK);
+	row[2] = JOB_VALUE(newslot, JC_PAYLOAD);
+	row[3] = JOB_VALUE(newslot, JC_QUEUE);
+	row[4] = JOB_VALUE(newslot, JC_PRIORITY);
+	row[5] = JOB_VALUE(newslot, JC_ATTEMPTS);
+	row[6] = JOB_VALUE(newslot, JC_MAX_ATTEMPTS);
+	row[7] = JOB_VALUE(newslot, JC_TIMEOUT);
+	row[8] = UUIDPGetDatum(token);
+	row[9] = TimestampTzGetDatum(run->expires);
+	row[10] = JOB_VALUE(newslot, JC_OWNER);
+	row[11] = JOB_VALUE(newslot, JC_RUN_AT);
+	row[12] = JOB_VALUE(newslot, JC_CREATED_AT);
+	memset(nulls, 0, sizeof(nulls));
+	nulls[2] = JOB_ISNULL(newslot, JC_PAYLOAD);
+	nulls[7] = JOB_ISNULL(newslot, JC_TIMEOUT);
+	/* the caller gets the payload itself, not a pointer into TOAST */
+	if (!nulls[2])
+		row[2] = PointerGetDatum(pg_detoast_datum_packed((struct varlena *)
+														 DatumGetPointer(row[2])));
+	tuplestore_putvalues(run->tupstore, run->tupdesc, row, nulls);
+
+	if (run->capped)
+		count_held(run->rules, run->nrules, run->queue_held, run->limits,
+				   run->nlimits, run->role_held, queue, owner);
+	run->got++;
+	return SEEN_TAKEN;
+}
+
+/*
+ * Claim from one stretch of the external claim index, with snapshot: one
+ * priority level from its floor (level not NULL, floor NULL for the
+ * level's start), or the whole index.  Returns whether the level's floor
+ * may be raised, to *raise_to: the first job passed over that may still
+ * be claimable, else the last job seen.
+ */
+static bool
+claim_scan(ClaimRun *run, Snapshot snapshot, const int16 *level,
+		   const JobqFloor *floor, JobqFloor *raise_to)
+{
+	ScanKeyData keys[3];
+	ScanKeyData rowkeys[2];
+	int			nkeys = 0;
+	IndexScanDesc scan;
+	bool		seen = false;
+	bool		stopped = false;
+
+	if (level != NULL)
+		ScanKeyInit(&keys[nkeys++], 1, BTEqualStrategyNumber, F_INT2EQ,
+					Int16GetDatum(*level));
+	if (floor != NULL && floor->run_at != DT_NOBEGIN)
+	{
+		/* (run_at, id) >= the floor's: a row comparison, as the planner makes */
+		ScanKeyEntryInitialize(&rowkeys[0], SK_ROW_MEMBER, 2, BTGreaterEqualStrategyNumber,
+							   TIMESTAMPTZOID, InvalidOid, F_TIMESTAMPTZ_CMP,
+							   TimestampTzGetDatum(floor->run_at));
+		ScanKeyEntryInitialize(&rowkeys[1], SK_ROW_MEMBER | SK_ROW_END, 3,
+							   BTGreaterEqualStrategyNumber, INT8OID, InvalidOid,
+							   F_BTINT8CMP, Int64GetDatum(floor->id));
+		memset(&keys[nkeys], 0, sizeof(ScanKeyData));
+		keys[nkeys].sk_flags = SK_ROW_HEADER;
+		keys[nkeys].sk_attno = 2;
+		keys[nkeys].sk_strategy = BTGreaterEqualStrategyNumber;
+		keys[nkeys].sk_argument = PointerGetDatum(rowkeys);
+		nkeys++;
+	}
+	/* due jobs only: run_at, the index's second column, at most now */
+	ScanKeyInit(&keys[nkeys++], 2, BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
+				TimestampTzGetDatum(run->now));
+	scan = index_beginscan(run->rel, run->index, snapshot, nkeys, 0);
+	index_rescan(scan, keys, nkeys, NULL, 0);
+
+	while (run->got < run->n && index_getnext_slot(scan, ForwardScanDirection, run->slot))
+	{
+		MemoryContext oldcxt;
+		ClaimSeen	what;
+		JobqFloor	key;
+		bool		isnull;
+
+		CHECK_FOR_INTERRUPTS();
+		/* see being_updated(): another transaction holds it, most often */
+		what = SEEN_CLAIMABLE;
+		if (!being_updated(run->slot))
+		{
+			MemoryContextReset(run->rowcxt);
+			oldcxt = MemoryContextSwitchTo(run->rowcxt);
+			slot_getallattrs(run->slot);
+			what = claim_one(run);
+			MemoryContextSwitchTo(oldcxt);
+		}
+		if (level == NULL || stopped)
+			continue;
+		key.priority = *level;
+		key.run_at = DatumGetTimestampTz(slot_getattr(run->slot, job_attno[JC_RUN_AT],
+													  &isnull));
+		key.id = DatumGetInt64(slot_getattr(run->slot, job_attno[JC_ID], &isnull));
+		*raise_to = key;
+		seen = true;
+		stopped = (what == SEEN_CLAIMABLE);
+	}
+	index_endscan(scan);
+	return seen;
+}
+/*
+ * The priority levels of the external claim index, for its floors, if
+ * their rediscovery is due (see claim.c, which does the same for the
+ * workers' floors).  The statement takes a snapshot of its own, after the
+ * rediscovery began: a level enqueued later is added by its enqueue.
+ */
+static void
+discover_levels(void)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
+	int16		levels[JOBQ_FLOOR_LEVELS + 1];
+	uint64		i;
+
+	if (!JobqFloorsRediscoveryDue(JOBQ_FLOORS_EXECUTORS))
+		return;
+	values[0] = Int32GetDatum(JOBQ_FLOOR_LEVELS + 1);
+	if (JobqExecuteKeptAsOwner(lease_plan(&levels_plan, levels_sql, 1, argtypes),
+							   values) != SPI_OK_SELECT)
+		elog(ERROR, "jobq could not list the priority levels of external jobs");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		levels[i] = DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	JobqFloorsInstall(JOBQ_FLOORS_EXECUTORS, levels, (int) SPI_processed);
+}
+
 /*
  * Claim up to n jobs into tupstore; returns how many, or -1 if another
  * claim holds the lock of limited claims.  Needs SPI and an active
@@ -846,188 +1118,110 @@ being_updated(TupleTableSlot *slot)
  * concurrent claim, a cancel) or has changed since the snapshot is
  * passed over, as SKIP LOCKED would; unlike a row lock taken first, the
  * update itself is the claim, so a job passed over is left untouched.
+ *
+ * Floors (floors.c, the executors' set; claim.c explains them): each
+ * level is claimed from its floor, with a snapshot taken after the claim
+ * began there, and the floor is raised to the first job passed over that
+ * may still be claimable (filtered out, blocked, held by a transaction),
+ * else to the last job seen.  Whatever makes a job claimable again notes
+ * its key when it ends (JobqNoteEnqueue): an enqueue, a retry, a release,
+ * an expiry.  A claim that is undone (an abort, or a rollback to a
+ * savepoint, after it took jobs) makes the floors invalid, as does a
+ * claim with a snapshot older than its start (REPEATABLE READ): that one
+ * claims from the start and raises nothing.
  */
 static int
 claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 {
-	JobqQueueRule *rules;
-	int			nrules;
-	JobqRoleLimit *limits;
-	int			nlimits;
-	int		   *queue_held;
-	int		   *role_held;
-	bool		capped = false;
-	int			got = 0;
+	ClaimRun	run;
+	int16		levels[JOBQ_FLOOR_LEVELS];
+	int			nlevels;
 	int			i;
-	TimestampTz now = GetCurrentTimestamp();
-	TimestampTz expires = TimestampTzPlusMilliseconds(now, args->lease_ms);
-	Relation	rel;
-	Relation	index;
-	IndexScanDesc scan;
-	ScanKeyData key;
-	TupleTableSlot *slot;
-	TupleTableSlot *newslot;
-	MemoryContext rowcxt;
-	MemoryContext oldcxt;
 
-	rules = JobqQueueRules(&nrules);
-	limits = JobqRoleLimits(&nlimits);
-	queue_held = palloc0(sizeof(int) * Max(nrules, 1));
-	role_held = palloc0(sizeof(int) * Max(nlimits, 1));
+	register_xact_callback();
+	memset(&run, 0, sizeof(run));
+	run.args = args;
+	run.n = n;
+	run.now = GetCurrentTimestamp();
+	run.expires = TimestampTzPlusMilliseconds(run.now, args->lease_ms);
+	run.rules = JobqQueueRules(&run.nrules);
+	run.limits = JobqRoleLimits(&run.nlimits);
+	run.queue_held = palloc0(sizeof(int) * Max(run.nrules, 1));
+	run.role_held = palloc0(sizeof(int) * Max(run.nlimits, 1));
+	run.tupstore = tupstore;
+	run.tupdesc = tupdesc;
 
 	/*
 	 * With a limit that this claim could reach (of a queue it may claim
 	 * from, or of any role), claims are serialized, and count as they go.
 	 */
-	for (i = 0; i < nrules; i++)
-		if (!rules[i].paused && rules[i].concurrency > 0 &&
-			claims_queue(args, rules[i].queue))
-			capped = true;
-	for (i = 0; i < nlimits; i++)
-		if (limits[i].max_running >= 0)
-			capped = true;
-	if (capped)
+	for (i = 0; i < run.nrules; i++)
+		if (!run.rules[i].paused && run.rules[i].concurrency > 0 &&
+			claims_queue(args, run.rules[i].queue))
+			run.capped = true;
+	for (i = 0; i < run.nlimits; i++)
+		if (run.limits[i].max_running >= 0)
+			run.capped = true;
+	if (run.capped)
 	{
 		if (!claim_lock_acquire())
 			return -1;
-		count_leases(rules, nrules, queue_held, limits, nlimits, role_held);
-		for (i = 0; i < nrules; i++)
-			queue_held[i] += JobqQueueRunning(rules[i].queue);
-		for (i = 0; i < nlimits; i++)
-			role_held[i] += JobqOwnerRunning(limits[i].role);
+		count_leases(run.rules, run.nrules, run.queue_held, run.limits,
+					 run.nlimits, run.role_held);
+		for (i = 0; i < run.nrules; i++)
+			run.queue_held[i] += JobqQueueRunning(run.rules[i].queue);
+		for (i = 0; i < run.nlimits; i++)
+			run.role_held[i] += JobqOwnerRunning(run.limits[i].role);
 	}
 
-	rel = open_job_table();
-	index = open_job_index(JOBQ_REL_EXTERNAL_IDX);
+	run.rel = open_job_table();
+	run.index = open_job_index(JOBQ_REL_EXTERNAL_IDX);
+	run.slot = table_slot_create(run.rel, NULL);
+	run.newslot = JobqTableSlot(&job_table);
+	run.rowcxt = AllocSetContextCreate(CurrentMemoryContext, "jobq claim row",
+									   ALLOCSET_DEFAULT_SIZES);
 
-	/* due jobs only: run_at, the index's second column, at most now */
-	ScanKeyInit(&key, 2, BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
-				TimestampTzGetDatum(now));
-	scan = index_beginscan(rel, index, GetActiveSnapshot(), 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	slot = table_slot_create(rel, NULL);
-	newslot = JobqTableSlot(&job_table);
-	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "jobq claim row",
-								   ALLOCSET_DEFAULT_SIZES);
-
-	while (got < n && index_getnext_slot(scan, ForwardScanDirection, slot))
+	if (!IsolationUsesXactSnapshot())
+		discover_levels();
+	if (!IsolationUsesXactSnapshot() &&
+		JobqFloorsGet(JOBQ_FLOORS_EXECUTORS, levels, NULL, &nlevels) &&
+		(floor_claimer = JobqFloorClaimerTake()) >= 0)
 	{
-		pg_uuid_t  *token;
-		pg_uuid_t  *digest;
-		char	   *task;
-		char	   *queue;
-		Oid			owner;
-		bool		blocked = false;
-		TM_FailureData tmfd;
-		Datum		row[13];
-		bool		nulls[13];
-
-		CHECK_FOR_INTERRUPTS();
-		if (being_updated(slot))
-			continue;
-		MemoryContextReset(rowcxt);
-		oldcxt = MemoryContextSwitchTo(rowcxt);
-		slot_getallattrs(slot);
-
-		/* the version seen may be newer than the index entry */
-		if (JOB_ISNULL(slot, JC_EXTERNAL) ||
-			!DatumGetBool(JOB_VALUE(slot, JC_EXTERNAL)) ||
-			!JOB_ISNULL(slot, JC_LEASE_TOKEN) || JOB_ISNULL(slot, JC_TASK) ||
-			DatumGetTimestampTz(JOB_VALUE(slot, JC_RUN_AT)) > now)
+		for (i = 0; i < nlevels && run.got < n; i++)
 		{
-			MemoryContextSwitchTo(oldcxt);
-			continue;
+			JobqFloor	floor;
+			JobqFloor	raise_to;
+			bool		floored;
+			bool		raise;
+
+			floored = JobqFloorClaimBegin(JOBQ_FLOORS_EXECUTORS, floor_claimer,
+										  levels[i], &floor);
+			/* a snapshot taken after the claim began (see floors.c) */
+			PushActiveSnapshot(GetTransactionSnapshot());
+			raise = claim_scan(&run, GetActiveSnapshot(), &levels[i],
+							   floored ? &floor : NULL, &raise_to);
+			PopActiveSnapshot();
+			if (floored)
+				JobqFloorClaimEnd(JOBQ_FLOORS_EXECUTORS, floor_claimer, levels[i],
+								  raise, raise_to.run_at, raise_to.id);
 		}
-		task = TextDatumGetCString(JOB_VALUE(slot, JC_TASK));
-		queue = TextDatumGetCString(JOB_VALUE(slot, JC_QUEUE));
-		owner = DatumGetObjectId(JOB_VALUE(slot, JC_OWNER));
-		for (i = 0; i < nrules && !blocked; i++)
-			if (strcmp(rules[i].queue, queue) == 0)
-				blocked = rules[i].paused ||
-					(rules[i].concurrency > 0 && queue_held[i] >= rules[i].concurrency);
-		for (i = 0; i < nlimits && !blocked; i++)
-			if (limits[i].role == owner)
-				blocked = limits[i].max_running >= 0 &&
-					role_held[i] >= limits[i].max_running;
-		if (blocked ||
-			(!args->any_task && !name_in(task, args->task_names, args->ntasks)) ||
-			!claims_queue(args, queue) || !JobqTaskIsExternal(task))
-		{
-			MemoryContextSwitchTo(oldcxt);
-			continue;
-		}
-
-		/* the job as claimed: attempt counted, started, leased */
-		token = palloc(sizeof(pg_uuid_t));
-		digest = palloc(sizeof(pg_uuid_t));
-		new_token(token, digest);
-		ExecClearTuple(newslot);
-		memcpy(newslot->tts_values, slot->tts_values,
-			   sizeof(Datum) * slot->tts_tupleDescriptor->natts);
-		memcpy(newslot->tts_isnull, slot->tts_isnull,
-			   sizeof(bool) * slot->tts_tupleDescriptor->natts);
-		JOB_VALUE(newslot, JC_ATTEMPTS) =
-			Int32GetDatum(DatumGetInt32(JOB_VALUE(slot, JC_ATTEMPTS)) + 1);
-		JOB_VALUE(newslot, JC_STARTED_AT) = TimestampTzGetDatum(now);
-		JOB_ISNULL(newslot, JC_STARTED_AT) = false;
-		JOB_VALUE(newslot, JC_LEASE_TOKEN) = UUIDPGetDatum(digest);
-		JOB_ISNULL(newslot, JC_LEASE_TOKEN) = false;
-		JOB_VALUE(newslot, JC_LEASE_EXPIRES_AT) = TimestampTzGetDatum(expires);
-		JOB_ISNULL(newslot, JC_LEASE_EXPIRES_AT) = false;
-		JOB_VALUE(newslot, JC_EXECUTOR) = args->executor;
-		JOB_ISNULL(newslot, JC_EXECUTOR) = false;
-		ExecStoreVirtualTuple(newslot);
-
-		if (JobqTableUpdate(&job_table, rel, &slot->tts_tid, newslot,
-							claim_changed, false, &tmfd) != TM_Ok)
-		{
-			/* another transaction has it, or had it since the snapshot */
-			MemoryContextSwitchTo(oldcxt);
-			continue;
-		}
-
-		row[0] = JOB_VALUE(newslot, JC_ID);
-		row[1] = JOB_VALUE(newslot, JC_TASK);
-		row[2] = JOB_VALUE(newslot, JC_PAYLOAD);
-		row[3] = JOB_VALUE(newslot, JC_QUEUE);
-		row[4] = JOB_VALUE(newslot, JC_PRIORITY);
-		row[5] = JOB_VALUE(newslot, JC_ATTEMPTS);
-		row[6] = JOB_VALUE(newslot, JC_MAX_ATTEMPTS);
-		row[7] = JOB_VALUE(newslot, JC_TIMEOUT);
-		row[8] = UUIDPGetDatum(token);
-		row[9] = TimestampTzGetDatum(expires);
-		row[10] = JOB_VALUE(newslot, JC_OWNER);
-		row[11] = JOB_VALUE(newslot, JC_RUN_AT);
-		row[12] = JOB_VALUE(newslot, JC_CREATED_AT);
-		nulls[0] = nulls[1] = nulls[3] = nulls[4] = nulls[5] = nulls[6] = false;
-		nulls[2] = JOB_ISNULL(newslot, JC_PAYLOAD);
-		nulls[7] = JOB_ISNULL(newslot, JC_TIMEOUT);
-		nulls[8] = nulls[9] = nulls[10] = nulls[11] = nulls[12] = false;
-		/* the caller gets the payload itself, not a pointer into TOAST */
-		if (!nulls[2])
-			row[2] = PointerGetDatum(pg_detoast_datum_packed((struct varlena *)
-															 DatumGetPointer(row[2])));
-		tuplestore_putvalues(tupstore, tupdesc, row, nulls);
-		MemoryContextSwitchTo(oldcxt);
-
-		if (capped)
-			count_held(rules, nrules, queue_held, limits, nlimits, role_held,
-					   queue, owner);
-		got++;
+		JobqFloorClaimerGive(floor_claimer);
+		floor_claimer = -1;
 	}
+	else
+		(void) claim_scan(&run, GetActiveSnapshot(), NULL, NULL, NULL);
 
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	ExecDropSingleTupleTableSlot(newslot);
-	MemoryContextDelete(rowcxt);
-	index_close(index, NoLock);
-	table_close(rel, NoLock);
+	ExecDropSingleTupleTableSlot(run.slot);
+	ExecDropSingleTupleTableSlot(run.newslot);
+	MemoryContextDelete(run.rowcxt);
+	index_close(run.index, NoLock);
+	table_close(run.rel, NoLock);
 
-	if (got > 0)
-		note_expiry_at_commit(expires);
+	if (run.got > 0)
+		note_expiry_at_commit(run.expires);
 	else if (claim_lock_held && pending_expiry == DT_NOEND)
 		claim_lock_release();	/* nothing of this transaction to count */
-	return got;
+	return run.got;
 }
 
 /* when the next job that this claim may take is due; DT_NOEND if none */
@@ -1056,6 +1250,11 @@ static void
 claim_wait_cleanup(int code, Datum arg)
 {
 	JobqClaimWaitEnd();
+	if (floor_claimer >= 0)
+	{
+		JobqFloorClaimerGive(floor_claimer);
+		floor_claimer = -1;
+	}
 }
 
 /*

@@ -51,18 +51,25 @@ static JobqWakeupState *Wakeup = NULL;
 static bool release_callback_registered = false;
 static int	pending_due_jobs = 0;
 static TimestampTz pending_min_future = DT_NOEND;
-static bool pending_any = false;
 static bool pending_claimers = false;	/* wake the blocked jobq.claim() */
 static bool claim_waiting = false;	/* this backend is registered */
 /* the jobs the transaction finished, for the jobq.wait() callers */
 #define JOBQ_PENDING_FINISHED	64
 static int64 pending_finished[JOBQ_PENDING_FINISHED];
 static int	n_pending_finished = 0;	/* > JOBQ_PENDING_FINISHED: overflowed */
-/* the smallest key enqueued per priority level, for the claim floors */
+/*
+ * The smallest key enqueued per priority level, for each set of claim
+ * floors (the workers' jobs, the external executors').
+ */
 #define JOBQ_PENDING_LEVELS		8
-static JobqFloor pending_levels[JOBQ_PENDING_LEVELS];
-static int	n_pending_levels = 0;
-static bool pending_levels_overflow = false;
+typedef struct PendingKeys
+{
+	bool		any;
+	int			n;
+	bool		overflow;		/* more levels than levels[] holds */
+	JobqFloor	levels[JOBQ_PENDING_LEVELS];
+} PendingKeys;
+static PendingKeys pending_keys[JOBQ_NUM_FLOOR_SETS];
 
 Size
 JobqWakeupShmemSize(void)
@@ -174,12 +181,21 @@ static void
 jobq_release_callback(ResourceReleasePhase phase, bool isCommit,
 					  bool isTopLevel, void *arg)
 {
+	int			i;
+
 	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel)
 		return;
 
-	if (pending_any)
-		JobqFloorsNoteKeys(pending_levels, n_pending_levels,
-						   pending_levels_overflow);
+	for (i = 0; i < JOBQ_NUM_FLOOR_SETS; i++)
+	{
+		PendingKeys *pk = &pending_keys[i];
+
+		if (pk->any)
+			JobqFloorsNoteKeys((JobqFloorSetId) i, pk->levels, pk->n, pk->overflow);
+		pk->any = false;
+		pk->n = 0;
+		pk->overflow = false;
+	}
 
 	if (isCommit && Wakeup != NULL)
 	{
@@ -197,10 +213,7 @@ jobq_release_callback(ResourceReleasePhase phase, bool isCommit,
 	n_pending_finished = 0;
 	pending_due_jobs = 0;
 	pending_min_future = DT_NOEND;
-	pending_any = false;
 	pending_claimers = false;
-	n_pending_levels = 0;
-	pending_levels_overflow = false;
 }
 
 static void
@@ -222,36 +235,37 @@ register_callback(void)
 void
 JobqNoteEnqueue(TimestampTz run_at, int16 priority, int64 id, bool external)
 {
+	PendingKeys *pk = &pending_keys[external ? JOBQ_FLOORS_EXECUTORS : JOBQ_FLOORS_WORKERS];
 	int			i;
 
 	register_callback();
+	pk->any = true;
+	for (i = 0; i < pk->n; i++)
+		if (pk->levels[i].priority == priority)
+			break;
+	if (i < pk->n)
+	{
+		if (JobqFloorKeyLess(run_at, id, &pk->levels[i]))
+		{
+			pk->levels[i].run_at = run_at;
+			pk->levels[i].id = id;
+		}
+	}
+	else if (pk->n < JOBQ_PENDING_LEVELS)
+	{
+		pk->levels[pk->n].priority = priority;
+		pk->levels[pk->n].run_at = run_at;
+		pk->levels[pk->n].id = id;
+		pk->n++;
+	}
+	else
+		pk->overflow = true;
+
 	if (external)
 	{
 		pending_claimers = true;
 		return;
 	}
-	pending_any = true;
-	for (i = 0; i < n_pending_levels; i++)
-		if (pending_levels[i].priority == priority)
-			break;
-	if (i < n_pending_levels)
-	{
-		if (JobqFloorKeyLess(run_at, id, &pending_levels[i]))
-		{
-			pending_levels[i].run_at = run_at;
-			pending_levels[i].id = id;
-		}
-	}
-	else if (n_pending_levels < JOBQ_PENDING_LEVELS)
-	{
-		pending_levels[n_pending_levels].priority = priority;
-		pending_levels[n_pending_levels].run_at = run_at;
-		pending_levels[n_pending_levels].id = id;
-		n_pending_levels++;
-	}
-	else
-		pending_levels_overflow = true;
-
 	if (run_at <= GetCurrentTimestamp())
 	{
 		if (pending_due_jobs < JOBQ_MAX_WORKERS)

@@ -559,7 +559,7 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	for (i = 0; i < njobs; i++)
 		if (i >= next || outcomes[i].kind == JOBQ_RETRY ||
 			outcomes[i].kind == JOBQ_RELEASE)
-			JobqFloorLower(jobs[i].priority, jobs[i].run_at, jobs[i].id);
+			JobqFloorLower(JOBQ_FLOORS_WORKERS, jobs[i].priority, jobs[i].run_at, jobs[i].id);
 	count_outcomes(outcomes, next);
 	MemoryContextReset(ChunkContext);
 	set_busy(false);
@@ -682,7 +682,7 @@ JobqWorkerMain(Datum main_arg)
 		JobqSlotEndJob(my_slot);
 		JobqJournalUnsettled(my_slot);
 		/* and the claim floors may lie above them */
-		JobqFloorsReset();
+		JobqFloorsReset(JOBQ_FLOORS_WORKERS);
 		claim_limit = 1;
 
 		/* do not spin if the error repeats */

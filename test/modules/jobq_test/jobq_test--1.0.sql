@@ -38,3 +38,11 @@ CREATE FUNCTION @extschema@.expire_leases()
 RETURNS integer
 LANGUAGE C
 AS 'MODULE_PATHNAME', 'jobq_test_expire_leases';
+
+-- the external executors' claim floors: valid or not, and per priority
+-- level the key (run_at, id) where claims start
+CREATE FUNCTION @extschema@.executor_floors(OUT valid boolean, OUT priority smallint,
+                                            OUT run_at timestamptz, OUT id bigint)
+RETURNS SETOF record
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'jobq_test_executor_floors';

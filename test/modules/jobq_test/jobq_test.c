@@ -22,6 +22,8 @@
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 
 #include "jobq.h"
 
@@ -32,6 +34,7 @@ PG_FUNCTION_INFO_V1(jobq_test_fail_until);
 PG_FUNCTION_INFO_V1(jobq_test_claim_as_worker);
 PG_FUNCTION_INFO_V1(jobq_test_floors_reset);
 PG_FUNCTION_INFO_V1(jobq_test_expire_leases);
+PG_FUNCTION_INFO_V1(jobq_test_executor_floors);
 
 /* the text of key in a JSON object, or an error */
 static char *
@@ -174,7 +177,7 @@ jobq_test_claim_as_worker(PG_FUNCTION_ARGS)
 Datum
 jobq_test_floors_reset(PG_FUNCTION_ARGS)
 {
-	JobqFloorsReset();
+	JobqFloorsReset(JOBQ_FLOORS_WORKERS);
 	PG_RETURN_VOID();
 }
 
@@ -186,4 +189,34 @@ Datum
 jobq_test_expire_leases(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_INT32(JobqExpireLeasesNow());
+}
+
+/*
+ * executor_floors(): whether the external executors' claim floors are
+ * valid, and each level's floor.
+ */
+Datum
+jobq_test_executor_floors(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int16		levels[JOBQ_FLOOR_LEVELS];
+	JobqFloor	keys[JOBQ_FLOOR_LEVELS];
+	int			n;
+	bool		valid;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	valid = JobqFloorsGet(JOBQ_FLOORS_EXECUTORS, levels, keys, &n);
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		values[0] = BoolGetDatum(valid);
+		values[1] = Int16GetDatum(keys[i].priority);
+		values[2] = TimestampTzGetDatum(keys[i].run_at);
+		values[3] = Int64GetDatum(keys[i].id);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }
