@@ -28,6 +28,12 @@
  * subtransaction, so that an error leaves the caller's transaction as it
  * was, undone when it took nothing.
  *
+ * The claim index is consumed from its head, and each claimed job leaves
+ * a dead entry there until vacuum (or, under a long transaction, for as
+ * long as it lasts).  So claims start at floors, as the workers' do
+ * (floors.c keeps a second set for this index; claim_jobs() says how it
+ * is kept safe).
+ *
  * Expiry.  Shared memory holds the earliest expiry that a lease may have
  * (lowered by every claim when it commits, never raised by one).  The
  * idle workers sleep no longer than until then, and the first worker
