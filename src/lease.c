@@ -20,11 +20,12 @@
  * finish.c like the workers'.
  *
  * The claim is written without an SQL statement (store.c): it walks the
- * external claim index and updates each job it takes, the update being
- * the claim.  A job that another transaction holds is passed over, and
- * left untouched: a row lock taken first (FOR UPDATE SKIP LOCKED) would
- * also lock, through EvalPlanQual, rows that other claims took since the
- * snapshot, to the end of the transaction.  Each pass of a claim runs in a
+ * external claim index, locks each job it takes without waiting and
+ * without following the row's update chain, and updates it.  A job that
+ * another transaction holds, or changed since the snapshot, is passed over
+ * and left untouched; FOR UPDATE SKIP LOCKED would follow the chain
+ * (EvalPlanQual) and lock, to the end of the transaction, rows that other
+ * claims took since the snapshot.  Each pass of a claim runs in a
  * subtransaction, so that an error leaves the caller's transaction as it
  * was, undone when it took nothing.
  *
@@ -40,7 +41,8 @@
  * there takes the turn: it puts the jobs of expired leases back (attempt
  * counted; failed when none is left) in a transaction of its own, then
  * reads the earliest expiry left.  A claim that does not wait takes the
- * turn too, when a worker has not; one that may wait wakes a worker
+ * turn too, when a worker has not; one that may wait, or runs in a
+ * transaction block (which may stay open, or be prepared), wakes a worker
  * instead.  A claim that commits a lease that ends before the idle workers
  * would wake up wakes one (wakeup.c).  A heartbeat only moves an expiry
  * later, so it needs neither.
@@ -153,8 +155,17 @@ static TimestampTz pending_expiry = DT_NOEND;
 static bool xact_callback_registered = false;
 /* this backend holds the lock of limited claims (a session lock) */
 static bool claim_lock_held = false;
-/* this transaction claimed jobs: undoing it makes the executors' floors invalid */
-static bool floors_claimed = false;
+/*
+ * The (sub)transactions of the current transaction that claimed jobs, by
+ * SubTransactionId: undoing one makes the executors' floors invalid (its
+ * jobs are claimable again, perhaps below a floor).  A subtransaction that
+ * commits hands its claims to its parent.  With more than fit, any undo
+ * does.
+ */
+#define JOBQ_CLAIMING_SUBXACTS	8
+static SubTransactionId claiming_subxacts[JOBQ_CLAIMING_SUBXACTS];
+static int	n_claiming_subxacts = 0;
+static bool claiming_overflow = false;
 /* this backend's claimer entry in the executors' floors, or -1 */
 static int	floor_claimer = -1;
 
@@ -299,25 +310,68 @@ lease_xact_callback(XactEvent event, void *arg)
 		note_expiry(pending_expiry);
 		JobqWakeWorkerBy(pending_expiry);
 	}
-	if (event == XACT_EVENT_ABORT && floors_claimed)
+	if (event == XACT_EVENT_ABORT && (n_claiming_subxacts > 0 || claiming_overflow))
 		JobqFloorsReset(JOBQ_FLOORS_EXECUTORS);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PREPARE)
 	{
-		floors_claimed = false;
+		n_claiming_subxacts = 0;
+		claiming_overflow = false;
 		pending_expiry = DT_NOEND;
 		if (claim_lock_held)
 			claim_lock_release();
 	}
 }
 
-/* a rollback to a savepoint may undo claims too */
+/* this (sub)transaction claims jobs */
+static void
+note_floors_claimed(void)
+{
+	SubTransactionId me = GetCurrentSubTransactionId();
+	int			i;
+
+	for (i = 0; i < n_claiming_subxacts; i++)
+		if (claiming_subxacts[i] == me)
+			return;
+	if (n_claiming_subxacts < JOBQ_CLAIMING_SUBXACTS)
+		claiming_subxacts[n_claiming_subxacts++] = me;
+	else
+		claiming_overflow = true;
+}
+
+/*
+ * A subtransaction ended.  Its abort (a rollback to a savepoint, an error
+ * caught, a claim's own subtransaction after an error) undoes its claims
+ * and those of the subtransactions it committed; the callback runs once
+ * the abort is recorded, so a claim that starts after the reset sees the
+ * jobs claimable again.
+ */
 static void
 lease_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					   SubTransactionId parentSubid, void *arg)
 {
-	if (event == SUBXACT_EVENT_ABORT_SUB && floors_claimed)
-		JobqFloorsReset(JOBQ_FLOORS_EXECUTORS);
+	bool		undone = false;
+	int			i;
+
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		for (i = 0; i < n_claiming_subxacts; i++)
+			if (claiming_subxacts[i] == mySubid)
+				claiming_subxacts[i] = parentSubid;
+	}
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		for (i = 0; i < n_claiming_subxacts;)
+			if (claiming_subxacts[i] == mySubid)
+			{
+				undone = true;
+				claiming_subxacts[i] = claiming_subxacts[--n_claiming_subxacts];
+			}
+			else
+				i++;
+		if (undone || claiming_overflow)
+			JobqFloorsReset(JOBQ_FLOORS_EXECUTORS);
+	}
 }
 
 static void
@@ -889,6 +943,7 @@ typedef struct ClaimRun
 	bool		capped;			/* count jobs against the limits */
 	Relation	rel;
 	Relation	index;
+	Snapshot	snapshot;		/* of the scan in progress */
 	TupleTableSlot *slot;		/* the version seen */
 	TupleTableSlot *newslot;	/* the version written */
 	MemoryContext rowcxt;
@@ -951,6 +1006,22 @@ claim_one(ClaimRun *run)
 		!claims_queue(args, queue) || !JobqTaskIsExternal(task))
 		return SEEN_CLAIMABLE;
 
+	/*
+	 * Lock the row first, without waiting (heap_update() supports no
+	 * "wait = false"): a job that another transaction holds is passed over.
+	 * The lock does not follow the row's update chain, so unlike FOR UPDATE
+	 * SKIP LOCKED (and EvalPlanQual) it never locks a newer version, taken
+	 * by another claim since the snapshot, to the end of the transaction.
+	 */
+	result = table_tuple_lock(run->rel, &slot->tts_tid, run->snapshot, slot,
+							  GetCurrentCommandId(false), LockTupleNoKeyExclusive,
+							  LockWaitSkip, 0, &tmfd);
+	if (result == TM_WouldBlock)
+		return SEEN_CLAIMABLE;	/* another transaction holds it */
+	if (result != TM_Ok)
+		return SEEN_GONE;		/* changed since the snapshot */
+	slot_getallattrs(slot);
+
 	token = palloc(sizeof(pg_uuid_t));
 	digest = palloc(sizeof(pg_uuid_t));
 	new_token(token, digest);
@@ -971,14 +1042,14 @@ claim_one(ClaimRun *run)
 	JOB_ISNULL(newslot, JC_EXECUTOR) = false;
 	ExecStoreVirtualTuple(newslot);
 
+	/* locked by this transaction: the update neither waits nor fails */
 	result = JobqTableUpdate(&job_table, run->rel, &slot->tts_tid, newslot,
-							 claim_changed, false, &tmfd);
-	if (result == TM_BeingModified)
-		return SEEN_CLAIMABLE;	/* another transaction holds it */
+							 claim_changed, true, &tmfd);
 	if (result != TM_Ok)
-		return SEEN_GONE;		/* changed since the snapshot */
-	/* undoing this transaction must forget the floors (see claim_jobs) */
-	floors_claimed = true;
+		elog(ERROR, "jobq could not claim job " INT64_FORMAT ", which it had locked: %d",
+			 DatumGetInt64(JOB_VALUE(slot, JC_ID)), (int) result);
+	/* undoing this (sub)transaction must forget the floors (see claim_jobs) */
+	note_floors_claimed();
 
 	row[0] = JOB_VALUE(newslot, JC_ID);
 	row[1] = JOB_VALUE(newslot, JC_TASK);
@@ -1049,6 +1120,7 @@ claim_scan(ClaimRun *run, Snapshot snapshot, const int16 *level,
 	/* due jobs only: run_at, the index's second column, at most now */
 	ScanKeyInit(&keys[nkeys++], 2, BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE,
 				TimestampTzGetDatum(run->now));
+	run->snapshot = snapshot;
 	scan = index_beginscan(run->rel, run->index, snapshot, nkeys, 0);
 	index_rescan(scan, keys, nkeys, NULL, 0);
 
@@ -1122,8 +1194,7 @@ discover_levels(void)
  * writes each job it takes directly (store.c): attempt counted, started,
  * leased.  A job that another transaction is changing or has locked (a
  * concurrent claim, a cancel) or has changed since the snapshot is
- * passed over, as SKIP LOCKED would; unlike a row lock taken first, the
- * update itself is the claim, so a job passed over is left untouched.
+ * passed over, as SKIP LOCKED would, and left untouched (see the top).
  *
  * Floors (floors.c, the executors' set; claim.c explains them): each
  * level is claimed from its floor, with a snapshot taken after the claim
@@ -1395,12 +1466,14 @@ jobq_claim(PG_FUNCTION_ARGS)
 			/*
 			 * Leases that have ended are put back first, if it is time and no
 			 * worker does it now: the executors do not depend on an idle
-			 * worker.  Not by a claim that may go on to wait, which would
-			 * hold the jobs put back uncommitted: it wakes a worker instead.
+			 * worker.  Not by a claim that may go on to wait, nor by one in a
+			 * transaction block (which may stay open, or be prepared), which
+			 * would hold the jobs put back uncommitted: it wakes a worker
+			 * instead.
 			 */
 			if (JobqLeaseExpiryTurn())
 			{
-				if (wait_ms == 0)
+				if (wait_ms == 0 && !IsTransactionBlock())
 					(void) JobqExpireLeasesNow();
 				else
 				{
