@@ -229,34 +229,15 @@ collect_jobs(JobqJob *jobs, int *njobs, MemoryContext cxt)
 	}
 }
 
-/*
- * Discover the priority levels of pending jobs, if that is due (see
- * JobqFloorsRediscoveryDue), and hand them to JobqFloorsInstall.  The
- * statement runs read-write so that it takes a snapshot of its own, after
- * the rediscovery began: a level enqueued later is added by its enqueue.
- */
+/* the priority levels of pending jobs for the floors, if that is due */
 static void
 discover_levels(void)
 {
 	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1];
-	int16		levels[JOBQ_FLOOR_LEVELS + 1];
-	uint64		i;
 
-	if (!JobqFloorsRediscoveryDue(JOBQ_FLOORS_WORKERS))
-		return;
-	values[0] = Int32GetDatum(JOBQ_FLOOR_LEVELS + 1);
-	if (JobqExecuteKept(claim_plan_for(&levels_plan, levels_sql, 1, argtypes),
-					 values, false) != SPI_OK_SELECT)
-		elog(ERROR, "jobq could not list priority levels");
-	for (i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-
-		levels[i] = DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[i],
-												SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	JobqFloorsInstall(JOBQ_FLOORS_WORKERS, levels, (int) SPI_processed);
+	if (JobqFloorsRediscoveryDue(JOBQ_FLOORS_WORKERS))
+		JobqFloorsDiscover(JOBQ_FLOORS_WORKERS,
+						   claim_plan_for(&levels_plan, levels_sql, 1, argtypes));
 }
 
 /*

@@ -9,7 +9,9 @@
  * levels, and for each claimer the claim it has in progress and the
  * smallest key that appeared in that claim's level meanwhile (its taint).
  * A spinlock guards it all; every critical section is a few loads and
- * stores over arrays of fixed size, and none can raise an error.
+ * stores over arrays of fixed size, and none can raise an error.  The one
+ * function here that runs a statement is the discovery of the levels
+ * (JobqFloorsDiscover), for either set.
  *
  * There are two sets of floors, one per claim index: the workers' (a
  * claimer per worker slot) and the external executors' (lease.c; a
@@ -37,6 +39,8 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/timestamp.h"
@@ -413,4 +417,33 @@ JobqFloorsInstall(JobqFloorSetId set, const int16 *levels, int n)
 	/* a claim in progress started above the floors now at the start */
 	taint_claims_locked(fs, 0, true, DT_NOBEGIN, 0);
 	SpinLockRelease(&Floors->mutex);
+}
+
+/*
+ * Discover the priority levels of a set and install them, if that is due
+ * (see JobqFloorsRediscoveryDue).  plan is the claimer's kept statement
+ * for its index: the levels of claimable jobs, highest first, at most $1
+ * (an integer) of them.  It runs read-write, so that it takes a snapshot of
+ * its own, after the rediscovery began (a level enqueued later is added by
+ * its enqueue), and as the owner of jobq's tables, so that it sees every
+ * role's jobs.  Needs SPI.
+ */
+void
+JobqFloorsDiscover(JobqFloorSetId set, SPIPlanPtr plan)
+{
+	Datum		values[1];
+	int16		levels[JOBQ_FLOOR_LEVELS + 1];
+	uint64		i;
+
+	values[0] = Int32GetDatum(JOBQ_FLOOR_LEVELS + 1);
+	if (JobqExecuteKeptAsOwner(plan, values) != SPI_OK_SELECT)
+		elog(ERROR, "jobq could not list priority levels");
+	for (i = 0; i < SPI_processed && i < lengthof(levels); i++)
+	{
+		bool		isnull;
+
+		levels[i] = DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	JobqFloorsInstall(set, levels, (int) i);
 }

@@ -248,6 +248,7 @@ extern void JobqFloorLower(JobqFloorSetId set, int16 priority,
 extern void JobqFloorsReset(JobqFloorSetId set);
 extern bool JobqFloorsRediscoveryDue(JobqFloorSetId set);
 extern void JobqFloorsInstall(JobqFloorSetId set, const int16 *levels, int n);
+extern void JobqFloorsDiscover(JobqFloorSetId set, SPIPlanPtr plan);
 
 /* wakeup.c: waking workers and waiters when a transaction commits */
 extern Size JobqWakeupShmemSize(void);

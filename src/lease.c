@@ -1155,34 +1155,16 @@ claim_scan(ClaimRun *run, Snapshot snapshot, const int16 *level,
 	index_endscan(scan);
 	return seen;
 }
-/*
- * The priority levels of the external claim index, for its floors, if
- * their rediscovery is due (see claim.c, which does the same for the
- * workers' floors).  The statement takes a snapshot of its own, after the
- * rediscovery began: a level enqueued later is added by its enqueue.
- */
+
+/* the priority levels of the external claim index for its floors, if due */
 static void
 discover_levels(void)
 {
 	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1];
-	int16		levels[JOBQ_FLOOR_LEVELS + 1];
-	uint64		i;
 
-	if (!JobqFloorsRediscoveryDue(JOBQ_FLOORS_EXECUTORS))
-		return;
-	values[0] = Int32GetDatum(JOBQ_FLOOR_LEVELS + 1);
-	if (JobqExecuteKeptAsOwner(lease_plan(&levels_plan, levels_sql, 1, argtypes),
-							   values) != SPI_OK_SELECT)
-		elog(ERROR, "jobq could not list the priority levels of external jobs");
-	for (i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-
-		levels[i] = DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[i],
-												SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	JobqFloorsInstall(JOBQ_FLOORS_EXECUTORS, levels, (int) SPI_processed);
+	if (JobqFloorsRediscoveryDue(JOBQ_FLOORS_EXECUTORS))
+		JobqFloorsDiscover(JOBQ_FLOORS_EXECUTORS,
+						   lease_plan(&levels_plan, levels_sql, 1, argtypes));
 }
 
 /*
