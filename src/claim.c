@@ -296,7 +296,7 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 	if (next_due)
 		*next_due = DT_NOEND;
 
-	jobs = MemoryContextAlloc(cxt, sizeof(JobqJob) * limit);
+	jobs = MemoryContextAllocZero(cxt, sizeof(JobqJob) * limit);
 
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
