@@ -615,21 +615,25 @@ positive_interval_ms(Interval *iv, const char *what, bool zero_ok)
 	return ms;
 }
 
-/* the elements of a text[] argument, none null nor empty; *n of them */
-static void
-check_names(ArrayType *a, const char *what, int maxlen)
+/*
+ * The elements of a text[] argument as C strings, *n of them: names of 1
+ * to maxlen bytes, none null.
+ */
+static char **
+check_names(ArrayType *a, const char *what, int maxlen, int *n)
 {
 	Datum	   *elems;
 	bool	   *nulls;
-	int			n;
+	char	  **names;
 	int			i;
 
 	if (ARR_NDIM(a) > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 				 errmsg("%s must be a one-dimensional array", what)));
-	deconstruct_array(a, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	for (i = 0; i < n; i++)
+	deconstruct_array(a, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, n);
+	names = palloc(sizeof(char *) * Max(*n, 1));
+	for (i = 0; i < *n; i++)
 	{
 		if (nulls[i])
 			ereport(ERROR,
@@ -640,7 +644,9 @@ check_names(ArrayType *a, const char *what, int maxlen)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s must hold names of 1 to %d bytes", what, maxlen)));
+		names[i] = TextDatumGetCString(elems[i]);
 	}
+	return names;
 }
 
 static Datum
@@ -741,23 +747,6 @@ typedef struct ClaimArgs
 	Datum		executor;
 	const char *executor_name;
 } ClaimArgs;
-
-/* the elements of a text[] as C strings, *n of them (none null) */
-static char **
-text_elements(Datum a, int *n)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	char	  **names;
-	int			i;
-
-	deconstruct_array(DatumGetArrayTypeP(a), TEXTOID, -1, false, TYPALIGN_INT,
-					  &elems, &nulls, n);
-	names = palloc(sizeof(char *) * Max(*n, 1));
-	for (i = 0; i < *n; i++)
-		names[i] = TextDatumGetCString(elems[i]);
-	return names;
-}
 
 static bool
 name_in(const char *name, char **names, int n)
@@ -1344,18 +1333,18 @@ jobq_claim(PG_FUNCTION_ARGS)
 		args.tasks = empty_array(TEXTOID);
 	else
 	{
-		check_names(PG_GETARG_ARRAYTYPE_P(0), "tasks", NAMEDATALEN - 1);
 		args.tasks = PG_GETARG_DATUM(0);
-		args.task_names = text_elements(args.tasks, &args.ntasks);
+		args.task_names = check_names(PG_GETARG_ARRAYTYPE_P(0), "tasks",
+									  NAMEDATALEN - 1, &args.ntasks);
 	}
 	args.any_queue = PG_ARGISNULL(1);
 	if (args.any_queue)
 		args.queues = empty_array(TEXTOID);
 	else
 	{
-		check_names(PG_GETARG_ARRAYTYPE_P(1), "queues", JOBQ_MAX_QUEUE_NAME);
 		args.queues = PG_GETARG_DATUM(1);
-		args.queue_names = text_elements(args.queues, &args.nqueues);
+		args.queue_names = check_names(PG_GETARG_ARRAYTYPE_P(1), "queues",
+									   JOBQ_MAX_QUEUE_NAME, &args.nqueues);
 	}
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
