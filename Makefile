@@ -4,14 +4,14 @@ EXTVERSION = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*
 
 MODULE_big = jobq
 OBJS = src/jobq.o src/guc.o src/slots.o src/floors.o src/wakeup.o src/journal.o src/launcher.o src/worker.o \
-       src/schema.o src/claim.o src/finish.o src/prune.o src/requests.o src/execute.o src/session.o src/spi.o src/store.o src/task.o src/control.o src/inplace.o src/queue.o src/limits.o src/depend.o src/api.o src/lease.o
+       src/schema.o src/claim.o src/finish.o src/prune.o src/requests.o src/execute.o src/session.o src/spi.o src/store.o src/task.o src/control.o src/inplace.o src/queue.o src/limits.o src/depend.o src/api.o src/lease.o src/executors.o
 
 # Install and upgrade scripts: every jobq--*.sql at the top level.
 DATA = $(wildcard jobq--*.sql)
 
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
-            -Wno-missing-field-initializers
+            -Wno-missing-field-initializers -MMD -MP
 ifeq ($(WERROR),1)
 PG_CFLAGS += -Werror
 endif
@@ -32,16 +32,19 @@ ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
-EXTRA_CLEAN = tmp_regress tmp_isolation output_iso results regression.diffs regression.out
+EXTRA_CLEAN = src/*.d tmp_regress tmp_isolation output_iso results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# Every source file includes the shared header; PGXS tracks no header
-# dependencies, and a stale object built with an old layout of a shared
-# structure (a worker slot, a claimed job) would read the wrong fields.
-$(OBJS) $(OBJS:.o=.bc): src/jobq.h
+# Header dependencies: PGXS tracks them only on a server built with
+# --enable-depend, and a stale object built with an old layout of a shared
+# structure (a worker slot, a claimed job) would read the wrong fields.  The
+# compiler writes each object's list (-MMD); the bitcode files, which clang
+# builds without those flags, depend on every header.
+-include $(OBJS:.o=.d)
+$(OBJS:.o=.bc): $(wildcard $(srcdir)/src/*.h)
 
 .PHONY: print-version
 print-version:

@@ -489,3 +489,163 @@ SELECT state, last_error, last_sqlstate FROM jobq.jobs WHERE id = :j;
 SELECT is_super('regress_jobq_mallory') AS mallory_is_superuser;
 ALTER ROLE regress_jobq_mallory RESET ALL;
 DROP ROLE regress_jobq_boss;
+
+--
+-- 9. the executors' surface
+--
+-- an executor role, granted the executors' functions as the README says,
+-- and an external task that an administrator allowed it to run
+CREATE ROLE regress_jobq_exec1 LOGIN;
+CREATE ROLE regress_jobq_exec2 LOGIN;	-- another executor role
+CREATE ROLE regress_jobq_mailer2 NOLOGIN;	-- registers the mail task
+CREATE ROLE regress_jobq_app2 LOGIN IN ROLE regress_jobq_mailer2;	-- queues mail
+GRANT USAGE ON SCHEMA jobq TO regress_jobq_exec1, regress_jobq_exec2, regress_jobq_mailer2,
+    regress_jobq_app2;
+GRANT EXECUTE ON FUNCTION
+    jobq.claim(text[], text[], integer, interval, text, interval, text, integer),
+    jobq.heartbeat(bigint, uuid, interval), jobq.complete(bigint, uuid, jsonb),
+    jobq.complete(bigint[], uuid[], jsonb[]),
+    jobq.fail(bigint, uuid, text, interval), jobq.release(bigint, uuid)
+  TO regress_jobq_exec1, regress_jobq_exec2;
+-- an error's SQLSTATE, message and detail, numbers left out
+CREATE FUNCTION sec_try_detail(cmd text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    d text;
+BEGIN
+    EXECUTE cmd;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
+    RETURN regexp_replace(SQLSTATE || ': ' || SQLERRM || ' / ' || d, '-?\d+', 'N', 'g');
+END
+$$;
+
+-- 9.1 mallory's own external task: the administrator's executors never
+-- run it, whatever they ask for, even as a superuser
+SET ROLE regress_jobq_mallory;
+SELECT jobq.register_task('regress_mal_ext', NULL);
+SELECT jobq.enqueue_task('regress_mal_ext', '{"phish": true}', priority => 1000) AS mal \gset
+-- and she may not allow anyone to run it
+SELECT sec_try($$SELECT jobq.allow_executor('regress_mal_ext', 'regress_jobq_exec1')$$);
+RESET ROLE;
+SET ROLE regress_jobq_exec1;
+SELECT count(*) AS mallory_jobs_claimed FROM jobq.claim(n => 100);
+SELECT count(*) AS mallory_jobs_claimed FROM jobq.claim(tasks => ARRAY['regress_mal_ext']);
+RESET ROLE;
+SELECT count(*) AS mallory_jobs_claimed_by_a_superuser FROM jobq.claim(tasks => ARRAY['regress_mal_ext']);
+SELECT state, attempts FROM jobq.jobs WHERE id = :mal;
+-- she squats the name another role meant to register
+SET ROLE regress_jobq_mallory;
+SELECT jobq.register_task('regress_send_mail', NULL);
+SELECT jobq.enqueue_task('regress_send_mail', '{"phish": true}') AS squat \gset
+RESET ROLE;
+SET ROLE regress_jobq_mailer2;
+SELECT sec_try($$SELECT jobq.register_task('regress_send_mail', NULL)$$);
+RESET ROLE;
+-- the administrator's allowance names the registrant it expects: refused
+SELECT sec_try($$SELECT jobq.allow_executor('regress_send_mail', 'regress_jobq_exec1',
+                                            registrant => 'regress_jobq_mailer2')$$);
+SELECT executors FROM jobq.task WHERE task = 'regress_send_mail';
+SET ROLE regress_jobq_exec1;
+SELECT count(*) AS squatted_jobs_claimed FROM jobq.claim(tasks => ARRAY['regress_send_mail']);
+RESET ROLE;
+-- the squatted name is removed; the rightful registrant takes it, and its
+-- executor runs its jobs, not hers
+SELECT jobq.unregister_task('regress_send_mail');
+SELECT jobq.cancel(:squat);
+SET ROLE regress_jobq_mailer2;
+SELECT jobq.register_task('regress_send_mail', NULL);
+RESET ROLE;
+SET ROLE regress_jobq_app2;
+SELECT jobq.enqueue_task('regress_send_mail', '{"to": "ann"}', queue => 'regress_sec_mail') AS mail \gset
+RESET ROLE;
+SELECT jobq.allow_executor('regress_send_mail', 'regress_jobq_exec1',
+                           registrant => 'regress_jobq_mailer2');
+-- mallory cannot feed it: she is not a member of its registrant
+SET ROLE regress_jobq_mallory;
+SELECT sec_try($$SELECT jobq.enqueue_task('regress_send_mail', '{"phish": true}')$$);
+RESET ROLE;
+-- the other executor role was not allowed
+SET ROLE regress_jobq_exec2;
+SELECT count(*) AS claimed_by_exec2 FROM jobq.claim(tasks => ARRAY['regress_send_mail']);
+RESET ROLE;
+SET ROLE regress_jobq_exec1;
+CREATE TEMP TABLE sec_claimed AS
+    SELECT id, lease_token FROM jobq.claim(n => 100, lease => '10 min');
+SELECT (SELECT array_agg(id) FROM sec_claimed) = ARRAY[:mail]::bigint[] AS only_the_allowed_job;
+RESET ROLE;
+-- an invalid function OID is not "external"
+SET ROLE regress_jobq_mallory;
+SELECT sec_try($$SELECT jobq.register_task('regress_zero', 0::regprocedure)$$);
+RESET ROLE;
+SELECT count(*) AS registered FROM jobq.task WHERE task = 'regress_zero';
+
+-- 9.2 a result is bounded like a payload, however it is recorded
+SET jobq.max_result_size = '1kB';
+SET ROLE regress_jobq_exec1;
+SELECT sec_try(format('SELECT jobq.complete(%s, %L, jsonb_build_object(''x'', repeat(''y'', 2000)))',
+                      id, lease_token)) FROM sec_claimed;
+SELECT sec_try(format('SELECT jobq.complete(ARRAY[%s], ARRAY[%L]::uuid[], ARRAY[jsonb_build_object(''x'', repeat(''y'', 2000))])',
+                      id, lease_token)) FROM sec_claimed;
+RESET ROLE;
+SELECT state FROM jobq.jobs WHERE id = :mail;
+RESET jobq.max_result_size;
+-- a worker's job whose result is past the limit (1MB by default) fails
+SET ROLE regress_jobq_mallory;
+SELECT jobq.enqueue($$SELECT repeat('x', 2000000) AS big$$, max_attempts => 1) AS big \gset
+RESET ROLE;
+SELECT wait_job(:big);
+SELECT state, last_sqlstate, regexp_replace(last_error, '\d+', 'N', 'g') AS last_error
+  FROM jobq.jobs WHERE id = :big;
+
+-- 9.3 the lease calls say nothing of jobs that are not the caller's: a
+-- job of another role, leased or not, finished, or no job at all, get the
+-- same answer
+SELECT jobq.enqueue('SELECT 1') AS done \gset
+SELECT wait_job(:done);
+SET ROLE regress_jobq_exec2;
+SELECT DISTINCT sec_try_detail(format('SELECT jobq.%s', call)) AS answer
+  FROM (VALUES (format('complete(%s, gen_random_uuid())', :mail)),
+               (format('complete(%s, gen_random_uuid())', :mal)),
+               (format('complete(%s, gen_random_uuid())', :done)),
+               ('complete(-1, gen_random_uuid())'),
+               (format('fail(%s, gen_random_uuid(), ''x'')', :mail)),
+               (format('fail(%s, gen_random_uuid(), ''x'')', :done)),
+               (format('release(%s, gen_random_uuid())', :mail)),
+               (format('release(%s, gen_random_uuid())', :done)),
+               (format('heartbeat(%s, gen_random_uuid())', :mail)),
+               (format('heartbeat(%s, gen_random_uuid())', :done)),
+               ('heartbeat(-1, gen_random_uuid())')) AS c(call);
+RESET ROLE;
+-- while the holder of the lease learns what became of its job
+SELECT jobq.cancel(:mail);
+SET ROLE regress_jobq_exec1;
+SELECT jobq.heartbeat(id, lease_token) AS cancelled FROM sec_claimed;
+SELECT sec_try_detail(format('SELECT jobq.complete(%s, %L)', id, lease_token)) FROM sec_claimed;
+RESET ROLE;
+
+-- 9.4 the executors' registry: an entry is its role's, and no role can
+-- push out another's
+SET ROLE regress_jobq_exec1;
+SELECT count(*) FROM jobq.claim(executor => 'regress-real', executor_host => 'good-host',
+                                executor_pid => 4242);
+RESET ROLE;
+SET ROLE regress_jobq_exec2;
+-- the same name, from another role: another entry
+SELECT count(*) FROM jobq.claim(executor => 'regress-real', executor_host => 'evil-host',
+                                executor_pid => 666);
+RESET ROLE;
+SELECT role, host, pid FROM jobq.executors WHERE executor = 'regress-real' ORDER BY role::text;
+-- two hundred made-up names
+SET ROLE regress_jobq_exec2;
+SELECT sum((SELECT count(*) FROM jobq.claim(executor => 'regress-fake-' || i))) AS claimed
+  FROM generate_series(1, 200) AS i;
+RESET ROLE;
+SELECT role, host, pid FROM jobq.executors WHERE executor = 'regress-real' ORDER BY role::text;
+SELECT count(*) <= current_setting('jobq.max_executors_per_role')::int AS exec2_bounded
+  FROM jobq.executors WHERE role = 'regress_jobq_exec2'::regrole;
+SELECT jobq.unregister_task('regress_mal_ext'), jobq.unregister_task('regress_send_mail');
+DROP TABLE sec_claimed;
+DROP FUNCTION sec_try_detail(text);
+DROP OWNED BY regress_jobq_exec1, regress_jobq_exec2, regress_jobq_mailer2, regress_jobq_app2;
+DROP ROLE regress_jobq_exec1, regress_jobq_exec2, regress_jobq_app2, regress_jobq_mailer2;

@@ -33,7 +33,10 @@ $$;
 SET ROLE regress_jobq_mailer;
 SELECT jobq.register_task('send_email', NULL);
 RESET ROLE;
-SELECT task, fn, registered_by FROM jobq.task WHERE task = 'send_email';
+-- the administrator says which executor roles run it
+SELECT jobq.allow_executor('send_email', 'regress_jobq_exec', registrant => 'regress_jobq_mailer');
+SELECT jobq.allow_executor('send_email', 'regress_jobq_exec');	-- once is enough
+SELECT task, fn, registered_by, executors FROM jobq.task WHERE task = 'send_email';
 -- a role that is not a member of the registrant may not feed its executors
 SET ROLE regress_jobq_peek;
 SELECT jobq.enqueue_task('send_email', '{"to": "mallory"}');
@@ -377,6 +380,7 @@ SELECT jobq.unregister_task('squatted_task');
 SET ROLE regress_jobq_mailer;
 SELECT jobq.register_task('short_lived', NULL);
 RESET ROLE;
+SELECT jobq.allow_executor('short_lived', 'regress_jobq_exec');
 SET ROLE regress_jobq_app;
 SELECT jobq.enqueue_task('short_lived', '{}', queue => 'regress_short') AS sl \gset
 RESET ROLE;

@@ -568,17 +568,6 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
  * A command or payload (a varlena argument) may be at most limit bytes,
  * measured as stored before any compression; the setting guc says so.
  */
-static void
-check_size(Datum value, const char *what, int limit, const char *guc)
-{
-	Size		size = toast_raw_datum_size(value) - VARHDRSZ;
-
-	if (size > (Size) limit)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("%s of %zu bytes is too large", what, size),
-				 errdetail("The limit is %d bytes, set by \"%s\".", limit, guc)));
-}
 
 static void
 enqueue_checks(const char *what)
@@ -604,7 +593,7 @@ jobq_enqueue(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("job command must not be null")));
-	check_size(PG_GETARG_DATUM(0), "job command", jobq_max_command_size,
+	JobqCheckSize(PG_GETARG_DATUM(0), "job command", jobq_max_command_size,
 			   "jobq.max_command_size");
 	command = PG_GETARG_TEXT_PP(0);
 	if (is_blank(VARDATA_ANY(command), VARSIZE_ANY_EXHDR(command)))
@@ -642,7 +631,7 @@ jobq_enqueue_task(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("payload must not be null"),
 				 errhint("Omit the payload argument to pass an empty object.")));
-	check_size(PG_GETARG_DATUM(1), "payload", jobq_max_payload_size,
+	JobqCheckSize(PG_GETARG_DATUM(1), "payload", jobq_max_payload_size,
 			   "jobq.max_payload_size");
 	payload = PG_GETARG_JSONB_P(1);
 

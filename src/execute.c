@@ -578,6 +578,11 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 			SPI_finish();
 		}
 
+		/* a result too large to keep fails the attempt, its effects undone */
+		if (result != (Datum) 0)
+			JobqCheckSize(result, "job result", jobq_max_result_size,
+						  "jobq.max_result_size");
+
 		/*
 		 * Still as the owner and inside the subtransaction: fire the job's
 		 * deferred triggers now (at the commit of the execution transaction

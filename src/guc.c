@@ -16,6 +16,7 @@
 
 #include <limits.h>
 
+#include "access/detoast.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
@@ -31,6 +32,9 @@ int			jobq_retention = 7 * 24 * 3600;
 int			jobq_retry_delay = 1000;
 int			jobq_max_payload_size = 1024 * 1024;
 int			jobq_max_command_size = 1024 * 1024;
+int			jobq_max_result_size = 1024 * 1024;
+int			jobq_max_executors = 256;
+int			jobq_max_executors_per_role = 32;
 int			jobq_cancel_grace = 5000;
 
 /*
@@ -133,7 +137,7 @@ JobqDefineGucs(void)
 							"Largest payload a task's job may be enqueued with.",
 							"Measured as the jsonb value's size in bytes.",
 							&jobq_max_payload_size,
-							1024 * 1024, 1024, MaxAllocSize / 2,
+							1024 * 1024, 1024, JOBQ_MAX_SIZE_LIMIT,
 							PGC_SUSET,
 							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
@@ -142,9 +146,36 @@ JobqDefineGucs(void)
 							"Largest SQL command a job may be enqueued with.",
 							"Measured in bytes of the command's text.",
 							&jobq_max_command_size,
-							1024 * 1024, 1024, MaxAllocSize / 2,
+							1024 * 1024, 1024, JOBQ_MAX_SIZE_LIMIT,
 							PGC_SUSET,
 							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.max_result_size",
+							"Largest result a job may record.",
+							"Measured as the jsonb value's size in bytes; a larger result fails the attempt, or the executor's jobq.complete().",
+							&jobq_max_result_size,
+							1024 * 1024, 1024, JOBQ_MAX_SIZE_LIMIT,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.max_executors",
+							"Most external executors that jobq.executors keeps track of.",
+							"An executor that finds the table full of live entries still claims; it is only not shown.",
+							&jobq_max_executors,
+							256, 16, 65536,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.max_executors_per_role",
+							"Most entries one role may hold in jobq.executors.",
+							"A role past it replaces the entry it has used least recently.",
+							&jobq_max_executors_per_role,
+							32, 1, 65536,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("jobq.cancel_grace",
@@ -157,6 +188,22 @@ JobqDefineGucs(void)
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("jobq");
+}
+
+/*
+ * A value of a size setting (a varlena: a command, a payload, a result,
+ * an error) must be at most limit bytes, set by guc; raised as 54000.
+ */
+void
+JobqCheckSize(Datum value, const char *what, int limit, const char *guc)
+{
+	Size		size = toast_raw_datum_size(value) - VARHDRSZ;
+
+	if (size > (Size) limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s of %zu bytes is too large", what, size),
+				 errdetail("The limit is %d bytes, set by \"%s\".", limit, guc)));
 }
 
 /* set by _PG_init when jobq is loaded by shared_preload_libraries */

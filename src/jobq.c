@@ -27,6 +27,7 @@
 #include "storage/shmem.h"
 
 #include "jobq.h"
+#include "executors.h"
 
 PG_MODULE_MAGIC;
 
@@ -50,6 +51,7 @@ jobq_shmem_request(void)
 	RequestAddinShmemSpace(JobqPruneShmemSize());
 	RequestAddinShmemSpace(JobqRequestsShmemSize());
 	RequestAddinShmemSpace(JobqLeaseShmemSize());
+	JobqExecutorsShmemRequest();
 }
 
 /* at the server's start, and again after a crash */
@@ -68,6 +70,7 @@ jobq_shmem_startup(void)
 	JobqPruneShmemInit();
 	JobqRequestsShmemInit();
 	JobqLeaseShmemInit();
+	JobqExecutorsShmemInit();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -146,6 +146,13 @@ extern int	jobq_retention;
 extern int	jobq_retry_delay;
 extern int	jobq_max_payload_size;
 extern int	jobq_max_command_size;
+extern int	jobq_max_result_size;
+extern int	jobq_max_executors;
+extern int	jobq_max_executors_per_role;
+/* the largest value of the size settings: 512 MB */
+#define JOBQ_MAX_SIZE_LIMIT		(512 * 1024 * 1024)
+extern void JobqCheckSize(Datum value, const char *what, int limit,
+						  const char *guc);
 extern int	jobq_cancel_grace;
 extern void JobqDefineGucs(void);
 extern bool jobq_preloaded;
@@ -176,6 +183,7 @@ typedef struct JobqSchema
 	bool		dedup_per_owner;	/* dedup keys unique per owner (0.4.0) */
 	bool		job_state;		/* jobq.job.state (before 0.5.0) */
 	bool		executors;		/* external tasks and leases (0.5.0) */
+	bool		task_executors; /* executors allowed per task (0.6.0) */
 	uint64		generation;		/* changes whenever any of the above does */
 } JobqSchema;
 
@@ -455,7 +463,7 @@ extern int	JobqSettleWaitingJobs(JobqJob **cancel, int64 **because);
 /* task.c: registered tasks */
 extern void JobqCheckTaskName(const char *name);
 extern Oid	JobqTaskForEnqueue(const char *name, bool *external);
-extern bool JobqTaskIsExternal(const char *name);
+extern bool JobqTaskServes(const char *name, Oid role);
 extern FmgrInfo *JobqTaskForJob(const char *name, Oid owner,
 								volatile bool *permanent);
 
@@ -469,7 +477,6 @@ extern void JobqSessionJobEnd(bool drop_temp);
  * lease.c: external executors (jobq.claim() and the lease it gives) and
  * the expiry of their leases
  */
-#define JOBQ_MAX_EXECUTORS		128
 #define JOBQ_MAX_CLAIM			1000	/* most jobs one jobq.claim() takes */
 /* SQLSTATE of a call whose lease is no longer held */
 #define ERRCODE_JOBQ_LEASE_LOST	MAKE_SQLSTATE('J','Q','0','0','1')

@@ -102,6 +102,7 @@
 #include "utils/wait_event.h"
 
 #include "jobq.h"
+#include "executors.h"
 
 PG_FUNCTION_INFO_V1(jobq_claim);
 PG_FUNCTION_INFO_V1(jobq_heartbeat);
@@ -109,7 +110,6 @@ PG_FUNCTION_INFO_V1(jobq_complete);
 PG_FUNCTION_INFO_V1(jobq_complete_many);
 PG_FUNCTION_INFO_V1(jobq_fail);
 PG_FUNCTION_INFO_V1(jobq_release);
-PG_FUNCTION_INFO_V1(jobq_executor_info);
 
 /* the lock of limited claims: "jobq" in ASCII, a field4 of ours */
 #define JOBQ_CLAIM_LOCK_KEY		0x6A6F6271
@@ -124,28 +124,11 @@ PG_FUNCTION_INFO_V1(jobq_executor_info);
 /* the longest lease, and the longest wait of a claim */
 #define JOBQ_MAX_LEASE_MS		((int64) 7 * 24 * 3600 * 1000)
 
-/* one executor, by name */
-typedef struct JobqExecutor
-{
-	char		name[NAMEDATALEN];	/* "" while the entry is free */
-	char		host[NAMEDATALEN];
-	int32		pid;
-	Oid			role;
-	TimestampTz first_seen;
-	TimestampTz last_seen;
-	uint64		claimed;
-	uint64		succeeded;
-	uint64		failed;
-	uint64		expired;
-} JobqExecutor;
-
 typedef struct JobqLeaseState
 {
 	pg_atomic_uint64 next_expiry;	/* earliest expiry a lease may have */
 	pg_atomic_uint64 sweep_after;	/* no sweep before then */
 	pg_atomic_uint32 leases_seen;	/* a lease was committed since start */
-	slock_t		mutex;			/* for the executors */
-	JobqExecutor executors[JOBQ_MAX_EXECUTORS];
 } JobqLeaseState;
 
 static JobqLeaseState *Lease = NULL;
@@ -275,7 +258,6 @@ JobqLeaseShmemInit(void)
 		pg_atomic_init_u64(&Lease->sweep_after, 0);
 		/* leases committed before a restart count until swept */
 		pg_atomic_init_u32(&Lease->leases_seen, 1);
-		SpinLockInit(&Lease->mutex);
 	}
 }
 
@@ -458,94 +440,6 @@ JobqLeaseExpiryTurn(void)
 		return false;
 	return pg_atomic_compare_exchange_u64(&Lease->sweep_after, &after,
 										  (uint64) TimestampTzPlusMilliseconds(now, JOBQ_SWEEP_INTERVAL_MS));
-}
-
-/* the executor entry of name, made if new; NULL if the table is full */
-static JobqExecutor *
-executor_entry(const char *name, TimestampTz now)
-{
-	JobqExecutor *free_entry = NULL;
-	JobqExecutor *oldest = NULL;
-	int			i;
-
-	for (i = 0; i < JOBQ_MAX_EXECUTORS; i++)
-	{
-		JobqExecutor *e = &Lease->executors[i];
-
-		if (e->name[0] == '\0')
-		{
-			if (free_entry == NULL)
-				free_entry = e;
-		}
-		else if (strcmp(e->name, name) == 0)
-			return e;
-		else if (oldest == NULL || e->last_seen < oldest->last_seen)
-			oldest = e;
-	}
-	/* full: the executor seen longest ago makes room */
-	if (free_entry == NULL)
-		free_entry = oldest;
-	if (free_entry == NULL)
-		return NULL;
-	memset(free_entry, 0, sizeof(JobqExecutor));
-	strlcpy(free_entry->name, name, NAMEDATALEN);
-	free_entry->first_seen = now;
-	free_entry->last_seen = now;
-	return free_entry;
-}
-
-typedef enum ExecutorEvent
-{
-	EXEC_CLAIMED,
-	EXEC_SEEN,
-	EXEC_SUCCEEDED,
-	EXEC_FAILED,
-	EXEC_EXPIRED
-} ExecutorEvent;
-
-/*
- * Count n events of executor name; a claim also records where it runs
- * (host and pid may be NULL and 0) and its role.
- */
-static void
-executor_note(const char *name, ExecutorEvent event, uint64 n,
-			  const char *host, int32 pid)
-{
-	JobqExecutor *e;
-	TimestampTz now = GetCurrentTimestamp();
-
-	if (name == NULL || name[0] == '\0')
-		return;
-	SpinLockAcquire(&Lease->mutex);
-	e = executor_entry(name, now);
-	if (e != NULL)
-	{
-		switch (event)
-		{
-			case EXEC_CLAIMED:
-				e->claimed += n;
-				e->role = GetUserId();
-				if (host != NULL)
-					strlcpy(e->host, host, NAMEDATALEN);
-				if (pid != 0)
-					e->pid = pid;
-				break;
-			case EXEC_SEEN:
-				break;
-			case EXEC_SUCCEEDED:
-				e->succeeded += n;
-				break;
-			case EXEC_FAILED:
-				e->failed += n;
-				break;
-			case EXEC_EXPIRED:
-				e->expired += n;
-				break;
-		}
-		if (event != EXEC_EXPIRED)
-			e->last_seen = now;
-	}
-	SpinLockRelease(&Lease->mutex);
 }
 
 /*
@@ -992,7 +886,7 @@ claim_one(ClaimRun *run)
 				run->role_held[i] >= run->limits[i].max_running;
 	if (blocked || DatumGetTimestampTz(JOB_VALUE(slot, JC_RUN_AT)) > run->now ||
 		(!args->any_task && !name_in(task, args->task_names, args->ntasks)) ||
-		!claims_queue(args, queue) || !JobqTaskIsExternal(task))
+		!claims_queue(args, queue) || !JobqTaskServes(task, GetUserId()))
 		return SEEN_CLAIMABLE;
 
 	/*
@@ -1524,84 +1418,69 @@ jobq_claim(PG_FUNCTION_ARGS)
 	PG_END_ENSURE_ERROR_CLEANUP(claim_wait_cleanup, (Datum) 0);
 	JobqClaimWaitEnd();
 
-	executor_note(args.executor_name, EXEC_CLAIMED, got, host, pid);
+	JobqExecutorNote(args.executor_name, JOBQ_EXEC_CLAIMED, got, host, pid);
 	return (Datum) 0;
 }
 
 /*
- * Why the lease of job id with token is not held: raises SQLSTATE JQ001
- * with the reason, or returns true if the job was cancelled and
+ * The lease of job id with token is not held: raises SQLSTATE JQ001, or
+ * returns true if the job was cancelled while token held its lease and
  * cancelled_ok.  Needs SPI.
+ *
+ * Why is said only to the holder of the lease: a job that ended keeps the
+ * digest of its last lease in jobq.job_history (0.6.0), so the token
+ * proves that the caller held it.  Every other case (no such job, another
+ * role's job, a job leased with another token, or not leased, or ended
+ * without this token) gets one answer, so that an executor learns nothing
+ * of jobs that are not its own.
  */
 static bool
 lease_lost(int64 id, pg_uuid_t *token, bool cancelled_ok)
 {
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(id)};
-	bool		isnull;
+	pg_uuid_t	digest;
+	char		state[NAMEDATALEN];
 
-	if (JobqExecuteAsOwner("SELECT lease_token IS NULL FROM jobq.job"
-						   " WHERE id OPERATOR(pg_catalog.=) $1",
-						   1, argtypes, values, false) != SPI_OK_SELECT)
-		elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);
-	if (SPI_processed > 0)
+	state[0] = '\0';
+	token_digest(token, &digest);
+	if (JobqSchemaGet()->task_executors)
 	{
-		bool		unleased = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-														  SPI_tuptable->tupdesc,
-														  1, &isnull));
+		Oid			argtypes[2] = {INT8OID, UUIDOID};
+		Datum		values[2] = {Int64GetDatum(id), UUIDPGetDatum(&digest)};
+		bool		isnull;
 
+		if (JobqExecuteAsOwner("SELECT state::pg_catalog.text FROM jobq.job_history"
+							   " WHERE id OPERATOR(pg_catalog.=) $1"
+							   "   AND lease_token OPERATOR(pg_catalog.=) $2",
+							   2, argtypes, values, false) != SPI_OK_SELECT)
+			elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);
+		/* copied out of SPI's memory, which SPI_finish() frees */
+		if (SPI_processed > 0)
+			strlcpy(state, TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+															 SPI_tuptable->tupdesc,
+															 1, &isnull)),
+					sizeof(state));
 		SPI_finish();
+	}
+	if (strcmp(state, "cancelled") == 0)
+	{
+		if (cancelled_ok)
+			return true;
 		ereport(ERROR,
 				(errcode(ERRCODE_JOBQ_LEASE_LOST),
 				 errmsg("lease of job " INT64_FORMAT " is not held", id),
-				 unleased ?
-				 errdetail("The lease expired, or the attempt was ended, and the job is pending again.") :
-				 errdetail("The job is leased with another token: this lease expired and the job was claimed again, or the token is not the lease's."),
+				 errdetail("The job was cancelled."),
 				 errhint("The outcome of this attempt does not count; stop its work.")));
 	}
-	SPI_finish();
-	if (JobqExecuteAsOwner("SELECT state::pg_catalog.text FROM jobq.job_history"
-						   " WHERE id OPERATOR(pg_catalog.=) $1",
-						   1, argtypes, values, false) != SPI_OK_SELECT)
-		elog(ERROR, "could not look up jobq job " INT64_FORMAT, id);
-	if (SPI_processed > 0)
-	{
-		char		state[NAMEDATALEN];
-
-		/* copied out of SPI's memory, which SPI_finish() frees */
-		strlcpy(state, TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
-														 SPI_tuptable->tupdesc,
-														 1, &isnull)),
-				sizeof(state));
-
-		SPI_finish();
-		if (strcmp(state, "cancelled") == 0)
-		{
-			if (cancelled_ok)
-				return true;
-			ereport(ERROR,
-					(errcode(ERRCODE_JOBQ_LEASE_LOST),
-					 errmsg("lease of job " INT64_FORMAT " is not held", id),
-					 errdetail("The job was cancelled."),
-					 errhint("The outcome of this attempt does not count; stop its work.")));
-		}
+	if (state[0] != '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_JOBQ_LEASE_LOST),
 				 errmsg("lease of job " INT64_FORMAT " is not held", id),
 				 errdetail("The job has already finished: it %s.", state),
 				 errhint("The outcome of this attempt does not count.")));
-	}
-	SPI_finish();
-
-	/*
-	 * Gone without a trace: it ended (cancelled, failed, or completed) and
-	 * its history is not kept (jobq.retention), or there never was such a
-	 * job.  Either way the lease is not held.
-	 */
 	ereport(ERROR,
 			(errcode(ERRCODE_JOBQ_LEASE_LOST),
 			 errmsg("lease of job " INT64_FORMAT " is not held", id),
-			 errdetail("The job has ended and is no longer kept, or does not exist."),
+			 errdetail("The lease expired or was ended, or the token is not the lease's."),
 			 errhint("The outcome of this attempt does not count; stop its work.")));
 	return false;				/* not reached */
 }
@@ -1678,7 +1557,7 @@ jobq_heartbeat(PG_FUNCTION_ARGS)
 	PopActiveSnapshot();
 	SPI_finish();
 	if (executor != NULL)
-		executor_note(executor, EXEC_SEEN, 0, NULL, 0);
+		JobqExecutorNote(executor, JOBQ_EXEC_SEEN, 0, NULL, 0);
 	PG_RETURN_BOOL(cancelled);
 }
 
@@ -1824,6 +1703,9 @@ jobq_complete(PG_FUNCTION_ARGS)
 	lease_args(fcinfo, "jobq.complete()", &id, &token);
 	memset(&out, 0, sizeof(out));
 	out.kind = JOBQ_SUCCEEDED;
+	if (!PG_ARGISNULL(2))
+		JobqCheckSize(PG_GETARG_DATUM(2), "job result", jobq_max_result_size,
+					  "jobq.max_result_size");
 	out.result = PG_ARGISNULL(2) ? (Datum) 0 : PointerGetDatum(PG_GETARG_JSONB_P(2));
 	out.finished_at = GetCurrentTimestamp();
 
@@ -1835,7 +1717,7 @@ jobq_complete(PG_FUNCTION_ARGS)
 	JobqFinishJobs(&job, &out, 1);
 	PopActiveSnapshot();
 	JobqWakeClaimersAtCommit();
-	executor_note(executor, EXEC_SUCCEEDED, 1, NULL, 0);
+	JobqExecutorNote(executor, JOBQ_EXEC_SUCCEEDED, 1, NULL, 0);
 	PG_RETURN_VOID();
 }
 
@@ -1901,6 +1783,9 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("job ids and lease tokens must not contain nulls")));
+		if (results != NULL && !result_nulls[i])
+			JobqCheckSize(results[i], "job result", jobq_max_result_size,
+						  "jobq.max_result_size");
 		for (k = 0; k < i; k++)
 			if (DatumGetInt64(ids[k]) == DatumGetInt64(ids[i]))
 				ereport(ERROR,
@@ -1951,7 +1836,7 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 
 		while (k < n && executors[k] && executors[i] && strcmp(executors[k], executors[i]) == 0)
 			k++;
-		executor_note(executors[i], EXEC_SUCCEEDED, k - i, NULL, 0);
+		JobqExecutorNote(executors[i], JOBQ_EXEC_SUCCEEDED, k - i, NULL, 0);
 		i = k;
 	}
 	PG_RETURN_INT32(n);
@@ -2008,7 +1893,7 @@ jobq_fail(PG_FUNCTION_ARGS)
 	JobqFinishJobs(&job, &out, 1);
 	PopActiveSnapshot();
 	JobqWakeClaimersAtCommit();
-	executor_note(executor, EXEC_FAILED, 1, NULL, 0);
+	JobqExecutorNote(executor, JOBQ_EXEC_FAILED, 1, NULL, 0);
 
 	state_type = get_func_rettype(fcinfo->flinfo->fn_oid);
 	return DirectFunctionCall2(enum_in,
@@ -2042,7 +1927,7 @@ jobq_release(PG_FUNCTION_ARGS)
 	PopActiveSnapshot();
 	SPI_finish();
 	JobqNoteEnqueue(job.run_at, job.priority, id, true);
-	executor_note(executor, EXEC_SEEN, 0, NULL, 0);
+	JobqExecutorNote(executor, JOBQ_EXEC_SEEN, 0, NULL, 0);
 	PG_RETURN_VOID();
 }
 
@@ -2114,7 +1999,7 @@ JobqExpireLeasesNow(void)
 		JobqFinishJobs(jobs, outcomes, nexpired);
 		JobqWakeClaimersAtCommit();
 		for (k = 0; k < nexpired; k++)
-			executor_note(executors[k], EXEC_EXPIRED, 1, NULL, 0);
+			JobqExecutorNote(executors[k], JOBQ_EXEC_EXPIRED, 1, NULL, 0);
 	}
 	return nexpired;
 }
@@ -2184,48 +2069,4 @@ JobqExpireLeases(void)
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	MemoryContextSwitchTo(callercxt);
-}
-
-/*
- * jobq.executor_info(): the executors seen since the server started.
- */
-Datum
-jobq_executor_info(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	JobqExecutor *copy;
-	int			i;
-
-	JobqCheckPreloaded();
-	InitMaterializedSRF(fcinfo, 0);
-	copy = palloc(sizeof(JobqExecutor) * JOBQ_MAX_EXECUTORS);
-	SpinLockAcquire(&Lease->mutex);
-	memcpy(copy, Lease->executors, sizeof(JobqExecutor) * JOBQ_MAX_EXECUTORS);
-	SpinLockRelease(&Lease->mutex);
-
-	for (i = 0; i < JOBQ_MAX_EXECUTORS; i++)
-	{
-		JobqExecutor *e = &copy[i];
-		Datum		values[10];
-		bool		nulls[10];
-
-		if (e->name[0] == '\0')
-			continue;
-		memset(nulls, false, sizeof(nulls));
-		values[0] = CStringGetTextDatum(e->name);
-		values[1] = ObjectIdGetDatum(e->role);
-		nulls[1] = !OidIsValid(e->role);
-		values[2] = CStringGetTextDatum(e->host);
-		nulls[2] = (e->host[0] == '\0');
-		values[3] = Int32GetDatum(e->pid);
-		nulls[3] = (e->pid == 0);
-		values[4] = Int64GetDatum((int64) e->claimed);
-		values[5] = Int64GetDatum((int64) e->succeeded);
-		values[6] = Int64GetDatum((int64) e->failed);
-		values[7] = Int64GetDatum((int64) e->expired);
-		values[8] = TimestampTzGetDatum(e->first_seen);
-		values[9] = TimestampTzGetDatum(e->last_seen);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	return (Datum) 0;
 }

@@ -164,6 +164,7 @@ schema_build(void)
 	schema.dedup_per_owner = schema.version >= 400;
 	schema.job_state = schema.version < 500;
 	schema.executors = schema.version >= 500;
+	schema.task_executors = schema.version >= 600;
 
 	/*
 	 * Statements prepared for the schema stay valid unless it changed: a

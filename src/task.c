@@ -46,6 +46,7 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -63,6 +64,8 @@
 
 PG_FUNCTION_INFO_V1(jobq_register_task);
 PG_FUNCTION_INFO_V1(jobq_unregister_task);
+PG_FUNCTION_INFO_V1(jobq_allow_executor);
+PG_FUNCTION_INFO_V1(jobq_disallow_executor);
 PG_FUNCTION_INFO_V1(jobq_noop);
 PG_FUNCTION_INFO_V1(jobq_sleep);
 
@@ -72,6 +75,8 @@ typedef struct TaskEntry
 	char		name[NAMEDATALEN];	/* hash key */
 	Oid			fn;				/* InvalidOid for an external task */
 	Oid			registered_by;
+	Oid		   *executors;		/* roles allowed to run an external task's jobs */
+	int			nexecutors;
 	bool		flinfo_ready;
 	FmgrInfo	flinfo;			/* for calls; fn_mcxt is the cache's */
 } TaskEntry;
@@ -162,6 +167,8 @@ task_lookup(const char *name)
 	bool		stale;
 	Oid			fn = InvalidOid;
 	Oid			registered_by = InvalidOid;
+	Oid		   *executors = NULL;
+	int			nexecutors = 0;
 
 	/* a name that long cannot be registered */
 	if (strlen(name) > NAMEDATALEN - 1)
@@ -182,7 +189,12 @@ task_lookup(const char *name)
 		Datum		d;
 
 		/* not read-only: a snapshot taken now, after any invalidation */
-		if (JobqExecuteAsCaller("SELECT fn::pg_catalog.oid, registered_by::pg_catalog.oid"
+		if (JobqExecuteAsCaller(JobqSchemaGet()->task_executors ?
+								"SELECT fn::pg_catalog.oid, registered_by::pg_catalog.oid,"
+								"       executors::pg_catalog.oid[]"
+								"  FROM jobq.task WHERE task OPERATOR(pg_catalog.=) $1" :
+								"SELECT fn::pg_catalog.oid, registered_by::pg_catalog.oid,"
+								"       NULL::pg_catalog.oid[]"
 								"  FROM jobq.task WHERE task OPERATOR(pg_catalog.=) $1",
 								1, argtypes, values, false) != SPI_OK_SELECT)
 			elog(ERROR, "could not look up jobq task \"%s\"", name);
@@ -192,6 +204,19 @@ task_lookup(const char *name)
 			fn = isnull ? InvalidOid : DatumGetObjectId(d);
 			registered_by = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 														   SPI_tuptable->tupdesc, 2, &isnull));
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+			if (!isnull)
+			{
+				Datum	   *elems;
+				bool	   *nulls;
+				int			i;
+
+				deconstruct_array(DatumGetArrayTypeP(d), OIDOID, sizeof(Oid), true,
+								  TYPALIGN_INT, &elems, &nulls, &nexecutors);
+				executors = palloc(sizeof(Oid) * Max(nexecutors, 1));
+				for (i = 0; i < nexecutors; i++)
+					executors[i] = nulls[i] ? InvalidOid : DatumGetObjectId(elems[i]);
+			}
 		}
 		SPI_finish();
 	}
@@ -208,6 +233,14 @@ task_lookup(const char *name)
 	entry = hash_search(task_cache, name, HASH_ENTER, &found);
 	entry->fn = fn;
 	entry->registered_by = registered_by;
+	entry->nexecutors = nexecutors;
+	entry->executors = NULL;
+	if (nexecutors > 0)
+	{
+		entry->executors = MemoryContextAlloc(TaskCacheContext,
+											  sizeof(Oid) * nexecutors);
+		memcpy(entry->executors, executors, sizeof(Oid) * nexecutors);
+	}
 	entry->flinfo_ready = false;
 	if (stale)
 		task_cache_valid = false;
@@ -292,15 +325,30 @@ check_trusted(const char *name, Oid owner, Oid registered_by, Oid fn,
 }
 
 /*
- * Is task name registered now, as an external task?  For jobq.claim(),
- * which takes no job of a task that is not (any longer).
+ * May role run the jobs of task name, as an external executor?  The task
+ * must be registered now as an external task, and role be its registrant
+ * or a member of a role that an administrator allowed to run it
+ * (jobq.allow_executor()).  Membership is taken as PostgreSQL grants it,
+ * except that a superuser is not a member of every role here: an
+ * executor that runs as a superuser runs only what it was allowed, or
+ * registered itself, and never a job another role queued for a task of
+ * its own.
  */
 bool
-JobqTaskIsExternal(const char *name)
+JobqTaskServes(const char *name, Oid role)
 {
 	TaskEntry  *entry = task_lookup(name);
+	int			i;
 
-	return entry != NULL && !OidIsValid(entry->fn);
+	if (entry == NULL || OidIsValid(entry->fn))
+		return false;
+	if (entry->registered_by == role)
+		return true;
+	for (i = 0; i < entry->nexecutors; i++)
+		if (OidIsValid(entry->executors[i]) &&
+			is_member_of_role_nosuper(role, entry->executors[i]))
+			return true;
+	return false;
 }
 
 /*
@@ -488,6 +536,30 @@ execute_task_write(const char *sql, int nargs, Oid *argtypes, Datum *values)
 }
 
 /*
+ * Register a task ($1, function $2 unless $5, by role $3; $4: the caller
+ * is a superuser, who may take over another role's task) in one
+ * statement, so that two registrations of a new name cannot both think
+ * the name was free: the second updates the first's row only if it may.
+ * The executors allowed to run an external task stay allowed while it is
+ * registered again as an external task by the same role; a change of
+ * registrant, or to a function, forgets them.
+ */
+#define REGISTER_SQL(keep) \
+	"INSERT INTO jobq.task AS t (task, fn, registered_by, registered_at)" \
+	" VALUES ($1, CASE WHEN $5 THEN NULL ELSE $2::pg_catalog.regprocedure END," \
+	"         $3::pg_catalog.regrole, pg_catalog.now())" \
+	" ON CONFLICT (task) DO UPDATE" \
+	"   SET fn = excluded.fn, registered_by = excluded.registered_by," \
+	"       registered_at = excluded.registered_at" keep \
+	" WHERE t.registered_by OPERATOR(pg_catalog.=) excluded.registered_by OR $4" \
+	" RETURNING 1"
+static const char *register_sql = REGISTER_SQL(
+	", executors = CASE WHEN t.registered_by OPERATOR(pg_catalog.=) excluded.registered_by"
+	"                    AND t.fn IS NULL AND excluded.fn IS NULL"
+	"                   THEN t.executors END");
+static const char *register_sql_0_5 = REGISTER_SQL("");
+
+/*
  * jobq.register_task(task text, fn regprocedure): fn NULL registers an
  * external task.
  */
@@ -516,6 +588,12 @@ jobq_register_task(PG_FUNCTION_ARGS)
 				 errhint("External tasks need version 0.5.0 of the extension: update it with ALTER EXTENSION jobq UPDATE.")));
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	fn = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
+	/* NULL says "external"; OID 0 is no function at all */
+	if (!PG_ARGISNULL(1) && !OidIsValid(fn))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("task function %u does not exist", fn),
+				 errhint("Pass NULL to register an external task.")));
 
 	JobqCheckTaskName(name);
 	check_not_builtin(name);
@@ -527,26 +605,13 @@ jobq_register_task(PG_FUNCTION_ARGS)
 			aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
 	}
 
-	/*
-	 * One statement, so that two registrations of a new name cannot both
-	 * think the name was free: the second updates the first's row only if
-	 * it may.
-	 */
 	values[0] = CStringGetTextDatum(name);
 	values[1] = ObjectIdGetDatum(fn);
 	values[2] = ObjectIdGetDatum(caller);
 	values[3] = BoolGetDatum(superuser());
 	values[4] = BoolGetDatum(!OidIsValid(fn));
-	rc = execute_task_write(
-		"INSERT INTO jobq.task AS t (task, fn, registered_by, registered_at)"
-		" VALUES ($1, CASE WHEN $5 THEN NULL ELSE $2::pg_catalog.regprocedure END,"
-		"         $3::pg_catalog.regrole, pg_catalog.now())"
-		" ON CONFLICT (task) DO UPDATE"
-		"   SET fn = excluded.fn, registered_by = excluded.registered_by,"
-		"       registered_at = excluded.registered_at"
-		" WHERE t.registered_by OPERATOR(pg_catalog.=) excluded.registered_by OR $4"
-		" RETURNING 1",
-		5, argtypes, values);
+	rc = execute_task_write(JobqSchemaGet()->task_executors ?
+							register_sql : register_sql_0_5, 5, argtypes, values);
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not register jobq task \"%s\"", name);
 	if (SPI_processed == 0)
@@ -621,6 +686,130 @@ jobq_unregister_task(PG_FUNCTION_ARGS)
 				 errmsg("permission denied to unregister task \"%s\"", name),
 				 errdetail("Only the role that registered a task, or a superuser, may register it again or unregister it.")));
 	PG_RETURN_BOOL(true);
+}
+
+/* the task and executor arguments of jobq.allow_executor() and its undoing */
+static void
+executor_args(FunctionCallInfo fcinfo, const char *what, char **name, Oid *executor)
+{
+	JobqCheckPreloaded();
+	PreventCommandIfReadOnly(what);
+	if (!JobqSchemaRequire()->task_executors)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s needs version 0.6.0 of extension jobq", what),
+				 errhint("Update the extension with ALTER EXTENSION jobq UPDATE.")));
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task name must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("executor role must not be null")));
+	*name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	*executor = PG_GETARG_OID(1);
+	JobqCheckTaskName(*name);
+	if (!OidIsValid(*executor) || !SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(*executor)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role with OID %u does not exist", *executor)));
+}
+
+/*
+ * jobq.allow_executor(task text, executor regrole, registrant regrole):
+ * the executor role, and its members, may claim the jobs of external task
+ * task (an administrator's function: EXECUTE is revoked from PUBLIC).
+ * With registrant, the task must be registered by that role: a name
+ * another role took first is not allowed by mistake.
+ */
+Datum
+jobq_allow_executor(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Oid			executor;
+	Oid			argtypes[3] = {TEXTOID, OIDOID, OIDOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		isnull;
+	bool		external;
+	Oid			registered_by;
+
+	executor_args(fcinfo, "jobq.allow_executor()", &name, &executor);
+	values[0] = CStringGetTextDatum(name);
+	values[1] = ObjectIdGetDatum(executor);
+	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	if (PG_ARGISNULL(2))
+		nulls[2] = 'n';
+	if (JobqExecuteAsOwnerNulls(
+			"WITH t AS (SELECT task, fn, registered_by FROM jobq.task"
+			"            WHERE task OPERATOR(pg_catalog.=) $1 FOR UPDATE),"
+			"     u AS (UPDATE jobq.task k"
+			"              SET executors = pg_catalog.array_append("
+			"                      COALESCE(k.executors, '{}'), $2::pg_catalog.regrole)"
+			"             FROM t"
+			"            WHERE k.task OPERATOR(pg_catalog.=) t.task AND t.fn IS NULL"
+			"              AND ($3 IS NULL OR t.registered_by::pg_catalog.oid OPERATOR(pg_catalog.=) $3)"
+			"              AND NOT COALESCE($2::pg_catalog.regrole OPERATOR(pg_catalog.=) ANY (k.executors), false))"
+			"SELECT fn IS NULL, registered_by::pg_catalog.oid FROM t",
+			3, argtypes, values, nulls, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not allow an executor of jobq task \"%s\"", name);
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("task \"%s\" is not registered", name)));
+	}
+	external = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										  1, &isnull));
+	registered_by = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 2, &isnull));
+	SPI_finish();
+	CacheInvalidateRelcacheByRelid(task_table());
+	if (!external)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("task \"%s\" is not an external task", name),
+				 errdetail("Its jobs run in the database; executors run only tasks registered without a function.")));
+	if (!PG_ARGISNULL(2) && registered_by != PG_GETARG_OID(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("task \"%s\" is registered by role \"%s\", not by role \"%s\"",
+						name,
+						GetUserNameFromId(registered_by, true) ?
+						GetUserNameFromId(registered_by, true) : "?",
+						GetUserNameFromId(PG_GETARG_OID(2), true) ?
+						GetUserNameFromId(PG_GETARG_OID(2), true) : "?")));
+	PG_RETURN_VOID();
+}
+
+/*
+ * jobq.disallow_executor(task text, executor regrole) returns boolean:
+ * false if the role was not allowed to run the task.  Jobs it holds now
+ * keep their leases.
+ */
+Datum
+jobq_disallow_executor(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Oid			executor;
+	Oid			argtypes[2] = {TEXTOID, OIDOID};
+	Datum		values[2];
+	bool		removed;
+
+	executor_args(fcinfo, "jobq.disallow_executor()", &name, &executor);
+	values[0] = CStringGetTextDatum(name);
+	values[1] = ObjectIdGetDatum(executor);
+	if (execute_task_write("UPDATE jobq.task"
+						   "   SET executors = pg_catalog.array_remove(executors, $2::pg_catalog.regrole)"
+						   " WHERE task OPERATOR(pg_catalog.=) $1"
+						   "   AND $2::pg_catalog.regrole OPERATOR(pg_catalog.=) ANY (executors)",
+						   2, argtypes, values) != SPI_OK_UPDATE)
+		elog(ERROR, "could not disallow an executor of jobq task \"%s\"", name);
+	removed = SPI_processed > 0;
+	SPI_finish();
+	PG_RETURN_BOOL(removed);
 }
 
 /*

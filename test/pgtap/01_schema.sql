@@ -4,7 +4,7 @@
 -- columns, keys and the claim index, the types, the view, row-level
 -- security being on, and the registration of the tables for pg_dump.
 BEGIN;
-SELECT plan(160);
+SELECT plan(162);
 
 SET LOCAL search_path = public;
 
@@ -124,7 +124,7 @@ SELECT columns_are('jobq', 'job_history', ARRAY[
     'id', 'queue', 'state', 'priority', 'run_at', 'attempts', 'max_attempts',
     'timeout', 'owner', 'command', 'created_at', 'started_at', 'finished_at',
     'result', 'last_error', 'last_sqlstate', 'worker_pid', 'task', 'payload', 'dedup_key',
-    'depends_on', 'external', 'executor'],
+    'depends_on', 'external', 'executor', 'lease_token'],
     'jobq.job_history has exactly the documented columns');
 SELECT col_type_is('jobq', 'job_history', c, t, format('jobq.job_history.%s is %s', c, t))
   FROM (VALUES ('id', 'bigint'),
@@ -149,7 +149,8 @@ SELECT col_type_is('jobq', 'job_history', c, t, format('jobq.job_history.%s is %
                ('dedup_key', 'text'),
                ('depends_on', 'bigint[]'),
                ('external', 'boolean'),
-               ('executor', 'text')) AS v(c, t);
+               ('executor', 'text'),
+               ('lease_token', 'uuid')) AS v(c, t);
 SELECT has_pk('jobq', 'job_history', 'jobq.job_history has a primary key');
 SELECT col_is_pk('jobq', 'job_history', 'id', 'the primary key of jobq.job_history is id');
 
@@ -285,13 +286,14 @@ SELECT is(
  * jobq.task: registered tasks
  */
 SELECT has_table('jobq', 'task', 'table jobq.task exists');
-SELECT columns_are('jobq', 'task', ARRAY['task', 'fn', 'registered_by', 'registered_at'],
+SELECT columns_are('jobq', 'task', ARRAY['task', 'fn', 'registered_by', 'registered_at', 'executors'],
     'jobq.task has exactly the documented columns');
 SELECT col_type_is('jobq', 'task', c, t, format('jobq.task.%s is %s', c, t))
   FROM (VALUES ('task', 'text'),
                ('fn', 'regprocedure'),
                ('registered_by', 'regrole'),
-               ('registered_at', 'timestamp with time zone')) AS v(c, t);
+               ('registered_at', 'timestamp with time zone'),
+               ('executors', 'regrole[]')) AS v(c, t);
 SELECT col_is_pk('jobq', 'task', 'task', 'the primary key of jobq.task is task');
 SELECT results_eq(
     $$SELECT task, fn::text FROM jobq.task WHERE task LIKE 'jobq.%' ORDER BY task$$,

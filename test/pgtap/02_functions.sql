@@ -4,7 +4,7 @@
 -- volatility and strictness of jobq.enqueue and jobq.status; a pinned
 -- search_path on every function; a COMMENT on every user-facing object.
 BEGIN;
-SELECT plan(69);
+SELECT plan(72);
 
 SET LOCAL search_path = public;
 
@@ -132,6 +132,12 @@ SELECT has_function('jobq', 'complete', ARRAY['bigint[]', 'uuid[]', 'jsonb[]'],
     'jobq.complete(ids, tokens, results) exists, to complete many jobs at once');
 SELECT has_function('jobq', 'release', ARRAY['bigint', 'uuid'],
     'jobq.release(id, token) exists');
+SELECT has_function('jobq', 'allow_executor', ARRAY['text', 'regrole', 'regrole'],
+    'jobq.allow_executor(task, executor, registrant) exists');
+SELECT has_function('jobq', 'disallow_executor', ARRAY['text', 'regrole'],
+    'jobq.disallow_executor(task, executor) exists');
+SELECT function_returns('jobq', 'disallow_executor', ARRAY['text', 'regrole'], 'boolean',
+    'jobq.disallow_executor() returns whether the role was allowed');
 SELECT results_eq(
     $$SELECT pg_get_function_identity_arguments('jobq.claim(text[], text[], integer, interval, text, interval, text, integer)'::regprocedure)$$,
     $$VALUES ('tasks text[], queues text[], n integer, lease interval, executor text, wait interval, executor_host text, executor_pid integer')$$,

@@ -6,7 +6,7 @@
 -- The roles are created inside the transaction and rolled back with it,
 -- and so are the jobs enqueued here: they never run.
 BEGIN;
-SELECT plan(76);
+SELECT plan(78);
 
 SET LOCAL search_path = public;
 
@@ -69,6 +69,10 @@ SELECT is(pg_temp.public_privs(to_regclass('jobq.executors')), ARRAY['SELECT'],
     'PUBLIC holds SELECT and nothing else on jobq.executors');
 SELECT ok(has_function_privilege('public', 'jobq.executor_info()', 'EXECUTE'),
     'PUBLIC may execute jobq.executor_info(), which jobq.executors reads');
+SELECT ok(NOT has_function_privilege('public', p, 'EXECUTE'),
+          format('PUBLIC may not execute %s: which executor runs which task is the administrator''s', p))
+  FROM unnest(ARRAY['jobq.allow_executor(text, regrole, regrole)',
+                    'jobq.disallow_executor(text, regrole)']) AS p;
 SELECT ok(NOT has_function_privilege('public', 'jobq.configure_role(regrole, integer, integer)', 'EXECUTE'),
     'PUBLIC may not execute jobq.configure_role(): role limits are the administrator''s');
 SELECT is(pg_temp.public_privs(to_regclass('jobq.role_limits')), '{}'::text[],

@@ -1,4 +1,4 @@
-/* jobq--0.5.0.sql: install script of version 0.5.0 */
+/* jobq--0.6.0.sql: install script of version 0.6.0 */
 
 \echo Use "CREATE EXTENSION jobq" to load this file. \quit
 
@@ -130,7 +130,8 @@ CREATE TABLE jobq.job_history (
     dedup_key     text,
     depends_on    bigint[],
     external      boolean NOT NULL DEFAULT false,
-    executor      text
+    executor      text,
+    lease_token   uuid
 );
 CREATE INDEX job_history_finished_idx ON jobq.job_history (finished_at);
 
@@ -299,13 +300,15 @@ CREATE TABLE jobq.task (
     task          text NOT NULL PRIMARY KEY,
     fn            regprocedure,
     registered_by regrole NOT NULL,
-    registered_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    registered_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    executors     regrole[]
 );
 COMMENT ON TABLE jobq.task IS 'registered tasks: the function each task name calls; written by jobq.register_task() and jobq.unregister_task()';
 COMMENT ON COLUMN jobq.task.task IS 'name given to jobq.enqueue_task()';
 COMMENT ON COLUMN jobq.task.fn IS 'function (jsonb) -> jsonb that runs the task, with the payload; null for an external task, which external executors run (jobq.claim())';
 COMMENT ON COLUMN jobq.task.registered_by IS 'role that registered the task; it (or a superuser) may register it again or unregister it';
 COMMENT ON COLUMN jobq.task.registered_at IS 'when the task was last registered';
+COMMENT ON COLUMN jobq.task.executors IS 'roles an administrator allowed to run the jobs of an external task (jobq.allow_executor()), besides its registrant; their members may too';
 REVOKE ALL ON jobq.task FROM PUBLIC;
 GRANT SELECT ON jobq.task TO PUBLIC;
 -- pg_dump keeps the tasks users registered; the built-in ones come with
@@ -626,6 +629,24 @@ REVOKE EXECUTE ON FUNCTION jobq.claim(text[], text[], integer, interval, text, i
                            jobq.fail(bigint, uuid, text, interval),
                            jobq.release(bigint, uuid) FROM PUBLIC;
 
+CREATE FUNCTION jobq.allow_executor(task text, executor regrole, registrant regrole DEFAULT NULL)
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_allow_executor';
+COMMENT ON FUNCTION jobq.allow_executor(text, regrole, regrole) IS
+'allow role executor (and its members) to claim the jobs of external task task; with registrant, only if that role registered the task';
+
+CREATE FUNCTION jobq.disallow_executor(task text, executor regrole)
+RETURNS boolean
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_disallow_executor';
+COMMENT ON FUNCTION jobq.disallow_executor(text, regrole) IS
+'no longer allow role executor to claim the jobs of external task task; false if it was not allowed';
+
+-- which executor runs which task is the administrator's to say
+REVOKE EXECUTE ON FUNCTION jobq.allow_executor(text, regrole, regrole),
+                           jobq.disallow_executor(text, regrole) FROM PUBLIC;
+
 CREATE FUNCTION jobq.executor_info()
 RETURNS TABLE (executor text, role regrole, host text, pid integer,
                jobs_claimed bigint, jobs_succeeded bigint, jobs_failed bigint,
@@ -643,7 +664,7 @@ CREATE VIEW jobq.executors WITH (security_invoker = true) AS
            e.first_seen, e.last_seen
       FROM jobq.executor_info() e;
 GRANT SELECT ON jobq.executors TO PUBLIC;
-COMMENT ON VIEW jobq.executors IS 'external executors, by the name they give jobq.claim(): where they run, the jobs they hold now, and what they did since the server started';
+COMMENT ON VIEW jobq.executors IS 'external executors, by role and the name they give jobq.claim(): where they run, the jobs they hold now, and what they did since the server started';
 COMMENT ON COLUMN jobq.executors.executor IS 'the name the executor gives jobq.claim()';
 COMMENT ON COLUMN jobq.executors.role IS 'the role it connects as';
 COMMENT ON COLUMN jobq.executors.host IS 'host name, as the executor reports it';
