@@ -309,31 +309,6 @@ insert_dedup_job(Datum *values, bool *nulls, bool *added)
 }
 
 /*
- * A job runs as its owner, who must be able to log in.
- */
-static void
-check_role_can_own_jobs(Oid roleid)
-{
-	HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(roleid));
-	bool		canlogin;
-	NameData	rolname;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for role %u", roleid);
-	canlogin = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
-	rolname = ((Form_pg_authid) GETSTRUCT(tup))->rolname;
-	ReleaseSysCache(tup);
-
-	if (!canlogin)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-				 errmsg("role \"%s\" cannot own jobs because it is not permitted to log in",
-						NameStr(rolname)),
-				 errdetail("A job runs as the role that enqueued it (current_user)."),
-				 errhint("Enqueue the job as a role with the LOGIN attribute.")));
-}
-
-/*
  * Jobs are run by workers connected to jobq.database only; a job enqueued
  * anywhere else would wait forever.
  */
@@ -518,7 +493,7 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 			depends_on = NULL;
 	}
 
-	check_role_can_own_jobs(owner);
+	JobqCheckOwner(owner, true, NULL);
 
 	memset(nulls, false, sizeof(nulls));
 	values[COL_QUEUE] = PointerGetDatum(queue);

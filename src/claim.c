@@ -279,17 +279,11 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 	int16		levels[JOBQ_FLOOR_LEVELS];
 	int			nlevels;
 	int			rc;
-	JobqQueueRule *rules;
-	int			nrules;
+	JobqLimitTally limits;
 	Datum	   *blocked;
 	int			nblocked = 0;
-	JobqRoleLimit *role_limits;
-	int			nrole_limits;
 	Datum	   *blocked_owners;
 	int			nblocked_owners = 0;
-	int		   *queue_leased;
-	int		   *role_leased;
-	bool		counts_leases = false;
 	int			k;
 
 	*jobs_out = NULL;
@@ -309,29 +303,18 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 	 * roles running as many jobs as they may: in workers, or under the
 	 * leases of external executors (lease.c).
 	 */
-	rules = JobqQueueRules(&nrules);
-	role_limits = JobqRoleLimits(&nrole_limits);
-	queue_leased = palloc0(sizeof(int) * Max(1, nrules));
-	role_leased = palloc0(sizeof(int) * Max(1, nrole_limits));
-	/* leases count only against a concurrency or max_running limit */
-	for (k = 0; k < nrules; k++)
-		counts_leases |= rules[k].concurrency > 0;
-	for (k = 0; k < nrole_limits; k++)
-		counts_leases |= role_limits[k].max_running >= 0;
-	if (counts_leases)
-		JobqLeasesHeld(rules, nrules, queue_leased, role_limits, nrole_limits,
-					   role_leased);
-	blocked = palloc(sizeof(Datum) * Max(1, nrules));
-	for (k = 0; k < nrules; k++)
-		if (rules[k].paused ||
-			(rules[k].concurrency > 0 &&
-			 JobqQueueRunning(rules[k].queue) + queue_leased[k] >= rules[k].concurrency))
-			blocked[nblocked++] = CStringGetTextDatum(rules[k].queue);
-	blocked_owners = palloc(sizeof(Datum) * Max(1, nrole_limits));
-	for (k = 0; k < nrole_limits; k++)
-		if (role_limits[k].max_running >= 0 &&
-			JobqOwnerRunning(role_limits[k].role) + role_leased[k] >= role_limits[k].max_running)
-			blocked_owners[nblocked_owners++] = ObjectIdGetDatum(role_limits[k].role);
+	JobqLimitsRead(&limits);
+	/* what is held counts only against a concurrency or max_running limit */
+	if (JobqLimitsMayBind(&limits, NULL, NULL))
+		JobqLimitsCountHeld(&limits);
+	blocked = palloc(sizeof(Datum) * Max(1, limits.nrules));
+	for (k = 0; k < limits.nrules; k++)
+		if (JobqLimitsQueueBlocked(&limits, k))
+			blocked[nblocked++] = CStringGetTextDatum(limits.rules[k].queue);
+	blocked_owners = palloc(sizeof(Datum) * Max(1, limits.nroles));
+	for (k = 0; k < limits.nroles; k++)
+		if (JobqLimitsRoleBlocked(&limits, k))
+			blocked_owners[nblocked_owners++] = ObjectIdGetDatum(limits.roles[k].role);
 
 	if (nblocked > 0 || nblocked_owners > 0)
 	{

@@ -306,41 +306,6 @@ execute_command(const char *command, Oid owner)
 }
 
 /*
- * The owner must exist and be allowed to log in.  Sets *permanent before
- * it raises, because retrying would not help.
- */
-static void
-check_owner(Oid owner, volatile bool *permanent)
-{
-	HeapTuple	tup;
-	bool		canlogin;
-	NameData	rolname;
-
-	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(owner));
-	if (!HeapTupleIsValid(tup))
-	{
-		*permanent = true;
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("role with OID %u does not exist", owner),
-				 errdetail("The role that enqueued the job has been dropped.")));
-	}
-	canlogin = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
-	rolname = ((Form_pg_authid) GETSTRUCT(tup))->rolname;
-	ReleaseSysCache(tup);
-
-	if (!canlogin)
-	{
-		*permanent = true;
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-				 errmsg("role \"%s\" is not permitted to log in",
-						NameStr(rolname)),
-				 errdetail("A job runs as the role that enqueued it, and that role must have the LOGIN attribute.")));
-	}
-}
-
-/*
  * The first row of the job's last statement as jsonb (to_jsonb of the
  * row), allocated in CurrentMemoryContext.  to_jsonb learns its argument's
  * type from the call expression, so the call carries one, made once:
@@ -518,7 +483,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 		Datum		result = (Datum) 0;
 		FmgrInfo   *task_fn = NULL;
 
-		check_owner(job->owner, &permanent);
+		JobqCheckOwner(job->owner, false, &permanent);
 		if (job->task != NULL)
 		{
 			/* looked up as the worker: the owner's grants do not matter */

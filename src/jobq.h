@@ -368,6 +368,19 @@ extern int	JobqExecuteAsOwnerNulls(const char *sql, int nargs, Oid *argtypes,
 									bool read_only);
 extern int	JobqExecuteAsCaller(const char *sql, int nargs, Oid *argtypes,
 								Datum *values, bool read_only);
+/*
+ * The kept statements of one file, all prepared again once the schema
+ * changed (JobqKeepPlanIn).
+ */
+#define JOBQ_PLAN_SET_SIZE		16
+typedef struct JobqPlanSet
+{
+	uint64		generation;		/* of the schema the plans were made for */
+	int			nplans;
+	SPIPlanPtr *plans[JOBQ_PLAN_SET_SIZE];
+} JobqPlanSet;
+extern SPIPlanPtr JobqKeepPlanIn(JobqPlanSet *set, SPIPlanPtr *plan,
+								 const char *sql, int nargs, Oid *argtypes);
 extern SPIPlanPtr JobqKeepPlan(SPIPlanPtr *plan, const char *sql, int nargs,
 							   Oid *argtypes);
 extern int	JobqExecuteKept(SPIPlanPtr plan, Datum *values, bool read_only);
@@ -444,6 +457,31 @@ typedef struct JobqRoleLimit
 } JobqRoleLimit;
 
 extern JobqRoleLimit *JobqRoleLimits(int *n);
+
+/*
+ * What the limits leave to a claim, a worker's or an executor's: the
+ * queues with a setting and the roles with a limit, and how many jobs of
+ * each are running (in workers) or leased (to executors) now.
+ */
+typedef struct JobqLimitTally
+{
+	JobqQueueRule *rules;
+	int			nrules;
+	int		   *queue_held;		/* per rule */
+	JobqRoleLimit *roles;
+	int			nroles;
+	int		   *role_held;		/* per role limit */
+} JobqLimitTally;
+
+extern void JobqLimitsRead(JobqLimitTally *t);
+extern bool JobqLimitsMayBind(const JobqLimitTally *t,
+							  bool (*claims_queue) (const char *queue, void *arg),
+							  void *arg);
+extern void JobqLimitsCountHeld(JobqLimitTally *t);
+extern bool JobqLimitsQueueBlocked(const JobqLimitTally *t, int rule);
+extern bool JobqLimitsRoleBlocked(const JobqLimitTally *t, int role);
+extern bool JobqLimitsBlock(const JobqLimitTally *t, const char *queue, Oid owner);
+extern void JobqLimitsTake(JobqLimitTally *t, const char *queue, Oid owner);
 extern int	JobqRoleRunningLimit(Oid role);
 extern bool JobqRoleCheckEnqueue(Oid role);
 extern void JobqRoleEnqueued(Oid role);
@@ -472,6 +510,7 @@ extern void JobqSessionInit(void);
 extern bool JobqSessionMayRun(Oid owner);
 extern void JobqSessionJobBegin(void);
 extern void JobqSessionJobEnd(bool drop_temp);
+extern void JobqCheckOwner(Oid owner, bool enqueuing, volatile bool *permanent);
 
 /*
  * lease.c: external executors (jobq.claim() and the lease it gives) and
@@ -486,8 +525,7 @@ extern Size JobqLeaseShmemSize(void);
 extern void JobqLeaseShmemInit(void);
 extern bool JobqLeaseExpiryTurn(void);
 extern TimestampTz JobqLeaseNextCheck(void);
-extern void JobqLeasesHeld(JobqQueueRule *rules, int nrules, int *queue_held,
-						   JobqRoleLimit *limits, int nlimits, int *role_held);
+extern void JobqLeasesHeld(JobqLimitTally *t);
 extern void JobqExpireLeases(void);
 extern int	JobqExpireLeasesNow(void);
 

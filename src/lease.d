@@ -173,7 +173,7 @@ src/lease.o: src/lease.c /usr/include/postgresql/15/server/postgres.h \
  /usr/include/postgresql/15/server/utils/lsyscache.h \
  /usr/include/postgresql/15/server/utils/uuid.h \
  /usr/include/postgresql/15/server/utils/wait_event.h src/jobq.h \
- src/executors.h
+ src/executors.h src/lease.h
 /usr/include/postgresql/15/server/postgres.h:
 /usr/include/postgresql/15/server/c.h:
 /usr/include/postgresql/15/server/postgres_ext.h:
@@ -351,3 +351,4 @@ src/lease.o: src/lease.c /usr/include/postgresql/15/server/postgres.h \
 /usr/include/postgresql/15/server/utils/wait_event.h:
 src/jobq.h:
 src/executors.h:
+src/lease.h:

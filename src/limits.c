@@ -126,6 +126,104 @@ role_limit(Oid role)
 	return NULL;
 }
 
+/*
+ * Begin a tally of the limits for a claim: the queue settings and role
+ * limits (read again after a change), nothing counted yet.  Needs a
+ * transaction and an active snapshot, and SPI not connected.
+ */
+void
+JobqLimitsRead(JobqLimitTally *t)
+{
+	t->rules = JobqQueueRules(&t->nrules);
+	t->roles = JobqRoleLimits(&t->nroles);
+	t->queue_held = palloc0(sizeof(int) * Max(t->nrules, 1));
+	t->role_held = palloc0(sizeof(int) * Max(t->nroles, 1));
+}
+
+/*
+ * Could a limit stop the claim: a concurrency limit of a queue it takes
+ * jobs of (claims_queue NULL: any queue), or any role's max_running?  Only
+ * then must it count what is held, and count as it takes.
+ */
+bool
+JobqLimitsMayBind(const JobqLimitTally *t,
+				  bool (*claims_queue) (const char *queue, void *arg), void *arg)
+{
+	int			i;
+
+	for (i = 0; i < t->nrules; i++)
+		if (!t->rules[i].paused && t->rules[i].concurrency > 0 &&
+			(claims_queue == NULL || claims_queue(t->rules[i].queue, arg)))
+			return true;
+	for (i = 0; i < t->nroles; i++)
+		if (t->roles[i].max_running >= 0)
+			return true;
+	return false;
+}
+
+/*
+ * Count the jobs held now against each limit: those the workers run
+ * (slots.c) and those leased to executors (lease.c).  Needs SPI and an
+ * active snapshot.
+ */
+void
+JobqLimitsCountHeld(JobqLimitTally *t)
+{
+	int			i;
+
+	JobqLeasesHeld(t);
+	for (i = 0; i < t->nrules; i++)
+		t->queue_held[i] += JobqQueueRunning(t->rules[i].queue);
+	for (i = 0; i < t->nroles; i++)
+		t->role_held[i] += JobqOwnerRunning(t->roles[i].role);
+}
+
+/* may no job of the queue of rules[rule] start now: paused, or full? */
+bool
+JobqLimitsQueueBlocked(const JobqLimitTally *t, int rule)
+{
+	const JobqQueueRule *r = &t->rules[rule];
+
+	return r->paused || (r->concurrency > 0 && t->queue_held[rule] >= r->concurrency);
+}
+
+/* may no job of the role of roles[role] start now? */
+bool
+JobqLimitsRoleBlocked(const JobqLimitTally *t, int role)
+{
+	return t->roles[role].max_running >= 0 &&
+		t->role_held[role] >= t->roles[role].max_running;
+}
+
+/* may a job of owner in queue not start now? */
+bool
+JobqLimitsBlock(const JobqLimitTally *t, const char *queue, Oid owner)
+{
+	int			i;
+
+	for (i = 0; i < t->nrules; i++)
+		if (strcmp(t->rules[i].queue, queue) == 0 && JobqLimitsQueueBlocked(t, i))
+			return true;
+	for (i = 0; i < t->nroles; i++)
+		if (t->roles[i].role == owner && JobqLimitsRoleBlocked(t, i))
+			return true;
+	return false;
+}
+
+/* one more job of owner held in queue: count it against their limits */
+void
+JobqLimitsTake(JobqLimitTally *t, const char *queue, Oid owner)
+{
+	int			i;
+
+	for (i = 0; i < t->nrules; i++)
+		if (strcmp(t->rules[i].queue, queue) == 0)
+			t->queue_held[i]++;
+	for (i = 0; i < t->nroles; i++)
+		if (t->roles[i].role == owner)
+			t->role_held[i]++;
+}
+
 /* how many jobs of role may run at once; -1 for no limit */
 int
 JobqRoleRunningLimit(Oid role)

@@ -40,6 +40,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "commands/prepare.h"
@@ -249,4 +250,46 @@ JobqSessionJobEnd(bool drop_temp)
 	ResetSequenceCaches();
 	if (GetNumConfigOptions() != settings_at_start)
 		tainted = true;
+}
+
+/*
+ * A job runs as its owner, which must exist and be permitted to log in:
+ * checked when a job is enqueued (enqueuing: the caller is the owner) and
+ * again when it runs.  Raises 42704 or 28000; *permanent, if given, is set
+ * first, since retrying cannot help.
+ */
+void
+JobqCheckOwner(Oid owner, bool enqueuing, volatile bool *permanent)
+{
+	HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(owner));
+	bool		canlogin;
+	NameData	rolname;
+
+	if (!HeapTupleIsValid(tup))
+	{
+		if (permanent)
+			*permanent = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role with OID %u does not exist", owner),
+				 errdetail("The role that enqueued the job has been dropped.")));
+	}
+	canlogin = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
+	rolname = ((Form_pg_authid) GETSTRUCT(tup))->rolname;
+	ReleaseSysCache(tup);
+	if (canlogin)
+		return;
+	if (permanent)
+		*permanent = true;
+	if (enqueuing)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("role \"%s\" cannot own jobs because it is not permitted to log in",
+						NameStr(rolname)),
+				 errdetail("A job runs as the role that enqueued it (current_user)."),
+				 errhint("Enqueue the job as a role with the LOGIN attribute.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			 errmsg("role \"%s\" is not permitted to log in", NameStr(rolname)),
+			 errdetail("A job runs as the role that enqueued it, and that role must have the LOGIN attribute.")));
 }

@@ -127,6 +127,44 @@ JobqKeepPlan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 }
 
 /*
+ * The kept statement *plan of set, prepared if it is not: every plan of
+ * the set is freed first when the schema changed since they were made
+ * (ALTER EXTENSION jobq UPDATE, or DROP and CREATE EXTENSION), since a
+ * statement may differ between versions and its tables may be new.
+ */
+SPIPlanPtr
+JobqKeepPlanIn(JobqPlanSet *set, SPIPlanPtr *plan, const char *sql, int nargs,
+			   Oid *argtypes)
+{
+	uint64		generation = JobqSchemaGet()->generation;
+	int			i;
+
+	if (set->generation != generation)
+	{
+		for (i = 0; i < set->nplans; i++)
+			if (*set->plans[i] != NULL)
+			{
+				SPI_freeplan(*set->plans[i]);
+				*set->plans[i] = NULL;
+			}
+		set->generation = generation;
+	}
+	if (*plan == NULL)
+	{
+		for (i = 0; i < set->nplans; i++)
+			if (set->plans[i] == plan)
+				break;
+		if (i == set->nplans)
+		{
+			if (set->nplans >= JOBQ_PLAN_SET_SIZE)
+				elog(ERROR, "too many kept jobq statements in one set");
+			set->plans[set->nplans++] = plan;
+		}
+	}
+	return JobqKeepPlan(plan, sql, nargs, argtypes);
+}
+
+/*
  * Execute a kept statement.  The planner runs inside, when the plan is
  * first built and whenever an invalidation makes it rebuild, and it must
  * never pick a sequential scan, a sort or a hash join for these: built
