@@ -52,7 +52,6 @@
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr claim_level_plan = NULL;
 static SPIPlanPtr claim_blocked_plan = NULL;
-static SPIPlanPtr levels_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
 
 /*
@@ -100,18 +99,6 @@ CLAIM_COLUMNS
 " ORDER BY priority DESC, run_at, id"
 " LIMIT $4"
 "   FOR UPDATE SKIP LOCKED";
-
-/* the priority levels of pending jobs, by a skip scan of the claim index */
-static const char *levels_sql =
-"WITH RECURSIVE l(p) AS ("
-"  (SELECT priority FROM jobq.job WHERE {PENDING}true"
-"    ORDER BY priority DESC LIMIT 1)"
-"  UNION ALL"
-"  SELECT (SELECT priority FROM jobq.job WHERE {PENDING}priority < l.p"
-"           ORDER BY priority DESC LIMIT 1)"
-"    FROM l WHERE l.p IS NOT NULL"
-")"
-"SELECT p FROM l WHERE p IS NOT NULL LIMIT $1";
 
 /*
  * When an idle worker must look again: the earliest future run_at.  Due
@@ -166,26 +153,11 @@ schema_sql(const char *tmpl)
 static SPIPlanPtr
 claim_plan_for(SPIPlanPtr *plan, const char *tmpl, int nargs, Oid *argtypes)
 {
-	static uint64 generation = 0;
-	const JobqSchema *schema = JobqSchemaGet();
+	static JobqPlanSet claim_plans;
 
-	if (generation != schema->generation)
-	{
-		SPIPlanPtr *plans[] = {&claim_plan, &claim_level_plan, &claim_blocked_plan,
-		&levels_plan, &next_due_plan};
-		int			i;
-
-		for (i = 0; i < lengthof(plans); i++)
-			if (*plans[i] != NULL)
-			{
-				SPI_freeplan(*plans[i]);
-				*plans[i] = NULL;
-			}
-		generation = schema->generation;
-	}
-	if (*plan == NULL)
-		return JobqKeepPlan(plan, schema_sql(tmpl), nargs, argtypes);
-	return *plan;
+	if (*plan != NULL && claim_plans.generation == JobqSchemaGet()->generation)
+		return *plan;
+	return JobqKeepPlanIn(&claim_plans, plan, schema_sql(tmpl), nargs, argtypes);
 }
 
 /* append the claimed rows of the last statement to jobs[*njobs..] */
@@ -227,17 +199,6 @@ collect_jobs(JobqJob *jobs, int *njobs, MemoryContext cxt)
 			MemoryContextSwitchTo(old);
 		}
 	}
-}
-
-/* the priority levels of pending jobs for the floors, if that is due */
-static void
-discover_levels(void)
-{
-	Oid			argtypes[1] = {INT4OID};
-
-	if (JobqFloorsRediscoveryDue(JOBQ_FLOORS_WORKERS))
-		JobqFloorsDiscover(JOBQ_FLOORS_WORKERS,
-						   claim_plan_for(&levels_plan, levels_sql, 1, argtypes));
 }
 
 /*
@@ -296,7 +257,7 @@ JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "jobq: claiming jobs");
 
-	discover_levels();
+	JobqFloorsDiscover(JOBQ_FLOORS_WORKERS);
 
 	/*
 	 * Queues that are paused, or running as many jobs as they may, and

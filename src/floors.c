@@ -420,21 +420,56 @@ JobqFloorsInstall(JobqFloorSetId set, const int16 *levels, int n)
 }
 
 /*
+ * The priority levels of claimable jobs of a set's claim index, highest
+ * first, at most $1 of them, by a skip scan: the condition is the index's
+ * predicate, which depends on the installed version for the workers'.
+ */
+static char *
+levels_sql(JobqFloorSetId set)
+{
+	const JobqSchema *schema = JobqSchemaGet();
+	const char *pred;
+
+	if (set == JOBQ_FLOORS_EXECUTORS)
+		pred = "external AND lease_token IS NULL";
+	else
+		pred = schema->job_state ? "state = 'pending'" :
+			schema->executors ? "NOT external" : "true";
+	return psprintf("WITH RECURSIVE l(p) AS ("
+					"  (SELECT priority FROM jobq.job WHERE %s"
+					"    ORDER BY priority DESC LIMIT 1)"
+					"  UNION ALL"
+					"  SELECT (SELECT priority FROM jobq.job WHERE %s"
+					"            AND priority OPERATOR(pg_catalog.<) l.p"
+					"           ORDER BY priority DESC LIMIT 1)"
+					"    FROM l WHERE l.p IS NOT NULL"
+					")"
+					"SELECT p FROM l WHERE p IS NOT NULL LIMIT $1", pred, pred);
+}
+
+/*
  * Discover the priority levels of a set and install them, if that is due
- * (see JobqFloorsRediscoveryDue).  plan is the claimer's kept statement
- * for its index: the levels of claimable jobs, highest first, at most $1
- * (an integer) of them.  It runs read-write, so that it takes a snapshot of
- * its own, after the rediscovery began (a level enqueued later is added by
- * its enqueue), and as the owner of jobq's tables, so that it sees every
- * role's jobs.  Needs SPI.
+ * (see JobqFloorsRediscoveryDue).  The statement runs read-write, so that
+ * it takes a snapshot of its own, after the rediscovery began (a level
+ * enqueued later is added by its enqueue), and as the owner of jobq's
+ * tables, so that it sees every role's jobs.  Needs SPI.
  */
 void
-JobqFloorsDiscover(JobqFloorSetId set, SPIPlanPtr plan)
+JobqFloorsDiscover(JobqFloorSetId set)
 {
+	static JobqPlanSet plans;
+	static SPIPlanPtr levels_plans[JOBQ_NUM_FLOOR_SETS];
+	Oid			argtypes[1] = {INT4OID};
 	Datum		values[1];
 	int16		levels[JOBQ_FLOOR_LEVELS + 1];
+	SPIPlanPtr	plan;
 	uint64		i;
 
+	if (!JobqFloorsRediscoveryDue(set))
+		return;
+	plan = levels_plans[set] != NULL && plans.generation == JobqSchemaGet()->generation ?
+		levels_plans[set] :
+		JobqKeepPlanIn(&plans, &levels_plans[set], levels_sql(set), 1, argtypes);
 	values[0] = Int32GetDatum(JOBQ_FLOOR_LEVELS + 1);
 	if (JobqExecuteKeptAsOwner(plan, values) != SPI_OK_SELECT)
 		elog(ERROR, "jobq could not list priority levels");

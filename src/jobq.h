@@ -256,7 +256,7 @@ extern void JobqFloorLower(JobqFloorSetId set, int16 priority,
 extern void JobqFloorsReset(JobqFloorSetId set);
 extern bool JobqFloorsRediscoveryDue(JobqFloorSetId set);
 extern void JobqFloorsInstall(JobqFloorSetId set, const int16 *levels, int n);
-extern void JobqFloorsDiscover(JobqFloorSetId set, SPIPlanPtr plan);
+extern void JobqFloorsDiscover(JobqFloorSetId set);
 
 /* wakeup.c: waking workers and waiters when a transaction commits */
 extern Size JobqWakeupShmemSize(void);
@@ -412,10 +412,14 @@ typedef struct JobqTableCopy
 	bool		valid;
 	uint64		invalidations;	/* relcache invalidations of it seen */
 	MemoryContext cxt;			/* holds the copy */
+	void	   *rows;			/* the rows, as the loader made them */
+	int			nrows;
 } JobqTableCopy;
 
-extern bool JobqTableCopyStale(JobqTableCopy *c, uint64 *seen);
-extern void JobqTableCopyRead(JobqTableCopy *c, uint64 seen);
+/* makes the element at elem of one row of a table copy */
+typedef void (*JobqCopyFill) (void *elem, HeapTuple tup, TupleDesc desc);
+extern void *JobqTableCopyLoad(JobqTableCopy *c, const char *sql, Size elemsize,
+							   JobqCopyFill fill, int *n);
 
 extern Relation JobqTableOpen(JobqTable *t);
 extern AttrNumber JobqTableColumn(JobqTable *t, const char *name, Oid type,

@@ -107,21 +107,7 @@ static int	floor_claimer = -1;
 static void claim_lock_release(void);
 
 /* the statements of the claim, prepared again after the schema changed */
-static SPIPlanPtr levels_plan = NULL;
 static SPIPlanPtr next_due_plan = NULL;
-
-/* the priority levels of claimable external jobs, by a skip scan */
-static const char *levels_sql =
-"WITH RECURSIVE l(p) AS ("
-"  (SELECT priority FROM jobq.job WHERE external AND lease_token IS NULL"
-"    ORDER BY priority DESC LIMIT 1)"
-"  UNION ALL"
-"  SELECT (SELECT priority FROM jobq.job WHERE external AND lease_token IS NULL"
-"            AND priority OPERATOR(pg_catalog.<) l.p"
-"           ORDER BY priority DESC LIMIT 1)"
-"    FROM l WHERE l.p IS NOT NULL"
-")"
-"SELECT p FROM l WHERE p IS NOT NULL LIMIT $1";
 
 /* when a job that claim $1.. may take is due next (see the claim) */
 static const char *next_due_sql =
@@ -614,17 +600,6 @@ claim_scan(ClaimRun *run, Snapshot snapshot, const int16 *level,
 	return seen;
 }
 
-/* the priority levels of the external claim index for its floors, if due */
-static void
-discover_levels(void)
-{
-	Oid			argtypes[1] = {INT4OID};
-
-	if (JobqFloorsRediscoveryDue(JOBQ_FLOORS_EXECUTORS))
-		JobqFloorsDiscover(JOBQ_FLOORS_EXECUTORS,
-						   JobqLeasePlan(&levels_plan, levels_sql, 1, argtypes));
-}
-
 /*
  * Claim up to n jobs into tupstore; returns how many, or -1 if another
  * claim holds the lock of limited claims.  Needs SPI and an active
@@ -685,7 +660,7 @@ claim_jobs(ClaimArgs *args, int n, Tuplestorestate *tupstore, TupleDesc tupdesc)
 									   ALLOCSET_DEFAULT_SIZES);
 
 	if (!IsolationUsesXactSnapshot())
-		discover_levels();
+		JobqFloorsDiscover(JOBQ_FLOORS_EXECUTORS);
 	if (!IsolationUsesXactSnapshot() &&
 		JobqFloorsGet(JOBQ_FLOORS_EXECUTORS, levels, NULL, &nlevels) &&
 		(floor_claimer = JobqFloorClaimerTake()) >= 0)

@@ -58,13 +58,23 @@ PG_FUNCTION_INFO_V1(jobq_configure_role);
 #define JOBQ_ROLE_LOCK_FIELD4	0x4A52
 
 static JobqTableCopy limits_copy = {.relname = "role_limits"};
-static JobqRoleLimit *limits = NULL;
-static int	nlimits = 0;
 
 /* the count of a role's unfinished jobs, as of this transaction */
 static Oid	counted_role = InvalidOid;
 static LocalTransactionId counted_lxid = InvalidLocalTransactionId;
 static int64 counted_pending = 0;
+
+/* a row of jobq.role_limits */
+static void
+fill_limit(void *elem, HeapTuple tup, TupleDesc desc)
+{
+	JobqRoleLimit *limit = (JobqRoleLimit *) elem;
+	bool		isnull;
+
+	limit->role = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+	limit->max_pending = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+	limit->max_running = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+}
 
 /*
  * The roles that have a limit, read again after a change.  Needs a
@@ -74,42 +84,13 @@ static int64 counted_pending = 0;
 JobqRoleLimit *
 JobqRoleLimits(int *n)
 {
-	uint64		seen;
-
-	if (JobqTableCopyStale(&limits_copy, &seen))
-	{
-		uint64		i;
-
-		limits = NULL;
-		nlimits = 0;
-		if (OidIsValid(limits_copy.relid))
-		{
-			if (JobqExecuteAsOwner("SELECT role::pg_catalog.oid,"
-								   "       COALESCE(max_pending, -1), COALESCE(max_running, -1)"
-								   "  FROM jobq.role_limits"
-								   " WHERE max_pending IS NOT NULL OR max_running IS NOT NULL"
-								   " LIMIT 10000",
-								   0, NULL, NULL, false) != SPI_OK_SELECT)
-				elog(ERROR, "could not read jobq role limits");
-			limits = MemoryContextAllocZero(limits_copy.cxt,
-											sizeof(JobqRoleLimit) * Max(SPI_processed, 1));
-			for (i = 0; i < SPI_processed; i++)
-			{
-				HeapTuple	tup = SPI_tuptable->vals[i];
-				TupleDesc	desc = SPI_tuptable->tupdesc;
-				bool		isnull;
-
-				limits[i].role = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
-				limits[i].max_pending = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-				limits[i].max_running = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-			}
-			nlimits = (int) SPI_processed;
-			SPI_finish();
-		}
-		JobqTableCopyRead(&limits_copy, seen);
-	}
-	*n = nlimits;
-	return limits;
+	return JobqTableCopyLoad(&limits_copy,
+							 "SELECT role::pg_catalog.oid,"
+							 "       COALESCE(max_pending, -1), COALESCE(max_running, -1)"
+							 "  FROM jobq.role_limits"
+							 " WHERE max_pending IS NOT NULL OR max_running IS NOT NULL"
+							 " LIMIT 10000",
+							 sizeof(JobqRoleLimit), fill_limit, n);
 }
 
 /* the limits of role, or NULL if it has none */
@@ -228,10 +209,11 @@ JobqLimitsTake(JobqLimitTally *t, const char *queue, Oid owner)
 int
 JobqRoleRunningLimit(Oid role)
 {
+	JobqRoleLimit *limits = limits_copy.rows;
 	int			i;
 
-	/* the worker's cache, read by its claim in the same transaction */
-	for (i = 0; i < nlimits; i++)
+	/* the worker's copy, read by its claim in the same transaction */
+	for (i = 0; i < limits_copy.nrows; i++)
 		if (limits[i].role == role)
 			return limits[i].max_running;
 	return -1;

@@ -45,65 +45,44 @@ PG_FUNCTION_INFO_V1(jobq_resume);
 
 /* the worker's rules: queues with a setting */
 static JobqTableCopy rules_copy = {.relname = "queues"};
-static JobqQueueRule *rules = NULL;
-static int	nrules = 0;
+
+/* a row of jobq.queues */
+static void
+fill_rule(void *elem, HeapTuple tup, TupleDesc desc)
+{
+	JobqQueueRule *rule = (JobqQueueRule *) elem;
+	bool		isnull;
+
+	strlcpy(rule->queue, TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull)),
+			NAMEDATALEN);
+	rule->concurrency = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+	rule->paused = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+}
 
 /*
  * The worker's rules: the queues that are paused or have a concurrency
  * limit, read again after a change.  Needs a transaction and an active
- * snapshot, and SPI not connected.  *n is 0 with no rule (and with the
- * tables of 0.2.0).
+ * snapshot.  *n is 0 with no rule (and with the tables of 0.2.0).
  */
 JobqQueueRule *
 JobqQueueRules(int *n)
 {
-	uint64		seen;
-
-	if (JobqTableCopyStale(&rules_copy, &seen))
-	{
-		int			i;
-
-		rules = NULL;
-		nrules = 0;
-		/* without the table (version 0.2.0), there is nothing to read */
-		if (OidIsValid(rules_copy.relid))
-		{
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
-			if (SPI_execute("SELECT queue, COALESCE(concurrency, 0), paused"
-							"  FROM jobq.queues WHERE paused OR concurrency IS NOT NULL"
-							" ORDER BY queue LIMIT 1000", false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "could not read jobq queue settings");
-			rules = MemoryContextAllocZero(rules_copy.cxt,
-										   sizeof(JobqQueueRule) * Max(SPI_processed, 1));
-			for (i = 0; i < SPI_processed; i++)
-			{
-				HeapTuple	tup = SPI_tuptable->vals[i];
-				TupleDesc	desc = SPI_tuptable->tupdesc;
-				bool		isnull;
-
-				strlcpy(rules[i].queue,
-						TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull)),
-						NAMEDATALEN);
-				rules[i].concurrency = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-				rules[i].paused = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
-			}
-			nrules = (int) SPI_processed;
-			SPI_finish();
-		}
-		JobqTableCopyRead(&rules_copy, seen);
-	}
-	*n = nrules;
-	return rules;
+	return JobqTableCopyLoad(&rules_copy,
+							 "SELECT queue, COALESCE(concurrency, 0), paused"
+							 "  FROM jobq.queues WHERE paused OR concurrency IS NOT NULL"
+							 " ORDER BY queue LIMIT 1000",
+							 sizeof(JobqQueueRule), fill_rule, n);
 }
 
 /* the concurrency limit of a queue, 0 for none */
 int
 JobqQueueLimit(const char *queue)
 {
+	JobqQueueRule *rules = rules_copy.rows;
 	int			i;
 
-	for (i = 0; i < nrules; i++)
+	/* the worker's copy, read by its claim in the same transaction */
+	for (i = 0; i < rules_copy.nrows; i++)
 		if (rules[i].concurrency > 0 && strcmp(rules[i].queue, queue) == 0)
 			return rules[i].concurrency;
 	return 0;

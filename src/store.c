@@ -431,10 +431,10 @@ copy_invalidate(Datum arg, Oid relid)
  * Must c be read again?  If so, its memory context is emptied, its table
  * looked up (c->relid is InvalidOid if the extension has no such table:
  * then there is nothing to read, and it is looked up again next time),
- * and *seen notes the invalidations so far, for JobqTableCopyRead().
+ * and *seen notes the invalidations so far.
  */
-bool
-JobqTableCopyStale(JobqTableCopy *c, uint64 *seen)
+static bool
+copy_stale(JobqTableCopy *c, uint64 *seen)
 {
 	if (c->cxt == NULL)
 	{
@@ -455,9 +455,40 @@ JobqTableCopyStale(JobqTableCopy *c, uint64 *seen)
 	return true;
 }
 
-/* c has been read in full, from a look-up that noted seen */
-void
-JobqTableCopyRead(JobqTableCopy *c, uint64 seen)
+/*
+ * The rows of copy c, *n of them: read again when stale with sql, which
+ * runs as the tables' owner, each row made into an element of elemsize
+ * bytes by fill, in the copy's memory.  None if the extension has no
+ * such table (an older version).  Needs a transaction and an active
+ * snapshot.
+ */
+void *
+JobqTableCopyLoad(JobqTableCopy *c, const char *sql, Size elemsize,
+				  JobqCopyFill fill, int *n)
 {
-	c->valid = OidIsValid(c->relid) && seen == c->invalidations;
+	uint64		seen;
+
+	if (copy_stale(c, &seen))
+	{
+		c->rows = NULL;
+		c->nrows = 0;
+		if (OidIsValid(c->relid))
+		{
+			char	   *rows;
+			uint64		i;
+
+			if (JobqExecuteAsOwner(sql, 0, NULL, NULL, false) != SPI_OK_SELECT)
+				elog(ERROR, "could not read relation \"jobq.%s\"", c->relname);
+			rows = MemoryContextAllocZero(c->cxt, elemsize * Max(SPI_processed, 1));
+			for (i = 0; i < SPI_processed; i++)
+				fill(rows + i * elemsize, SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+			c->rows = rows;
+			c->nrows = (int) SPI_processed;
+			SPI_finish();
+		}
+		/* valid once read in full, with no invalidation meanwhile */
+		c->valid = OidIsValid(c->relid) && seen == c->invalidations;
+	}
+	*n = c->nrows;
+	return c->rows;
 }
