@@ -940,7 +940,17 @@ JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 		else if (job->attempts >= job->max_attempts)
 			o->kind = JOBQ_FAILED;
 		else
-			o->kind = JOBQ_RETRY;	/* due again at once: next_run_at 0 */
+		{
+			/*
+			 * With the retries' back-off, like any failed attempt: due again
+			 * at once, a job that kills its worker (or ignores its timeout
+			 * until the watchdog ends it) would stay at the head of the
+			 * queue, and the next worker would start it first, again and
+			 * again until its attempts ran out.
+			 */
+			o->kind = JOBQ_RETRY;
+			o->next_run_at = JobqNextAttemptTime(job->attempts);
+		}
 	}
 	SPI_finish();
 
