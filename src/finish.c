@@ -99,13 +99,14 @@ RETRY_SQL(", lease_token = NULL, lease_expires_at = NULL");
  *
  * So an interrupted job goes to the back of the line, like a retry, with
  * a delay that grows as long as its runs keep being interrupted: twice the
- * time since the first of its consecutive interrupted runs began, at least
- * jobq.retry_delay and at most JOBQ_MAX_RETRY_DELAY_MS, with the retries'
- * +/-25 % jitter.  A job interrupted over and over is then tried again at
- * times that grow geometrically (about three times its age in the streak
- * each time), so however many such jobs there are, each costs a handful
- * of runs an hour, and the jobs behind it are claimed first.  A single
- * interruption (a restart) delays a job by jobq.retry_delay only.
+ * time from the start of the first of its consecutive interrupted runs to
+ * the start of the run just interrupted, at least jobq.retry_delay and at
+ * most JOBQ_MAX_RETRY_DELAY_MS, with the retries' +/-25 % jitter.  A job
+ * interrupted over and over is then tried again at times that grow
+ * geometrically (about three times its age in the streak each time), so
+ * however many such jobs there are, each costs a handful of runs an hour,
+ * and the jobs behind it are claimed first.  A single interruption (a
+ * restart) delays a job by jobq.retry_delay only, however long it ran.
  *
  * No schema change is needed to know the streak: the interrupted job's
  * last_sqlstate becomes 57P01 (admin_shutdown, what any backend gets from
@@ -123,7 +124,8 @@ RETRY_SQL(", lease_token = NULL, lease_expires_at = NULL");
  * This UPDATE runs only for interrupted jobs, never on the drain's path.
  * $2 is the time of the interruption (the chunk's transaction may be
  * older than that), $3 the message, $4 the interrupted runs' starts, $5
- * and $6 the shortest and longest delays in seconds.
+ * and $6 the shortest and longest delays in seconds.  (A job whose own
+ * error had SQLSTATE 57P01 starts its streak a little early: harmless.)
  */
 #define INTERRUPTED_SQLSTATE "57P01"
 #define INTERRUPT_SINCE \
@@ -133,7 +135,7 @@ static const char *interrupt_sql =
 "UPDATE jobq.job j"
 "   SET started_at = " INTERRUPT_SINCE ","
 "       run_at = $2 + pg_catalog.make_interval(secs =>"
-"                LEAST($6, GREATEST($5, 2 * EXTRACT(epoch FROM $2 - " INTERRUPT_SINCE ")::pg_catalog.float8))"
+"                LEAST($6, GREATEST($5, 2 * EXTRACT(epoch FROM o.started_at - " INTERRUPT_SINCE ")::pg_catalog.float8))"
 "                * (0.75 + 0.5 * pg_catalog.random())),"
 "       last_error = $3, last_sqlstate = '" INTERRUPTED_SQLSTATE "'"
 "  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
