@@ -610,8 +610,12 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 		else if (jobq_shutdown_requested &&
 				 edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 		{
-			/* interrupted by shutdown: not the job's fault */
-			out->kind = JOBQ_RELEASE;
+			/*
+			 * Interrupted by a shutdown: not the job's fault, so the
+			 * attempt is not counted, but the job goes to the back of the
+			 * line for a while (finish.c, write_interruptions).
+			 */
+			out->kind = JOBQ_INTERRUPTED;
 		}
 		else
 		{

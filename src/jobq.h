@@ -310,8 +310,12 @@ typedef enum JobqOutcomeKind
 	JOBQ_RETRY,					/* error with attempts left */
 	JOBQ_FAILED,				/* error, no attempts left, or permanent */
 	JOBQ_CANCELLED,				/* by jobq.cancel(): effects rolled back */
-	JOBQ_RELEASE				/* interrupted by shutdown: stays pending,
-								 * attempt not counted */
+	JOBQ_RELEASE,				/* claimed, not run: stays pending as it
+								 * was */
+	JOBQ_INTERRUPTED			/* its run was interrupted: its worker was
+								 * asked to stop.  Pending again after a
+								 * growing delay, attempt not counted
+								 * (finish.c) */
 } JobqOutcomeKind;
 
 typedef struct JobqOutcome

@@ -34,8 +34,12 @@
  *
  * Signals: SIGTERM (fast shutdown, pg_terminate_backend, DROP DATABASE
  * ... FORCE) cancels the job in hand; its subtransaction rolls back and
- * the job stays pending with its attempt not counted; the chunk commits
- * what finished and the worker exits.  A job that swallows the cancel of a
+ * the job is pending again with its attempt not counted, but after a delay
+ * that grows while its runs keep being interrupted, behind the jobs due
+ * now (finish.c, write_interruptions: otherwise a few jobs slower than a
+ * worker's life would hold every worker of a terminate storm); the chunk
+ * commits what finished, unlocks the jobs it did not start, and the
+ * worker exits.  A job that swallows the cancel of a
  * shutdown, a jobq.cancel() or its timeout is ended by the watchdog after
  * jobq.cancel_grace (see JOBQ_WATCHDOG_MS).  Cancel interrupts are
  * held everywhere except inside a job, so a cancel request or a statement
@@ -558,7 +562,8 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	 */
 	for (i = 0; i < njobs; i++)
 		if (i >= next || outcomes[i].kind == JOBQ_RETRY ||
-			outcomes[i].kind == JOBQ_RELEASE)
+			outcomes[i].kind == JOBQ_RELEASE ||
+			outcomes[i].kind == JOBQ_INTERRUPTED)
 			JobqFloorLower(JOBQ_FLOORS_WORKERS, jobs[i].priority, jobs[i].run_at, jobs[i].id);
 	count_outcomes(outcomes, next);
 	MemoryContextReset(ChunkContext);

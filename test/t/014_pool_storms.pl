@@ -18,6 +18,15 @@
 #       enqueued meanwhile runs, the new launcher says it adopted them, and it
 #       manages them: an adopted worker terminated is replaced at once, and a
 #       smaller pool stops an adopted worker.
+#   (d) A terminate storm with slow jobs at the head of the queue: more jobs
+#       slower than a worker's life between two terminations than there are
+#       workers, enqueued first, then fast ones.  The fast jobs all complete
+#       while the storm goes on (progress, not a rate: the storm stops when
+#       they are done, or after a generous deadline); once it ends, the slow
+#       ones finish too, each exactly once, with their interrupted attempts
+#       not counted.  Before interrupted jobs were put back behind the others
+#       (finish.c), every replacement worker started one of the slow jobs
+#       and was terminated in it: nothing completed while the storm lasted.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -114,6 +123,45 @@ my @delayed = log_lines_with_severity($node, $offset, qr/^LOG$/,
 	qr/failed to start/);
 is(scalar(@delayed), 0, '(a) no restart delay was applied to a worker that had started')
   or diag join("\n", @delayed);
+
+# (d) the terminate storm with slow jobs at the head of the queue: six jobs
+# of 3 s for 3 workers, enqueued first, then 300 fast jobs, while every
+# worker is terminated every 200 ms.
+my $slow_ids = $node->safe_psql('postgres', q{
+	SELECT string_agg(jobq.enqueue(format('INSERT INTO done VALUES (%s); SELECT pg_sleep(3)', i),
+	                               max_attempts => 1000)::text, ',')
+	  FROM generate_series(2001, 2006) i});
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT count(*) = 3 FROM jobq.workers WHERE job_id IN ($slow_ids)"),
+	'(d) the slow jobs hold the 3 workers');
+enqueue(300, 2101);
+my $storm_kills = 0;
+my $fast_done = 0;
+my $deadline = time() + 90;
+while (time() < $deadline)
+{
+	$storm_kills += $node->safe_psql('postgres', q{
+		SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+		  FROM pg_stat_activity WHERE backend_type = 'jobq worker'});
+	usleep(200_000);
+	$fast_done = $node->safe_psql('postgres',
+		'SELECT count(*) FROM done WHERE tag BETWEEN 2101 AND 2400');
+	last if $fast_done == 300;
+}
+my $slow_during = $node->safe_psql('postgres',
+	'SELECT count(*) FROM done WHERE tag BETWEEN 2001 AND 2006');
+cmp_ok($storm_kills, '>=', 10, "(d) the storm terminated workers ($storm_kills)");
+is($fast_done, 300,
+	'(d) the fast jobs behind the slow ones all completed during the storm');
+ok(wait_for_backends($node, 'jobq worker', 3), '(d) the pool is back at 3 workers');
+all_done(2001, 2006, '(d) slow jobs');
+all_done(2101, 2400, '(d) fast jobs');
+is( $node->safe_psql(
+		'postgres',
+		"SELECT count(*) FROM jobq.jobs WHERE id IN ($slow_ids) AND attempts = 1"),
+	6, '(d) the interrupted runs of the slow jobs were not counted as attempts')
+  or diag "slow jobs done during the storm: $slow_during";
 
 # (b) the resize storm, while jobs run; the largest size asked for is 4.
 enqueue(600, 1001);

@@ -1,0 +1,30 @@
+-- SCHEMA_CHANGES.sql: what branch fix-storm needs of the schema for 0.6.0.
+--
+-- Nothing.  The fix of the terminate storm with slow jobs (finish.c,
+-- write_interruptions) needs no new column, index or function, so
+-- jobq--0.5.0--0.6.0.sql needs no statement for it.
+--
+-- It uses existing columns of jobq.job in a new way, which the upgrade
+-- script's comments (or the docs) may want to state:
+--
+--   last_sqlstate  '57P01' (admin_shutdown) when the job's last run was
+--                  interrupted because its worker was asked to stop
+--                  (pg_terminate_backend(), a fast shutdown); the attempt is
+--                  still not counted.
+--   last_error     'the job was interrupted: its worker was asked to stop'
+--                  in that case.  (Before, an interrupted job kept the
+--                  last_error and last_sqlstate it had.)
+--   started_at     for a job whose runs were interrupted one after the
+--                  other, the start of the first of those runs (the workers
+--                  measure from it how long to put the job back for).
+--   run_at         an interrupted job is due again after a delay, no longer
+--                  at once: jobq.retry_delay after a single interruption,
+--                  then twice the time between the start of the first and
+--                  of the latest interrupted run, at most 1 hour.
+--
+-- Optional, if 0.6.0 refreshes the column comments of jobq.jobs:
+--
+-- COMMENT ON COLUMN jobq.jobs.last_error IS
+--     'message of the last error, or of the last interruption of a run (its worker was asked to stop)';
+-- COMMENT ON COLUMN jobq.jobs.last_sqlstate IS
+--     'SQLSTATE of the last error; 57P01 if the last run was interrupted because its worker was asked to stop';
