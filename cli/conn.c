@@ -14,14 +14,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include <errno.h>
-#include <limits.h>
+#include "postgres_fe.h"
+
 #include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
 #include <sys/time.h>
 
 #include "jobq_cli.h"
@@ -97,42 +92,19 @@ cli_connect(const ConnOpts *opts, const char *appname, bool quiet)
 	return conn;
 }
 
-/* "jobq: message" on stderr */
-void
-cli_error(const char *fmt,...)
-{
-	va_list		ap;
-
-	fprintf(stderr, "%s: ", progname);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-void
-cli_fatal(int status, const char *fmt,...)
-{
-	va_list		ap;
-
-	fprintf(stderr, "%s: ", progname);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(status);
-}
-
 /*
  * The error of a result (or of the connection), on one line: the primary
- * message, without libpq's "ERROR:  " prefix and trailing newline.
+ * message, without libpq's "ERROR:  " prefix and trailing newline, and
+ * escaped (cli_esc(): the server's messages quote names and values that
+ * anyone may have chosen).  Valid until the ring of cli_esc() turns.
  */
 const char *
 cli_result_message(const PGresult *res, const PGconn *conn)
 {
-	static char buf[1024];
 	const char *msg = NULL;
-	char	   *p;
+	char	   *copy;
+	size_t		len;
+	const char *out;
 
 	if (res)
 		msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
@@ -142,14 +114,25 @@ cli_result_message(const PGresult *res, const PGconn *conn)
 		msg = PQerrorMessage(conn);
 	if (msg == NULL || msg[0] == '\0')
 		msg = "unknown error";
-	snprintf(buf, sizeof(buf), "%s", msg);
-	/* one line */
-	for (p = buf; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
-	while (p > buf && p[-1] == ' ')
-		*--p = '\0';
-	return buf;
+	/* libpq's messages go on with "\n\t" lines: one line, joined by spaces */
+	copy = pg_malloc(strlen(msg) + 1);
+	for (len = 0; *msg; msg++)
+	{
+		if (*msg == '\n' || *msg == '\r')
+		{
+			while (msg[1] == '\n' || msg[1] == '\r' || msg[1] == '\t')
+				msg++;
+			copy[len++] = ' ';
+		}
+		else
+			copy[len++] = *msg;
+	}
+	while (len > 0 && copy[len - 1] == ' ')
+		len--;
+	copy[len] = '\0';
+	out = cli_esc(copy);
+	pg_free(copy);
+	return out;
 }
 
 /* the SQLSTATE of a failed result, "" if none */
@@ -230,66 +213,6 @@ now_seconds(void)
 	return tv.tv_sec + tv.tv_usec / 1e6;
 }
 
-/*
- * A copy of s[0..len-1] that is valid UTF-8 without NUL bytes: bytes that
- * are not are replaced by '?'.  For what a child process printed.
- */
-char *
-valid_utf8(const char *s, size_t len)
-{
-	char	   *out = malloc(len + 1);
-	size_t		i = 0;
-	size_t		o = 0;
-
-	if (out == NULL)
-		cli_fatal(EXIT_ERROR, "out of memory");
-	while (i < len)
-	{
-		unsigned char c = (unsigned char) s[i];
-		size_t		n;
-		size_t		k;
-
-		if (c == 0)
-			n = 0;
-		else if (c < 0x80)
-			n = 1;
-		else if ((c & 0xE0) == 0xC0 && c >= 0xC2)
-			n = 2;
-		else if ((c & 0xF0) == 0xE0)
-			n = 3;
-		else if ((c & 0xF8) == 0xF0 && c <= 0xF4)
-			n = 4;
-		else
-			n = 0;
-		if (n > 1)
-		{
-			if (i + n > len)
-				n = 0;
-			for (k = 1; k < n; k++)
-				if (((unsigned char) s[i + k] & 0xC0) != 0x80)
-					n = 0;
-			/* no overlong three-byte forms, no surrogates */
-			if (n == 3 && ((c == 0xE0 && (unsigned char) s[i + 1] < 0xA0) ||
-						   (c == 0xED && (unsigned char) s[i + 1] >= 0xA0)))
-				n = 0;
-			if (n == 4 && ((c == 0xF0 && (unsigned char) s[i + 1] < 0x90) ||
-						   (c == 0xF4 && (unsigned char) s[i + 1] >= 0x90)))
-				n = 0;
-		}
-		if (n == 0)
-		{
-			out[o++] = '?';
-			i++;
-			continue;
-		}
-		memcpy(out + o, s + i, n);
-		o += n;
-		i += n;
-	}
-	out[o] = '\0';
-	return out;
-}
-
 /* a whole file, at most limit bytes, NUL-terminated; NULL on error */
 char *
 read_file(const char *path, size_t limit, size_t *len)
@@ -301,9 +224,7 @@ read_file(const char *path, size_t limit, size_t *len)
 
 	if (f == NULL)
 		return NULL;
-	buf = malloc(cap + 1);
-	if (buf == NULL)
-		cli_fatal(EXIT_ERROR, "out of memory");
+	buf = pg_malloc(cap + 1);
 	for (;;)
 	{
 		size_t		r;
@@ -319,9 +240,7 @@ read_file(const char *path, size_t limit, size_t *len)
 				return NULL;
 			}
 			cap *= 2;
-			buf = realloc(buf, cap + 1);
-			if (buf == NULL)
-				cli_fatal(EXIT_ERROR, "out of memory");
+			buf = pg_realloc(buf, cap + 1);
 		}
 		r = fread(buf + n, 1, cap - n, f);
 		if (r == 0)

@@ -12,11 +12,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include <errno.h>
-#include <getopt.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "postgres_fe.h"
+
+#include "getopt_long.h"
 
 #include "jobq_cli.h"
 
@@ -208,7 +206,7 @@ cmd_enqueue(int argc, char **argv)
 		int			i;
 
 		for (i = 0; i < PQntuples(res); i++)
-			printf("%s\n", PQgetvalue(res, i, 0));
+			printf("%s\n", cli_esc(PQgetvalue(res, i, 0)));
 	}
 	PQclear(res);
 	PQfinish(conn);

@@ -12,10 +12,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include <getopt.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "postgres_fe.h"
+
+#include "getopt_long.h"
 
 #include "jobq_cli.h"
 
@@ -40,7 +39,10 @@ usage(const char *verb, FILE *out)
 			strcmp(verb, "wait") == 0 ? "  --timeout=D               give up after D (as 30s, 5m; default: no limit)\n" : "");
 }
 
-/* print the one-row result of jobq.status() as field: value lines */
+/*
+ * print the one-row result of jobq.status() as field: value lines, each
+ * value escaped: a result, an error or a queue name is anyone's text
+ */
 static void
 print_job(PGresult *res)
 {
@@ -48,7 +50,7 @@ print_job(PGresult *res)
 
 	for (i = 0; i < PQnfields(res); i++)
 		if (!PQgetisnull(res, 0, i))
-			printf("%-14s %s\n", PQfname(res, i), PQgetvalue(res, 0, i));
+			printf("%-14s %s\n", cli_esc(PQfname(res, i)), cli_esc(PQgetvalue(res, 0, i)));
 }
 
 int
@@ -152,7 +154,7 @@ cmd_job(const char *verb, int argc, char **argv)
 		return EXIT_ERROR;
 	}
 	if (json)
-		printf("%s\n", PQgetvalue(res, 0, 0));
+		printf("%s\n", cli_json_safe(PQgetvalue(res, 0, 0)));
 	else
 		print_job(res);
 

@@ -5,8 +5,10 @@
  *
  * main.c reads the subcommand and dispatches; conn.c connects (psql's
  * conventions: -d, -h, -p, -U, the libpq environment variables and
- * ~/.pgpass) and reports errors; enqueue.c, jobcmd.c (status, wait,
- * cancel, retry), work.c (the executor) and top.c are the subcommands.
+ * ~/.pgpass); output.c escapes what is shown to a person and reports
+ * errors; enqueue.c, jobcmd.c (status, wait, cancel, retry), work.c (the
+ * executor) and top.c are the subcommands.  Every file includes
+ * postgres_fe.h first, as PostgreSQL's client programs do.
  *
  * IDENTIFICATION
  *		cli/jobq_cli.h
@@ -16,10 +18,9 @@
 #ifndef JOBQ_CLI_H
 #define JOBQ_CLI_H
 
-#include <stdbool.h>
-#include <stddef.h>
-
-#include <libpq-fe.h>
+#include "libpq-fe.h"
+#include "pqexpbuffer.h"
+#include "common/logging.h"
 
 #define JOBQ_CLI_VERSION	"0.5.0"
 
@@ -52,8 +53,6 @@ extern const char *progname;
 extern bool conn_option(ConnOpts *opts, int c, const char *arg);
 extern PGconn *cli_connect(const ConnOpts *opts, const char *appname,
 						   bool quiet);
-extern void cli_error(const char *fmt,...) __attribute__((format(printf, 1, 2)));
-extern void cli_fatal(int status, const char *fmt,...) __attribute__((format(printf, 2, 3), noreturn));
 extern const char *cli_result_message(const PGresult *res, const PGconn *conn);
 extern const char *cli_sqlstate(const PGresult *res);
 extern PGresult *cli_exec(PGconn *conn, const char *sql, int nparams,
@@ -61,8 +60,19 @@ extern PGresult *cli_exec(PGconn *conn, const char *sql, int nparams,
 extern bool parse_duration(const char *s, double *seconds);
 extern bool parse_int(const char *s, long min, long max, long *out);
 extern double now_seconds(void);
-extern char *valid_utf8(const char *s, size_t len);
 extern char *read_file(const char *path, size_t limit, size_t *len);
+
+/* output.c */
+extern void append_escaped(PQExpBuffer buf, const char *s, size_t len);
+extern const char *cli_esc(const char *s);
+extern const char *cli_json_safe(const char *json);
+extern char *valid_utf8(const char *s, size_t len);
+extern void cli_log(enum pg_log_level level, const char *fmt,...) pg_attribute_printf(2, 3);
+extern void cli_fatal(int status, const char *fmt,...) pg_attribute_printf(2, 3) pg_attribute_noreturn();
+
+/* errors and warnings, escaped: "jobq: error: ..." on stderr */
+#define cli_error(...)		cli_log(PG_LOG_ERROR, __VA_ARGS__)
+#define cli_warning(...)	cli_log(PG_LOG_WARNING, __VA_ARGS__)
 
 /* the subcommands */
 extern int	cmd_enqueue(int argc, char **argv);

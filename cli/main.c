@@ -13,9 +13,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "postgres_fe.h"
 
 #include "jobq_cli.h"
 
@@ -50,6 +48,7 @@ main(int argc, char **argv)
 {
 	const char *cmd;
 
+	pg_logging_init(argv[0]);
 	if (argc < 2)
 	{
 		usage(stderr);
@@ -80,6 +79,6 @@ main(int argc, char **argv)
 		return cmd_job(cmd, argc - 1, argv + 1);
 
 	cli_error("unknown command \"%s\"", cmd);
-	fprintf(stderr, "Try \"jobq --help\".\n");
+	pg_log_error_hint("Try \"jobq --help\".");
 	return EXIT_USAGE;
 }

@@ -30,20 +30,16 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "postgres_fe.h"
+
 #include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
-#include <sys/types.h>
 #include <sys/wait.h>
-#include <unistd.h>
+
+#include "getopt_long.h"
 
 #include "jobq_cli.h"
 
@@ -138,17 +134,36 @@ static char hostname[256];
 static void
 logmsg(const char *fmt,...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * One line of the executor's log on stdout, "[NAME] message", escaped as
+ * a whole (append_escaped()): what a job printed on stderr, a server
+ * message or a name cannot end the line early nor act on a terminal, so
+ * no job can write a line that looks like the executor's.
+ */
 static void
 logmsg(const char *fmt,...)
 {
 	va_list		ap;
+	PQExpBufferData raw;
+	PQExpBufferData line;
 
-	printf("[%s] ", exec_name);
+	char		msg[8192];
+	int			n;
+
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	putchar('\n');
+	initPQExpBuffer(&raw);
+	printfPQExpBuffer(&raw, "[%s] %s", exec_name, msg);
+	/* a line longer than that (a huge server message) says it was cut */
+	if (n < 0 || (size_t) n >= sizeof(msg))
+		appendPQExpBufferStr(&raw, "...");
+	initPQExpBuffer(&line);
+	append_escaped(&line, raw.data, raw.len);
+	printf("%s\n", line.data);
 	fflush(stdout);
+	termPQExpBuffer(&raw);
+	termPQExpBuffer(&line);
 }
 
 static void
@@ -169,11 +184,7 @@ on_signal(int sig)
 static char *
 xstrdup(const char *s)
 {
-	char	   *d = strdup(s ? s : "");
-
-	if (d == NULL)
-		cli_fatal(EXIT_ERROR, "out of memory");
-	return d;
+	return pg_strdup(s ? s : "");
 }
 
 static void
@@ -261,7 +272,7 @@ load_tasks_dir(const char *dir)
 	struct dirent *e;
 
 	if (d == NULL)
-		cli_fatal(EXIT_ERROR, "could not open tasks directory \"%s\": %s", dir, strerror(errno));
+		cli_fatal(EXIT_ERROR, "could not open tasks directory \"%s\": %m", dir);
 	while ((e = readdir(d)) != NULL)
 	{
 		char		path[4096];
@@ -993,7 +1004,7 @@ parse_args(int argc, char **argv)
 						cli_fatal(EXIT_USAGE, "invalid task \"%s\": a task name is 1 to 63 bytes", optarg);
 					if (ntasks >= MAX_TASKS)
 						cli_fatal(EXIT_USAGE, "too many tasks (at most %d)", MAX_TASKS);
-					tasks[ntasks].name = strndup(optarg, len);
+					tasks[ntasks].name = pnstrdup(optarg, len);
 					if (eq)
 					{
 						if (eq[1] == '\0')
