@@ -67,6 +67,7 @@ extern void append_escaped(PQExpBuffer buf, const char *s, size_t len);
 extern const char *cli_esc(const char *s);
 extern const char *cli_json_safe(const char *json);
 extern char *valid_utf8(const char *s, size_t len);
+extern bool is_valid_utf8(const char *s, size_t len);
 extern void cli_log(enum pg_log_level level, const char *fmt,...) pg_attribute_printf(2, 3);
 extern void cli_fatal(int status, const char *fmt,...) pg_attribute_printf(2, 3) pg_attribute_noreturn();
 

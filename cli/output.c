@@ -101,6 +101,24 @@ append_escaped(PQExpBuffer buf, const char *s, size_t len)
 	}
 }
 
+/* is s[0..len-1] valid UTF-8, without NUL bytes? */
+bool
+is_valid_utf8(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *) s;
+	size_t		i = 0;
+
+	while (i < len)
+	{
+		int			n = p[i] == 0 ? 0 : utf8_len(p + i, len - i);
+
+		if (n == 0)
+			return false;
+		i += n;
+	}
+	return true;
+}
+
 /*
  * A copy of s[0..len-1] that is valid UTF-8 without NUL bytes: bytes that
  * are not are replaced by '?'.  For what a child process printed, which

@@ -129,6 +129,7 @@ static double stop_deadline = 0;
 static bool ran_one = false;
 static int	exit_status = EXIT_OK;
 static bool claimed_none = false;
+static bool claim_failed = false;	/* the last claim's result was an error */
 static char hostname[256];
 
 static void
@@ -264,7 +265,31 @@ find_task(const char *name)
 	return NULL;
 }
 
-/* the executables of DIR, each a task of its name */
+/*
+ * Why name cannot be a task's name, or NULL if it can: what the server
+ * takes is 1 to 63 bytes of text (valid UTF-8, the client encoding), not
+ * in the "jobq." namespace.  One name it does not take in a claim's list
+ * would fail every claim, forever.
+ */
+static const char *
+bad_task_name(const char *name)
+{
+	size_t		len = strlen(name);
+
+	if (len == 0 || len > 63)
+		return "a task name is 1 to 63 bytes";
+	if (!is_valid_utf8(name, len))
+		return "a task name is text in UTF-8";
+	if (strncmp(name, "jobq.", 5) == 0)
+		return "task names that begin with \"jobq.\" belong to the jobq extension";
+	return NULL;
+}
+
+/*
+ * The executables of DIR, each a task of its name.  A file whose name
+ * cannot be a task's is skipped with a warning: it is no task, and the
+ * others are served.
+ */
 static void
 load_tasks_dir(const char *dir)
 {
@@ -275,25 +300,30 @@ load_tasks_dir(const char *dir)
 		cli_fatal(EXIT_ERROR, "could not open tasks directory \"%s\": %m", dir);
 	while ((e = readdir(d)) != NULL)
 	{
-		char		path[4096];
+		char		path[MAXPGPATH];
 		struct stat st;
+		const char *why;
 
 		if (e->d_name[0] == '.')
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
 		if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || access(path, X_OK) != 0)
 			continue;
+		if ((why = bad_task_name(e->d_name)) != NULL)
+		{
+			cli_warning("skipping \"%s\" in tasks directory \"%s\": %s",
+						e->d_name, dir, why);
+			continue;
+		}
 		if (ntasks >= MAX_TASKS)
 			cli_fatal(EXIT_USAGE, "too many tasks (at most %d)", MAX_TASKS);
-		if (strlen(e->d_name) > 63)
-			continue;
 		tasks[ntasks].name = xstrdup(e->d_name);
 		tasks[ntasks].path = xstrdup(path);
 		ntasks++;
 	}
 	closedir(d);
 	if (ntasks == 0)
-		cli_fatal(EXIT_ERROR, "tasks directory \"%s\" has no executable files", dir);
+		cli_fatal(EXIT_ERROR, "tasks directory \"%s\" has no executable files named as tasks", dir);
 }
 
 static void
@@ -999,12 +1029,13 @@ parse_args(int argc, char **argv)
 				{
 					char	   *eq = strchr(optarg, '=');
 					size_t		len = eq ? (size_t) (eq - optarg) : strlen(optarg);
+					const char *why;
 
-					if (len == 0 || len > 63)
-						cli_fatal(EXIT_USAGE, "invalid task \"%s\": a task name is 1 to 63 bytes", optarg);
 					if (ntasks >= MAX_TASKS)
 						cli_fatal(EXIT_USAGE, "too many tasks (at most %d)", MAX_TASKS);
 					tasks[ntasks].name = pnstrdup(optarg, len);
+					if ((why = bad_task_name(tasks[ntasks].name)) != NULL)
+						cli_fatal(EXIT_USAGE, "invalid task \"%s\": %s", optarg, why);
 					if (eq)
 					{
 						if (eq[1] == '\0')
@@ -1026,8 +1057,9 @@ parse_args(int argc, char **argv)
 			case 'q':
 				if (nqueues >= MAX_TASKS)
 					cli_fatal(EXIT_USAGE, "too many queues (at most %d)", MAX_TASKS);
-				if (optarg[0] == '\0' || strlen(optarg) > 63)
-					cli_fatal(EXIT_USAGE, "invalid queue \"%s\": a queue name is 1 to 63 bytes", optarg);
+				if (optarg[0] == '\0' || strlen(optarg) > 63 ||
+					!is_valid_utf8(optarg, strlen(optarg)))
+					cli_fatal(EXIT_USAGE, "invalid queue \"%s\": a queue name is 1 to 63 bytes of UTF-8", optarg);
 				queues[nqueues++] = optarg;
 				break;
 			case 'c':
@@ -1041,8 +1073,9 @@ parse_args(int argc, char **argv)
 					cli_fatal(EXIT_USAGE, "invalid lease \"%s\": at least 1 s, at most 7 days", optarg);
 				break;
 			case 3:
-				if (optarg[0] == '\0' || strlen(optarg) > 63)
-					cli_fatal(EXIT_USAGE, "invalid name \"%s\": 1 to 63 bytes", optarg);
+				if (optarg[0] == '\0' || strlen(optarg) > 63 ||
+					!is_valid_utf8(optarg, strlen(optarg)))
+					cli_fatal(EXIT_USAGE, "invalid name \"%s\": 1 to 63 bytes of UTF-8", optarg);
 				exec_name = optarg;
 				break;
 			case 4:
@@ -1310,16 +1343,23 @@ cmd_work(int argc, char **argv)
 						got += PQntuples(res);
 						take_claimed(res);
 					}
-					else if (strncmp(cli_sqlstate(res), "42", 2) == 0)
+					else if (strncmp(cli_sqlstate(res), "42", 2) == 0 ||
+							 strncmp(cli_sqlstate(res), "22", 2) == 0)
 					{
-						/* no privilege, no such function: trying again cannot help */
+						/*
+						 * No privilege, no such function, an argument the
+						 * server does not take: the same claim would fail
+						 * the same way, forever.
+						 */
 						logmsg("claim failed: %s; stopping", cli_result_message(res, claim_conn));
 						exit_status = EXIT_ERROR;
+						claim_failed = true;
 						stop_signals = 2;
 					}
 					else if (strcmp(cli_sqlstate(res), "57014") != 0 || stop_signals == 0)
 					{
 						logmsg("claim failed: %s", cli_result_message(res, claim_conn));
+						claim_failed = true;
 						/* not at full speed into the same error */
 						reconnect_at = now_seconds() + 1;
 						if (PQstatus(claim_conn) != CONNECTION_OK)
@@ -1328,8 +1368,10 @@ cmd_work(int argc, char **argv)
 					PQclear(res);
 				}
 				claim_in_flight = false;
-				if (once && got == 0)
+				/* --once: a claim that failed is tried again, not "no job" */
+				if (once && got == 0 && !claim_failed)
 					claimed_none = true;
+				claim_failed = false;
 				if (!claim_conn || PQstatus(claim_conn) != CONNECTION_OK)
 					close_conn(&claim_conn);
 			}
@@ -1351,7 +1393,7 @@ cmd_work(int argc, char **argv)
 
 	close_conn(&claim_conn);
 	close_conn(&ctl_conn);
-	if (once && !ran_one)
+	if (once && !ran_one && exit_status == EXIT_OK)
 	{
 		logmsg("no job to run");
 		return EXIT_NOTHING;

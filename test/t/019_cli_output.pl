@@ -1,6 +1,7 @@
 # 019_cli_output.pl
 #
-# What the jobq command shows a person is safe to show:
+# What the jobq command shows a person is safe to show, and one bad file
+# name does not stop "jobq work --tasks-dir":
 #   - a queue name with a terminal escape reaches "jobq top --once" escaped
 #     (no ESC byte in the output, "\x1B" instead);
 #   - a job whose stderr holds newlines and escapes: the executor's log
@@ -8,7 +9,10 @@
 #   - "jobq status" escapes the job's fields; "--json" stays valid JSON
 #     with the same values;
 #   - an error message that echoes a name (the server's, or the command's
-#     own) has it escaped.
+#     own) has it escaped;
+#   - --tasks-dir: a file whose name is not UTF-8, or is too long for a
+#     task name, is skipped with a warning, and the other tasks are served;
+#   - a --task name that is not UTF-8 is a usage error at once.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -120,6 +124,37 @@ like($e, qr/no\\x1B\[2Jsuch/, 'names the task escaped');
 ($st, $o, $e) = run_jobq("cmd\x1b]0;x\x07\n");
 no_controls($e =~ s/\n//gr, 'an unknown command');
 like($e, qr/\Ajobq: error: unknown command "cmd\\x1B\]0;x\\x07\\n"\n/, 'is named escaped');
+($st, $o, $e) = run_jobq('work', '--task', "bad\xffname=true");
+is($st, 2, 'a --task name that is not UTF-8 is a usage error');
+like($e, qr/invalid task "bad\\xFFname=true": a task name is text in UTF-8/, 'escaped');
+
+# ---------------------------------------------------------------------
+# --tasks-dir: names that cannot be tasks are skipped with a warning
+# ---------------------------------------------------------------------
+mkdir "$dir/tasks" or die;
+my $long = 'l' x 70;
+foreach my $name ("bad\xff\xfename", $long, 'jobq.builtin', 'good')
+{
+	PostgreSQL::Test::Utils::append_to_file("$dir/tasks/$name", "#!/bin/sh\necho '{\"ran\": true}'\n");
+	chmod 0755, "$dir/tasks/$name";
+}
+sql("SELECT jobq.register_task('good', NULL)");
+allow_executor('good');
+my $good = sql(q{SELECT jobq.enqueue_task('good', '{}')});
+($st, $o, $e) = run_jobq('work', '--once', '--wait', '5s', '--name', 'dir', '--tasks-dir', "$dir/tasks");
+is($st, 0, 'work --once --tasks-dir ran a job despite the bad names');
+like($o, qr/completed job $good/, 'the job of the good task');
+like($e, qr/warning: skipping "bad\\xFF\\xFEname" in tasks directory .*: a task name is text in UTF-8/,
+	'the name that is not UTF-8 was skipped with a warning');
+like($e, qr/warning: skipping "$long" .*: a task name is 1 to 63 bytes/,
+	'the name too long was skipped with a warning');
+like($e, qr/warning: skipping "jobq\.builtin" .*belong to the jobq extension/,
+	'the reserved name was skipped with a warning');
+is(sql("SELECT state || ' ' || result FROM jobq.jobs WHERE id = $good"), 'succeeded {"ran": true}',
+	'the job succeeded');
+($st, $o, $e) = run_jobq('work', '--once', '--name', 'dir', '--tasks-dir', "$dir/tasks");
+is($st, 3, 'with no job left, --once exits with status 3');
+like($o, qr/no job to run/, 'and says so');
 
 $node->stop;
 done_testing();
