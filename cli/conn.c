@@ -17,6 +17,7 @@
 #include "postgres_fe.h"
 
 #include <math.h>
+#include <poll.h>
 #include <sys/time.h>
 
 #include "jobq_cli.h"
@@ -149,6 +150,85 @@ PGresult *
 cli_exec(PGconn *conn, const char *sql, int nparams, const char *const *params)
 {
 	return PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+}
+
+/*
+ * Ask the server to cancel what conn runs now.  The request goes on a
+ * connection of its own (a PgBouncer forwards it to the server connection
+ * the statement runs on); whether it came in time shows in the result.
+ */
+void
+cli_cancel(PGconn *conn)
+{
+	PGcancel   *cancel = PQgetCancel(conn);
+	char		errbuf[256];
+
+	if (cancel)
+	{
+		(void) PQcancel(cancel, errbuf, sizeof(errbuf));
+		PQfreeCancel(cancel);
+	}
+}
+
+/*
+ * Run a statement, waiting for its result at most timeout_ms; then it is
+ * cancelled, and its result is the server's answer to that (57014).  If
+ * even that does not come within CANCEL_WAIT_MS, or the connection fails,
+ * NULL: the caller gives the connection up, since it is in the middle of
+ * a statement.
+ *
+ * The bound is the client's own on purpose: a statement_timeout set for
+ * the session would stay on the server connection, and through a pooler
+ * in transaction mode reach whichever client gets that connection next.
+ */
+PGresult *
+cli_exec_bounded(PGconn *conn, const char *sql, int nparams,
+				 const char *const *params, int timeout_ms)
+{
+	double		deadline = now_seconds() + timeout_ms / 1000.0;
+	bool		cancelled = false;
+	PGresult   *res;
+	PGresult   *last = NULL;
+
+	if (!PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0))
+		return NULL;
+	for (;;)
+	{
+		while (PQisBusy(conn))
+		{
+			double		left = deadline - now_seconds();
+			struct pollfd pfd;
+
+			if (left <= 0)
+			{
+				if (cancelled)
+				{
+					PQclear(last);
+					return NULL;
+				}
+				cli_cancel(conn);
+				cancelled = true;
+				deadline = now_seconds() + CANCEL_WAIT_MS / 1000.0;
+				continue;
+			}
+			pfd.fd = PQsocket(conn);
+			pfd.events = POLLIN;
+			pfd.revents = 0;
+			if (poll(&pfd, 1, (int) (left * 1000) + 1) < 0 && errno != EINTR)
+				break;
+			if (!PQconsumeInput(conn))
+			{
+				PQclear(last);
+				return NULL;
+			}
+		}
+		res = PQgetResult(conn);
+		if (res == NULL)
+			break;
+		PQclear(last);
+		last = res;
+	}
+	return last;
 }
 
 /*

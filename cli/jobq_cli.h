@@ -30,6 +30,9 @@
 #define EXIT_USAGE		2		/* bad command line */
 #define EXIT_NOTHING	3		/* nothing to do: work --once found no job */
 
+/* how long a cancelled statement may take to end (cli_exec_bounded()) */
+#define CANCEL_WAIT_MS	5000
+
 /* where to connect, as psql takes it */
 typedef struct ConnOpts
 {
@@ -57,6 +60,9 @@ extern const char *cli_result_message(const PGresult *res, const PGconn *conn);
 extern const char *cli_sqlstate(const PGresult *res);
 extern PGresult *cli_exec(PGconn *conn, const char *sql, int nparams,
 						  const char *const *params);
+extern PGresult *cli_exec_bounded(PGconn *conn, const char *sql, int nparams,
+								  const char *const *params, int timeout_ms);
+extern void cli_cancel(PGconn *conn);
 extern bool parse_duration(const char *s, double *seconds);
 extern bool parse_int(const char *s, long min, long max, long *out);
 extern double now_seconds(void);

@@ -49,6 +49,7 @@
 #define STDERR_TAIL			2000	/* error kept from stderr */
 #define CLAIM_WAIT_S		5		/* one claim's wait; then claim again */
 #define CTL_TIMEOUT_MS		10000	/* longest heartbeat or outcome statement */
+#define CLAIM_SLACK_S		30		/* a claim's longest run past its wait */
 
 /* one task the executor runs, and how */
 typedef struct Task
@@ -121,6 +122,8 @@ static double once_wait_s = 0;
 static PGconn *claim_conn;		/* blocks in jobq.claim() */
 static PGconn *ctl_conn;		/* heartbeats and outcomes */
 static bool claim_in_flight = false;
+static double claim_deadline = 0;	/* a claim not answered by then is cancelled */
+static bool claim_cancelled = false;
 static double reconnect_at = 0;
 static double reconnect_delay = 0.1;
 static int	signal_pipe[2] = {-1, -1};
@@ -336,33 +339,6 @@ close_conn(PGconn **conn)
 		claim_in_flight = false;
 }
 
-/*
- * A connection's limits: no statement may hold the executor's loop for
- * long (a lock held elsewhere, a server that stopped answering); the
- * lease calls wait for a lock at most lock_timeout.  NULL stays NULL.
- */
-static PGconn *
-session_limits(PGconn *conn, int statement_ms)
-{
-	char		sql[128];
-	PGresult   *res;
-
-	if (conn == NULL)
-		return NULL;
-	snprintf(sql, sizeof(sql), "SET statement_timeout = %d; SET lock_timeout = %d",
-			 statement_ms, CTL_TIMEOUT_MS / 4);
-	res = PQexec(conn, sql);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-	{
-		logmsg("cannot set the session's timeouts: %s", cli_result_message(res, conn));
-		PQclear(res);
-		PQfinish(conn);
-		return NULL;
-	}
-	PQclear(res);
-	return conn;
-}
-
 /* both connections, made again after a delay that grows while they fail */
 static bool
 ensure_connected(void)
@@ -380,10 +356,9 @@ ensure_connected(void)
 		return false;
 	snprintf(appname, sizeof(appname), "jobq work %s", exec_name);
 	if (ctl_conn == NULL)
-		ctl_conn = session_limits(cli_connect(&conn_opts, appname, true), CTL_TIMEOUT_MS);
+		ctl_conn = cli_connect(&conn_opts, appname, true);
 	if (ctl_conn && claim_conn == NULL)
-		claim_conn = session_limits(cli_connect(&conn_opts, appname, true),
-									(int) (((once ? once_wait_s : CLAIM_WAIT_S) + 30) * 1000));
+		claim_conn = cli_connect(&conn_opts, appname, true);
 	if (claim_conn && ctl_conn)
 	{
 		if (reconnect_delay > 0.1)
@@ -614,7 +589,11 @@ send_claim(int n, double wait_s)
 		close_conn(&claim_conn);
 	}
 	else
+	{
 		claim_in_flight = true;
+		claim_cancelled = false;
+		claim_deadline = now_seconds() + wait_s + CLAIM_SLACK_S;
+	}
 	free(names);
 	free(task_array);
 	free(queue_array);
@@ -759,8 +738,8 @@ ctl_exec(const char *sql, int n, const char *const *params)
 
 	if (ctl_conn == NULL)
 		return NULL;
-	res = cli_exec(ctl_conn, sql, n, params);
-	if (PQstatus(ctl_conn) != CONNECTION_OK)
+	res = cli_exec_bounded(ctl_conn, sql, n, params, CTL_TIMEOUT_MS);
+	if (res == NULL || PQstatus(ctl_conn) != CONNECTION_OK)
 	{
 		PQclear(res);
 		close_conn(&ctl_conn);
@@ -771,8 +750,9 @@ ctl_exec(const char *sql, int n, const char *const *params)
 
 /*
  * An error worth trying again: the connection, a lock held elsewhere
- * (55P03: the lease calls do not wait), a deadlock or serialization
- * failure, a lack of resources, a shutdown.
+ * (55P03: the lease calls wait at most lock_timeout, 500 ms when it is 0),
+ * a deadlock or serialization failure, a lack of resources, a shutdown,
+ * a statement cancelled (57014: past CTL_TIMEOUT_MS, cli_exec_bounded()).
  */
 static bool
 transient(const PGresult *res)
@@ -781,7 +761,7 @@ transient(const PGresult *res)
 
 	return strncmp(st, "08", 2) == 0 || strncmp(st, "40", 2) == 0 ||
 		strncmp(st, "53", 2) == 0 || strncmp(st, "57P", 3) == 0 ||
-		strcmp(st, "55P03") == 0;
+		strcmp(st, "55P03") == 0 || strcmp(st, "57014") == 0;
 }
 
 /*
@@ -1173,9 +1153,7 @@ cmd_work(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	/* the first connection must work: a wrong setting is an error */
-	ctl_conn = session_limits(cli_connect(&conn_opts, "jobq work", false), CTL_TIMEOUT_MS);
-	if (ctl_conn == NULL)
-		return EXIT_ERROR;
+	ctl_conn = cli_connect(&conn_opts, "jobq work", false);
 	logmsg("ready: %d task%s, concurrency %d, lease %g s", ntasks, ntasks == 1 ? "" : "s",
 		   concurrency, lease_s);
 
@@ -1194,22 +1172,29 @@ cmd_work(int argc, char **argv)
 			logmsg("stopping: no more claims; running jobs get %g s", grace_s);
 			stop_deadline = now + grace_s;
 			if (claim_in_flight && claim_conn)
-			{
-				PGcancel   *cancel = PQgetCancel(claim_conn);
-				char		errbuf[256];
-
-				if (cancel)
-				{
-					PQcancel(cancel, errbuf, sizeof(errbuf));
-					PQfreeCancel(cancel);
-				}
-			}
+				cli_cancel(claim_conn);
 		}
 		if (stop_signals > 1 && stop_deadline > now)
 			stop_deadline = now;
 		/* a claim cancelled at the stop that does not come back: drop it */
 		if (stop_deadline > 0 && now > stop_deadline + 2 && claim_in_flight)
 			close_conn(&claim_conn);
+		/* a claim that runs past its wait: cancelled, then given up */
+		if (claim_in_flight && claim_conn && now >= claim_deadline)
+		{
+			if (!claim_cancelled)
+			{
+				logmsg("the claim runs past its wait; cancelling it");
+				cli_cancel(claim_conn);
+				claim_cancelled = true;
+				claim_deadline = now + CANCEL_WAIT_MS / 1000.0;
+			}
+			else
+			{
+				logmsg("the claim did not end when cancelled; connecting again");
+				close_conn(&claim_conn);
+			}
+		}
 
 		ensure_connected();
 
@@ -1308,6 +1293,8 @@ cmd_work(int argc, char **argv)
 			next = stop_deadline;
 		if (reconnect_at > now && reconnect_at < next)
 			next = reconnect_at;
+		if (claim_in_flight && claim_deadline < next)
+			next = claim_deadline;
 		timeout_ms = (int) ((next - now) * 1000) + 1;
 		if (timeout_ms < 1)
 			timeout_ms = 1;
