@@ -20,6 +20,8 @@
 #include <poll.h>
 #include <sys/time.h>
 
+#include "common/string.h"
+
 #include "jobq_cli.h"
 
 /* record a connection option; false if c is not one */
@@ -40,57 +42,95 @@ conn_option(ConnOpts *opts, int c, const char *arg)
 		case 'U':
 			opts->user = arg;
 			return true;
+		case 'w':
+			opts->prompt_password = TRI_NO;
+			return true;
+		case 'W':
+			opts->prompt_password = TRI_YES;
+			return true;
 		default:
 			return false;
 	}
 }
 
+/* ask for the password on the terminal, as psql does */
+static void
+prompt_password(ConnOpts *opts)
+{
+	char	   *prompt;
+
+	if (opts->user)
+		prompt = psprintf("Password for user %s: ", opts->user);
+	else
+		prompt = pg_strdup("Password: ");
+	opts->password = simple_prompt(prompt, false);
+	pg_free(prompt);
+}
+
 /*
  * Connect; on failure, report it and exit, or with quiet return NULL
- * (the executor retries).
+ * (the executor retries).  Passwords as psql: -W asks before connecting;
+ * otherwise, if the server wants a password that libpq has none for
+ * (PGPASSWORD, ~/.pgpass), it is asked for and the connection tried again,
+ * unless -w says never to.  A password typed once is kept in opts for the
+ * connections made later (the executor's reconnections, which are quiet
+ * and never ask).
  */
 PGconn *
-cli_connect(const ConnOpts *opts, const char *appname, bool quiet)
+cli_connect(ConnOpts *opts, const char *appname, bool quiet)
 {
-	const char *keys[12];
-	const char *values[12];
-	int			n = 0;
+	const char *keys[16];
+	const char *values[16];
+	int			n;
 	PGconn	   *conn;
+
+	if (opts->prompt_password == TRI_YES && opts->password == NULL && !quiet)
+		prompt_password(opts);
 
 /* one connection keyword, unless its value is NULL */
 #define PARAM(k, v) \
 	do { if ((v) != NULL) { keys[n] = (k); values[n++] = (v); } } while (0)
 
-	PARAM("dbname", opts->dbname);
-	PARAM("host", opts->host);
-	PARAM("port", opts->port);
-	PARAM("user", opts->user);
-	PARAM("fallback_application_name", appname);
-	/* what a child prints is sent as UTF-8 (valid_utf8()) */
-	PARAM("client_encoding", "UTF8");
-	/* a server out of reach is noticed, not waited for forever */
-	if (getenv("PGCONNECT_TIMEOUT") == NULL)
-		PARAM("connect_timeout", "10");
-	PARAM("keepalives_idle", "30");
-	/* unacknowledged data: the connection is given up after 30 s */
-	PARAM("tcp_user_timeout", "30000");
-#undef PARAM
-	keys[n] = NULL;
-	values[n] = NULL;
-
-	/* expand_dbname: -d may be a conninfo string or URI */
-	conn = PQconnectdbParams(keys, values, 1);
-	if (conn == NULL)
-		cli_fatal(EXIT_ERROR, "out of memory");
-	if (PQstatus(conn) != CONNECTION_OK)
+	for (;;)
 	{
+		n = 0;
+		PARAM("dbname", opts->dbname);
+		PARAM("host", opts->host);
+		PARAM("port", opts->port);
+		PARAM("user", opts->user);
+		PARAM("password", opts->password);
+		PARAM("fallback_application_name", appname);
+		/* what a child prints is sent as UTF-8 (valid_utf8()) */
+		PARAM("client_encoding", "UTF8");
+		/* a server out of reach is noticed, not waited for forever */
+		if (getenv("PGCONNECT_TIMEOUT") == NULL)
+			PARAM("connect_timeout", "10");
+		PARAM("keepalives_idle", "30");
+		/* unacknowledged data: the connection is given up after 30 s */
+		PARAM("tcp_user_timeout", "30000");
+		keys[n] = NULL;
+		values[n] = NULL;
+
+		/* expand_dbname: -d may be a conninfo string or URI */
+		conn = PQconnectdbParams(keys, values, 1);
+		if (conn == NULL)
+			pg_fatal("out of memory");
+		if (PQstatus(conn) == CONNECTION_OK)
+			return conn;
+		if (!quiet && PQconnectionNeedsPassword(conn) && opts->password == NULL &&
+			opts->prompt_password != TRI_NO)
+		{
+			PQfinish(conn);
+			prompt_password(opts);
+			continue;
+		}
 		if (!quiet)
 			cli_fatal(EXIT_ERROR, "could not connect: %s",
 					  cli_result_message(NULL, conn));
 		PQfinish(conn);
 		return NULL;
 	}
-	return conn;
+#undef PARAM
 }
 
 /*

@@ -44,7 +44,7 @@ usage(FILE *out)
 			"  -t, --task=NAME           a job of task NAME instead of SQL\n"
 			"      --payload=JSON        the task's payload (default {})\n"
 			"      --payload-file=FILE   read the payload from FILE (- for stdin)\n"
-			"  -d, -h, -p, -U            connection options, as psql's\n");
+			"  -d, -h, -p, -U, -w, -W    connection options, as psql's\n");
 }
 
 int
@@ -142,7 +142,7 @@ cmd_enqueue(int argc, char **argv)
 				usage(stdout);
 				return EXIT_OK;
 			default:
-				fprintf(stderr, "Try \"jobq enqueue --help\".\n");
+				pg_log_error_hint("Try \"jobq enqueue --help\" for more information.");
 				return EXIT_USAGE;
 		}
 	}

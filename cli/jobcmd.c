@@ -30,7 +30,7 @@ usage(const char *verb, FILE *out)
 			"Options:\n"
 			"  --json                    print the job as one JSON object\n"
 			"%s"
-			"  -d, -h, -p, -U            connection options, as psql's\n",
+			"  -d, -h, -p, -U, -w, -W    connection options, as psql's\n",
 			verb, strcmp(verb, "wait") == 0 ? " [--timeout D]" : "",
 			strcmp(verb, "status") == 0 ? "Print a job's state, attempts, times, result and last error." :
 			strcmp(verb, "wait") == 0 ? "Wait until a job has finished, then print it; exit status 1 if it did not\nfinish within the timeout." :
@@ -102,7 +102,7 @@ cmd_job(const char *verb, int argc, char **argv)
 				usage(verb, stdout);
 				return EXIT_OK;
 			default:
-				fprintf(stderr, "Try \"jobq %s --help\".\n", verb);
+				pg_log_error_hint("Try \"jobq %s --help\" for more information.", verb);
 				return EXIT_USAGE;
 		}
 	}

@@ -21,6 +21,7 @@
 #include "libpq-fe.h"
 #include "pqexpbuffer.h"
 #include "common/logging.h"
+#include "fe_utils/connect_utils.h"
 
 #define JOBQ_CLI_VERSION	"0.5.0"
 
@@ -40,6 +41,8 @@ typedef struct ConnOpts
 	const char *host;
 	const char *port;
 	const char *user;
+	enum trivalue prompt_password;	/* -W: TRI_YES, -w: TRI_NO */
+	char	   *password;		/* as typed at the prompt, for reconnecting */
 } ConnOpts;
 
 /* getopt_long entries of the connection options, and their handling */
@@ -47,14 +50,25 @@ typedef struct ConnOpts
 	{"dbname", required_argument, NULL, 'd'}, \
 	{"host", required_argument, NULL, 'h'}, \
 	{"port", required_argument, NULL, 'p'}, \
-	{"username", required_argument, NULL, 'U'}
-#define CONN_SHORT_OPTIONS "d:h:p:U:"
+	{"username", required_argument, NULL, 'U'}, \
+	{"no-password", no_argument, NULL, 'w'}, \
+	{"password", no_argument, NULL, 'W'}
+#define CONN_SHORT_OPTIONS "d:h:p:U:wW"
+
+/* the connection options in each command's --help */
+#define CONN_HELP \
+	"  -d, --dbname=DBNAME|CONNINFO  database, or a connection string\n" \
+	"  -h, --host=HOST               server host or socket directory\n" \
+	"  -p, --port=PORT               server port\n" \
+	"  -U, --username=USER           role to connect as\n" \
+	"  -w, --no-password             never prompt for a password\n" \
+	"  -W, --password                prompt for a password before connecting\n"
 
 extern const char *progname;
 
 /* conn.c */
 extern bool conn_option(ConnOpts *opts, int c, const char *arg);
-extern PGconn *cli_connect(const ConnOpts *opts, const char *appname,
+extern PGconn *cli_connect(ConnOpts *opts, const char *appname,
 						   bool quiet);
 extern const char *cli_result_message(const PGresult *res, const PGconn *conn);
 extern const char *cli_sqlstate(const PGresult *res);

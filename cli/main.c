@@ -34,10 +34,7 @@ usage(FILE *out)
 			"  jobq status|wait|cancel|retry ID [--json]\n"
 			"\n"
 			"Connection options (as psql's; libpq's PG* variables and ~/.pgpass apply):\n"
-			"  -d, --dbname=DBNAME|CONNINFO  database, or a connection string\n"
-			"  -h, --host=HOST               server host or socket directory\n"
-			"  -p, --port=PORT               server port\n"
-			"  -U, --username=USER           role to connect as\n"
+			CONN_HELP
 			"\n"
 			"Run \"jobq COMMAND --help\" for the options of a command.\n"
 			"Exit status: 0 success, 1 error, 2 bad usage, 3 nothing to do (work --once).\n");
@@ -79,6 +76,6 @@ main(int argc, char **argv)
 		return cmd_job(cmd, argc - 1, argv + 1);
 
 	cli_error("unknown command \"%s\"", cmd);
-	pg_log_error_hint("Try \"jobq --help\".");
+	pg_log_error_hint("Try \"jobq --help\" for more information.");
 	return EXIT_USAGE;
 }

@@ -46,7 +46,7 @@ usage(FILE *out)
 			"Options:\n"
 			"      --once                print one frame and exit\n"
 			"      --interval=D          refresh every D (default 2s)\n"
-			"  -d, -h, -p, -U            connection options, as psql's\n");
+			"  -d, -h, -p, -U, -w, -W    connection options, as psql's\n");
 }
 
 static PGresult *
@@ -199,7 +199,7 @@ cmd_top(int argc, char **argv)
 				usage(stdout);
 				return EXIT_OK;
 			default:
-				fprintf(stderr, "Try \"jobq top --help\".\n");
+				pg_log_error_hint("Try \"jobq top --help\" for more information.");
 				return EXIT_USAGE;
 		}
 	}

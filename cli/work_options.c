@@ -62,7 +62,7 @@ usage(FILE *out)
 			"      --kill-after=D        SIGKILL this long after SIGTERM (default 5s)\n"
 			"      --once                run one job, then exit (status 3 if there was none)\n"
 			"      --wait=D              with --once, wait this long for a job (default 0)\n"
-			"  -d, -h, -p, -U            connection options, as psql's\n");
+			"  -d, -h, -p, -U, -w, -W    connection options, as psql's\n");
 }
 
 /*

@@ -12,7 +12,10 @@
 #     own) has it escaped;
 #   - --tasks-dir: a file whose name is not UTF-8, or is too long for a
 #     task name, is skipped with a warning, and the other tasks are served;
-#   - a --task name that is not UTF-8 is a usage error at once.
+#   - a --task name that is not UTF-8 is a usage error at once;
+#   - passwords as psql asks for them: -W prompts before connecting, a
+#     server that wants a password gets one asked for, -w never asks, and
+#     "jobq work -W" keeps the password for its second connection.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -155,6 +158,56 @@ is(sql("SELECT state || ' ' || result FROM jobq.jobs WHERE id = $good"), 'succee
 ($st, $o, $e) = run_jobq('work', '--once', '--name', 'dir', '--tasks-dir', "$dir/tasks");
 is($st, 3, 'with no job left, --once exits with status 3');
 like($o, qr/no job to run/, 'and says so');
+
+
+# ---------------------------------------------------------------------
+# -W/--password and -w/--no-password
+# ---------------------------------------------------------------------
+# a role that must give a password on the socket; the command runs in a
+# session of its own (setsid), without a terminal, so the prompt reads
+# the password from stdin, as simple_prompt() does then
+sql(q{CREATE ROLE pwuser LOGIN SUPERUSER PASSWORD 'secret'});
+my $hba = PostgreSQL::Test::Utils::slurp_file($node->data_dir . '/pg_hba.conf');
+open my $hf, '>', $node->data_dir . '/pg_hba.conf' or die;
+print $hf "local all pwuser scram-sha-256\n", $hba;
+close $hf;
+$node->reload;
+$ENV{PGPASSFILE} = "$dir/no-pgpass";
+delete $ENV{PGPASSWORD};
+
+# run the jobq command with $input on stdin, without a terminal
+sub run_jobq_input
+{
+	my ($input, @args) = @_;
+	my ($o, $e) = ('', '');
+	IPC::Run::run([ 'setsid', '-w', $jobq, @args ], '<', \$input, '>', \$o, '2>', \$e);
+	return ($? >> 8, $o, $e);
+}
+
+($st, $o, $e) = run_jobq_input("secret\n", 'enqueue', '-U', 'pwuser', '-W', 'SELECT 1');
+is($st, 0, '-W: the password typed at the prompt is used');
+like($e, qr/Password for user pwuser: /, 'after the prompt');
+my $pwjob = $o =~ s/\s+//gr;
+($st, $o, $e) = run_jobq_input("secret\n", 'status', $pwjob, '-U', 'pwuser');
+is($st, 0, 'without -W, the password is asked for once the server wants one');
+like($e, qr/Password for user pwuser: /, 'with the prompt');
+like($o, qr/^id\s+$pwjob$/m, 'and the command did its work');
+($st, $o, $e) = run_jobq_input("secret\n", 'status', $pwjob, '-U', 'pwuser', '-w');
+is($st, 1, '-w: no prompt, and the connection fails');
+unlike($e, qr/Password/, 'without a prompt');
+like($e, qr/\Ajobq: error: could not connect: .*no password supplied/, 'saying why');
+($st, $o, $e) = run_jobq_input("wrong\n", 'status', $pwjob, '-U', 'pwuser', '-W');
+is($st, 1, 'a wrong password: status 1');
+like($e, qr/password authentication failed/, 'saying why');
+
+sql("SELECT jobq.register_task('pw', NULL)");
+allow_executor('pw');
+my $pwtask = sql(q{SELECT jobq.enqueue_task('pw', '{}', queue => 'pw')});
+($st, $o, $e) = run_jobq_input("secret\n", 'work', '--once', '--wait', '5s', '--queue', 'pw',
+	'-U', 'pwuser', '-W', '--task', 'pw=echo "{\"pw\": 1}"');
+is($st, 0, 'jobq work -W: both of its connections use the password typed once');
+like($o, qr/completed job $pwtask/, 'and it ran the job');
+is(() = $e =~ /Password for user/g, 1, 'asked once');
 
 $node->stop;
 done_testing();
