@@ -53,7 +53,6 @@ logmsg(const char *fmt,...)
 	va_list		ap;
 	PQExpBufferData raw;
 	PQExpBufferData line;
-
 	char		msg[8192];
 	int			n;
 
@@ -62,7 +61,7 @@ logmsg(const char *fmt,...)
 	va_end(ap);
 	initPQExpBuffer(&raw);
 	printfPQExpBuffer(&raw, "[%s] %s", exec_name, msg);
-	/* a line longer than that (a huge server message) says it was cut */
+	/* a message longer than msg (a huge server message) says it was cut */
 	if (n < 0 || (size_t) n >= sizeof(msg))
 		appendPQExpBufferStr(&raw, "...");
 	initPQExpBuffer(&line);

@@ -84,17 +84,49 @@ exec_job(const Job *j, const Task *t, int in_fd, int out_fd, int err_fd)
 	_exit(127);
 }
 
+/*
+ * The payload in an unlinked file, read from its start: the process reads
+ * it at its own pace (a pipe would hold the executor up while it does
+ * not).  -1, said in the log, if it cannot be made.
+ */
+static int
+payload_fd(const char *payload)
+{
+	char		tmpl[] = "/tmp/jobq-payload-XXXXXX";
+	size_t		left = strlen(payload);
+	int			fd = mkstemp(tmpl);
+
+	if (fd < 0)
+	{
+		logmsg("cannot create a payload file: %m");
+		return -1;
+	}
+	unlink(tmpl);
+	while (left > 0)
+	{
+		ssize_t		w = write(fd, payload, left);
+
+		if (w <= 0)
+		{
+			logmsg("cannot write the payload file: %m");
+			close(fd);
+			return -1;
+		}
+		payload += w;
+		left -= w;
+	}
+	lseek(fd, 0, SEEK_SET);
+	return fd;
+}
+
 /* start the process of a claimed job; false (and an outcome) if it cannot */
 bool
 start_job(Job *j)
 {
 	const Task *t = find_task(j->task);
-	char		tmpl[] = "/tmp/jobq-payload-XXXXXX";
 	int			in_fd;
 	int			out_pipe[2];
 	int			err_pipe[2];
-	size_t		left = strlen(j->payload);
-	const char *p = j->payload;
 	pid_t		pid;
 
 	j->started = now_seconds();
@@ -105,30 +137,11 @@ start_job(Job *j)
 		j->outcome = OUT_RELEASE;
 		return false;
 	}
-	/* the payload from a file: the process reads it at its own pace */
-	in_fd = mkstemp(tmpl);
-	if (in_fd < 0)
+	if ((in_fd = payload_fd(j->payload)) < 0)
 	{
-		logmsg("cannot create a payload file: %m");
 		j->outcome = OUT_RELEASE;
 		return false;
 	}
-	unlink(tmpl);
-	while (left > 0)
-	{
-		ssize_t		w = write(in_fd, p, left);
-
-		if (w <= 0)
-		{
-			logmsg("cannot write the payload file: %m");
-			close(in_fd);
-			j->outcome = OUT_RELEASE;
-			return false;
-		}
-		p += w;
-		left -= w;
-	}
-	lseek(in_fd, 0, SEEK_SET);
 	if (pipe(out_pipe) != 0)
 	{
 		logmsg("cannot create a pipe: %m");
