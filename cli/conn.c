@@ -1,13 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * conn.c
- *		Connecting, running statements and reporting errors, for every
- *		subcommand of the jobq command; and the small parsers they share.
+ *		Connecting and running statements, for every subcommand of the
+ *		jobq command; and the small parsers they share.
  *
  * Connection options follow psql: -d takes a database name or a whole
- * conninfo string, -h, -p and -U override parts of it, and everything
- * else comes from libpq (PGHOST, PGDATABASE and the others, ~/.pgpass).
- * Errors are one line: the server's primary message, or ours.
+ * conninfo string, -h, -p and -U override parts of it, -W and -w say
+ * whether to ask for a password, and everything else comes from libpq
+ * (PGHOST, PGDATABASE and the others, ~/.pgpass).  A server's error is
+ * one line, its primary message, escaped (output.c reports it).
  *
  * IDENTIFICATION
  *		cli/conn.c

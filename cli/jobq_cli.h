@@ -64,8 +64,6 @@ typedef struct ConnOpts
 	"  -w, --no-password             never prompt for a password\n" \
 	"  -W, --password                prompt for a password before connecting\n"
 
-extern const char *progname;
-
 /* conn.c */
 extern bool conn_option(ConnOpts *opts, int c, const char *arg);
 extern PGconn *cli_connect(ConnOpts *opts, const char *appname,

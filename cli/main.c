@@ -17,8 +17,6 @@
 
 #include "jobq_cli.h"
 
-const char *progname = "jobq";
-
 static void
 usage(FILE *out)
 {
