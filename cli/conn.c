@@ -1,28 +1,27 @@
 /*-------------------------------------------------------------------------
  *
  * conn.c
- *		Connecting, running statements and reporting errors, for every
- *		subcommand of the jobq command; and the small parsers they share.
+ *		Connecting and running statements, for every subcommand of the
+ *		jobq command; and the small parsers they share.
  *
  * Connection options follow psql: -d takes a database name or a whole
- * conninfo string, -h, -p and -U override parts of it, and everything
- * else comes from libpq (PGHOST, PGDATABASE and the others, ~/.pgpass).
- * Errors are one line: the server's primary message, or ours.
+ * conninfo string, -h, -p and -U override parts of it, -W and -w say
+ * whether to ask for a password, and everything else comes from libpq
+ * (PGHOST, PGDATABASE and the others, ~/.pgpass).  A server's error is
+ * one line, its primary message, escaped (output.c reports it).
  *
  * IDENTIFICATION
  *		cli/conn.c
  *
  *-------------------------------------------------------------------------
  */
-#include <errno.h>
-#include <limits.h>
+#include "postgres_fe.h"
+
 #include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
+#include <poll.h>
 #include <sys/time.h>
+
+#include "common/string.h"
 
 #include "jobq_cli.h"
 
@@ -44,95 +43,110 @@ conn_option(ConnOpts *opts, int c, const char *arg)
 		case 'U':
 			opts->user = arg;
 			return true;
+		case 'w':
+			opts->prompt_password = TRI_NO;
+			return true;
+		case 'W':
+			opts->prompt_password = TRI_YES;
+			return true;
 		default:
 			return false;
 	}
 }
 
+/* ask for the password on the terminal, as psql does */
+static void
+prompt_password(ConnOpts *opts)
+{
+	char	   *prompt;
+
+	if (opts->user)
+		prompt = psprintf("Password for user %s: ", opts->user);
+	else
+		prompt = pg_strdup("Password: ");
+	opts->password = simple_prompt(prompt, false);
+	pg_free(prompt);
+}
+
 /*
  * Connect; on failure, report it and exit, or with quiet return NULL
- * (the executor retries).
+ * (the executor retries).  Passwords as psql: -W asks before connecting;
+ * otherwise, if the server wants a password that libpq has none for
+ * (PGPASSWORD, ~/.pgpass), it is asked for and the connection tried again,
+ * unless -w says never to.  A password typed once is kept in opts for the
+ * connections made later (the executor's reconnections, which are quiet
+ * and never ask).
  */
 PGconn *
-cli_connect(const ConnOpts *opts, const char *appname, bool quiet)
+cli_connect(ConnOpts *opts, const char *appname, bool quiet)
 {
-	const char *keys[12];
-	const char *values[12];
-	int			n = 0;
+	const char *keys[16];
+	const char *values[16];
+	int			n;
 	PGconn	   *conn;
+
+	if (opts->prompt_password == TRI_YES && opts->password == NULL && !quiet)
+		prompt_password(opts);
 
 /* one connection keyword, unless its value is NULL */
 #define PARAM(k, v) \
 	do { if ((v) != NULL) { keys[n] = (k); values[n++] = (v); } } while (0)
 
-	PARAM("dbname", opts->dbname);
-	PARAM("host", opts->host);
-	PARAM("port", opts->port);
-	PARAM("user", opts->user);
-	PARAM("fallback_application_name", appname);
-	/* what a child prints is sent as UTF-8 (valid_utf8()) */
-	PARAM("client_encoding", "UTF8");
-	/* a server out of reach is noticed, not waited for forever */
-	if (getenv("PGCONNECT_TIMEOUT") == NULL)
-		PARAM("connect_timeout", "10");
-	PARAM("keepalives_idle", "30");
-	/* unacknowledged data: the connection is given up after 30 s */
-	PARAM("tcp_user_timeout", "30000");
-#undef PARAM
-	keys[n] = NULL;
-	values[n] = NULL;
-
-	/* expand_dbname: -d may be a conninfo string or URI */
-	conn = PQconnectdbParams(keys, values, 1);
-	if (conn == NULL)
-		cli_fatal(EXIT_ERROR, "out of memory");
-	if (PQstatus(conn) != CONNECTION_OK)
+	for (;;)
 	{
+		n = 0;
+		PARAM("dbname", opts->dbname);
+		PARAM("host", opts->host);
+		PARAM("port", opts->port);
+		PARAM("user", opts->user);
+		PARAM("password", opts->password);
+		PARAM("fallback_application_name", appname);
+		/* what a child prints is sent as UTF-8 (valid_utf8()) */
+		PARAM("client_encoding", "UTF8");
+		/* a server out of reach is noticed, not waited for forever */
+		if (getenv("PGCONNECT_TIMEOUT") == NULL)
+			PARAM("connect_timeout", "10");
+		PARAM("keepalives_idle", "30");
+		/* unacknowledged data: the connection is given up after 30 s */
+		PARAM("tcp_user_timeout", "30000");
+		keys[n] = NULL;
+		values[n] = NULL;
+
+		/* expand_dbname: -d may be a conninfo string or URI */
+		conn = PQconnectdbParams(keys, values, 1);
+		if (conn == NULL)
+			pg_fatal("out of memory");
+		if (PQstatus(conn) == CONNECTION_OK)
+			return conn;
+		if (!quiet && PQconnectionNeedsPassword(conn) && opts->password == NULL &&
+			opts->prompt_password != TRI_NO)
+		{
+			PQfinish(conn);
+			prompt_password(opts);
+			continue;
+		}
 		if (!quiet)
 			cli_fatal(EXIT_ERROR, "could not connect: %s",
 					  cli_result_message(NULL, conn));
 		PQfinish(conn);
 		return NULL;
 	}
-	return conn;
-}
-
-/* "jobq: message" on stderr */
-void
-cli_error(const char *fmt,...)
-{
-	va_list		ap;
-
-	fprintf(stderr, "%s: ", progname);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-void
-cli_fatal(int status, const char *fmt,...)
-{
-	va_list		ap;
-
-	fprintf(stderr, "%s: ", progname);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(status);
+#undef PARAM
 }
 
 /*
  * The error of a result (or of the connection), on one line: the primary
- * message, without libpq's "ERROR:  " prefix and trailing newline.
+ * message, without libpq's "ERROR:  " prefix and trailing newline, and
+ * escaped (cli_esc(): the server's messages quote names and values that
+ * anyone may have chosen).  Valid until the ring of cli_esc() turns.
  */
 const char *
 cli_result_message(const PGresult *res, const PGconn *conn)
 {
-	static char buf[1024];
 	const char *msg = NULL;
-	char	   *p;
+	char	   *copy;
+	size_t		len;
+	const char *out;
 
 	if (res)
 		msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
@@ -142,14 +156,25 @@ cli_result_message(const PGresult *res, const PGconn *conn)
 		msg = PQerrorMessage(conn);
 	if (msg == NULL || msg[0] == '\0')
 		msg = "unknown error";
-	snprintf(buf, sizeof(buf), "%s", msg);
-	/* one line */
-	for (p = buf; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
-	while (p > buf && p[-1] == ' ')
-		*--p = '\0';
-	return buf;
+	/* libpq's messages go on with "\n\t" lines: one line, joined by spaces */
+	copy = pg_malloc(strlen(msg) + 1);
+	for (len = 0; *msg; msg++)
+	{
+		if (*msg == '\n' || *msg == '\r')
+		{
+			while (msg[1] == '\n' || msg[1] == '\r' || msg[1] == '\t')
+				msg++;
+			copy[len++] = ' ';
+		}
+		else
+			copy[len++] = *msg;
+	}
+	while (len > 0 && copy[len - 1] == ' ')
+		len--;
+	copy[len] = '\0';
+	out = cli_esc(copy);
+	pg_free(copy);
+	return out;
 }
 
 /* the SQLSTATE of a failed result, "" if none */
@@ -166,6 +191,85 @@ PGresult *
 cli_exec(PGconn *conn, const char *sql, int nparams, const char *const *params)
 {
 	return PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+}
+
+/*
+ * Ask the server to cancel what conn runs now.  The request goes on a
+ * connection of its own (a PgBouncer forwards it to the server connection
+ * the statement runs on); whether it came in time shows in the result.
+ */
+void
+cli_cancel(PGconn *conn)
+{
+	PGcancel   *cancel = PQgetCancel(conn);
+	char		errbuf[256];
+
+	if (cancel)
+	{
+		(void) PQcancel(cancel, errbuf, sizeof(errbuf));
+		PQfreeCancel(cancel);
+	}
+}
+
+/*
+ * Run a statement, waiting for its result at most timeout_ms; then it is
+ * cancelled, and its result is the server's answer to that (57014).  If
+ * even that does not come within CANCEL_WAIT_MS, or the connection fails,
+ * NULL: the caller gives the connection up, since it is in the middle of
+ * a statement.
+ *
+ * The bound is the client's own on purpose: a statement_timeout set for
+ * the session would stay on the server connection, and through a pooler
+ * in transaction mode reach whichever client gets that connection next.
+ */
+PGresult *
+cli_exec_bounded(PGconn *conn, const char *sql, int nparams,
+				 const char *const *params, int timeout_ms)
+{
+	double		deadline = now_seconds() + timeout_ms / 1000.0;
+	bool		cancelled = false;
+	PGresult   *res;
+	PGresult   *last = NULL;
+
+	if (!PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0))
+		return NULL;
+	for (;;)
+	{
+		while (PQisBusy(conn))
+		{
+			double		left = deadline - now_seconds();
+			struct pollfd pfd;
+
+			if (left <= 0)
+			{
+				if (cancelled)
+				{
+					PQclear(last);
+					return NULL;
+				}
+				cli_cancel(conn);
+				cancelled = true;
+				deadline = now_seconds() + CANCEL_WAIT_MS / 1000.0;
+				continue;
+			}
+			pfd.fd = PQsocket(conn);
+			pfd.events = POLLIN;
+			pfd.revents = 0;
+			if (poll(&pfd, 1, (int) (left * 1000) + 1) < 0 && errno != EINTR)
+				break;
+			if (!PQconsumeInput(conn))
+			{
+				PQclear(last);
+				return NULL;
+			}
+		}
+		res = PQgetResult(conn);
+		if (res == NULL)
+			break;
+		PQclear(last);
+		last = res;
+	}
+	return last;
 }
 
 /*
@@ -230,66 +334,6 @@ now_seconds(void)
 	return tv.tv_sec + tv.tv_usec / 1e6;
 }
 
-/*
- * A copy of s[0..len-1] that is valid UTF-8 without NUL bytes: bytes that
- * are not are replaced by '?'.  For what a child process printed.
- */
-char *
-valid_utf8(const char *s, size_t len)
-{
-	char	   *out = malloc(len + 1);
-	size_t		i = 0;
-	size_t		o = 0;
-
-	if (out == NULL)
-		cli_fatal(EXIT_ERROR, "out of memory");
-	while (i < len)
-	{
-		unsigned char c = (unsigned char) s[i];
-		size_t		n;
-		size_t		k;
-
-		if (c == 0)
-			n = 0;
-		else if (c < 0x80)
-			n = 1;
-		else if ((c & 0xE0) == 0xC0 && c >= 0xC2)
-			n = 2;
-		else if ((c & 0xF0) == 0xE0)
-			n = 3;
-		else if ((c & 0xF8) == 0xF0 && c <= 0xF4)
-			n = 4;
-		else
-			n = 0;
-		if (n > 1)
-		{
-			if (i + n > len)
-				n = 0;
-			for (k = 1; k < n; k++)
-				if (((unsigned char) s[i + k] & 0xC0) != 0x80)
-					n = 0;
-			/* no overlong three-byte forms, no surrogates */
-			if (n == 3 && ((c == 0xE0 && (unsigned char) s[i + 1] < 0xA0) ||
-						   (c == 0xED && (unsigned char) s[i + 1] >= 0xA0)))
-				n = 0;
-			if (n == 4 && ((c == 0xF0 && (unsigned char) s[i + 1] < 0x90) ||
-						   (c == 0xF4 && (unsigned char) s[i + 1] >= 0x90)))
-				n = 0;
-		}
-		if (n == 0)
-		{
-			out[o++] = '?';
-			i++;
-			continue;
-		}
-		memcpy(out + o, s + i, n);
-		o += n;
-		i += n;
-	}
-	out[o] = '\0';
-	return out;
-}
-
 /* a whole file, at most limit bytes, NUL-terminated; NULL on error */
 char *
 read_file(const char *path, size_t limit, size_t *len)
@@ -301,9 +345,7 @@ read_file(const char *path, size_t limit, size_t *len)
 
 	if (f == NULL)
 		return NULL;
-	buf = malloc(cap + 1);
-	if (buf == NULL)
-		cli_fatal(EXIT_ERROR, "out of memory");
+	buf = pg_malloc(cap + 1);
 	for (;;)
 	{
 		size_t		r;
@@ -319,9 +361,7 @@ read_file(const char *path, size_t limit, size_t *len)
 				return NULL;
 			}
 			cap *= 2;
-			buf = realloc(buf, cap + 1);
-			if (buf == NULL)
-				cli_fatal(EXIT_ERROR, "out of memory");
+			buf = pg_realloc(buf, cap + 1);
 		}
 		r = fread(buf + n, 1, cap - n, f);
 		if (r == 0)

@@ -12,11 +12,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include <errno.h>
-#include <getopt.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "postgres_fe.h"
+
+#include "getopt_long.h"
 
 #include "jobq_cli.h"
 
@@ -46,11 +44,43 @@ usage(FILE *out)
 			"  -t, --task=NAME           a job of task NAME instead of SQL\n"
 			"      --payload=JSON        the task's payload (default {})\n"
 			"      --payload-file=FILE   read the payload from FILE (- for stdin)\n"
-			"  -d, -h, -p, -U            connection options, as psql's\n");
+			"  -d, -h, -p, -U, -w, -W    connection options, as psql's\n");
 }
 
-int
-cmd_enqueue(int argc, char **argv)
+/* what to queue, as the command line says it */
+typedef struct EnqueueArgs
+{
+	ConnOpts	conn_opts;
+	const char *task;			/* --task, or NULL for SQL */
+	const char *text;			/* the task's name, or the SQL */
+	const char *payload;
+	char	   *payload_buf;	/* --payload-file's contents */
+	const char *queue;
+	const char *priority;
+	const char *run_at;
+	const char *max_attempts;
+	char		timeout[64];	/* "" if not given */
+	long		count;
+	bool		print_count;
+} EnqueueArgs;
+
+/* read --payload-file (- for stdin): a JSON text without NUL bytes */
+static const char *
+payload_file(EnqueueArgs *args, const char *path)
+{
+	size_t		len;
+
+	args->payload_buf = read_file(path, MAX_PAYLOAD_FILE, &len);
+	if (args->payload_buf == NULL)
+		cli_fatal(EXIT_ERROR, "could not read payload file \"%s\": %m", path);
+	if (strlen(args->payload_buf) != len)
+		cli_fatal(EXIT_ERROR, "payload file \"%s\" contains a NUL byte", path);
+	return args->payload_buf;
+}
+
+/* the command line into args; exit with a message on an error */
+static void
+enqueue_options(int argc, char **argv, EnqueueArgs *args)
 {
 	static struct option long_options[] = {
 		CONN_LONG_OPTIONS,
@@ -66,134 +96,133 @@ cmd_enqueue(int argc, char **argv)
 		{"help", no_argument, NULL, 1000},
 		{NULL, 0, NULL, 0}
 	};
-	ConnOpts	conn_opts = {0};
-	const char *queue = NULL;
-	const char *priority = NULL;
-	const char *run_at = NULL;
-	const char *max_attempts = NULL;
-	char		timeout[64];
-	bool		have_timeout = false;
-	long		count = 1;
-	bool		print_count = false;
-	const char *task = NULL;
-	const char *payload = NULL;
-	char	   *payload_buf = NULL;
-	const char *sql_text = NULL;
-	char		count_text[32];
-	const char *params[8];
-	PGconn	   *conn;
-	PGresult   *res;
 	int			c;
 	long		v;
 	double		d;
 
+	args->count = 1;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, CONN_SHORT_OPTIONS "q:n:t:", long_options, NULL)) != -1)
 	{
-		if (conn_option(&conn_opts, c, optarg))
+		if (conn_option(&args->conn_opts, c, optarg))
 			continue;
 		switch (c)
 		{
 			case 'q':
-				queue = optarg;
+				args->queue = optarg;
 				break;
 			case 1:
 				if (!parse_int(optarg, -1000, 1000, &v))
 					cli_fatal(EXIT_USAGE, "priority must be a whole number from -1000 to 1000, not \"%s\"", optarg);
-				priority = optarg;
+				args->priority = optarg;
 				break;
 			case 2:
-				run_at = optarg;
+				args->run_at = optarg;
 				break;
 			case 3:
 				if (!parse_int(optarg, 1, 1000, &v))
 					cli_fatal(EXIT_USAGE, "max attempts must be a whole number from 1 to 1000, not \"%s\"", optarg);
-				max_attempts = optarg;
+				args->max_attempts = optarg;
 				break;
 			case 4:
 				if (!parse_duration(optarg, &d))
 					cli_fatal(EXIT_USAGE, "invalid timeout \"%s\": give seconds, or a number with ms, s, m or h", optarg);
-				snprintf(timeout, sizeof(timeout), "%.6f", d);
-				have_timeout = true;
+				snprintf(args->timeout, sizeof(args->timeout), "%.6f", d);
 				break;
 			case 'n':
-				if (!parse_int(optarg, 1, MAX_COUNT, &count))
+				if (!parse_int(optarg, 1, MAX_COUNT, &args->count))
 					cli_fatal(EXIT_USAGE, "count must be a whole number from 1 to %d, not \"%s\"", MAX_COUNT, optarg);
-				print_count = true;
+				args->print_count = true;
 				break;
 			case 't':
-				task = optarg;
+				args->task = optarg;
 				break;
 			case 5:
-				payload = optarg;
+				args->payload = optarg;
 				break;
 			case 6:
-				{
-					size_t		len;
-
-					payload_buf = read_file(optarg, MAX_PAYLOAD_FILE, &len);
-					if (payload_buf == NULL)
-						cli_fatal(EXIT_ERROR, "could not read payload file \"%s\": %s",
-								  optarg, strerror(errno));
-					if (strlen(payload_buf) != len)
-						cli_fatal(EXIT_ERROR, "payload file \"%s\" contains a NUL byte", optarg);
-					payload = payload_buf;
-					break;
-				}
+				args->payload = payload_file(args, optarg);
+				break;
 			case 1000:
 				usage(stdout);
-				return EXIT_OK;
+				exit(EXIT_OK);
 			default:
-				fprintf(stderr, "Try \"jobq enqueue --help\".\n");
-				return EXIT_USAGE;
+				pg_log_error_hint("Try \"jobq enqueue --help\" for more information.");
+				exit(EXIT_USAGE);
 		}
 	}
 
-	if (task == NULL)
+	if (args->task == NULL)
 	{
 		if (optind != argc - 1)
 			cli_fatal(EXIT_USAGE, "enqueue takes one SQL argument (or --task NAME); try \"jobq enqueue --help\"");
-		if (payload != NULL)
+		if (args->payload != NULL)
 			cli_fatal(EXIT_USAGE, "a payload goes with --task");
-		sql_text = argv[optind];
+		args->text = argv[optind];
 	}
-	else if (optind != argc)
-		cli_fatal(EXIT_USAGE, "with --task, enqueue takes no SQL argument");
-	if (task != NULL && payload == NULL)
-		payload = "{}";
-
-	snprintf(count_text, sizeof(count_text), "%ld", count);
-	params[0] = task ? task : sql_text;
-	params[1] = payload;
-	params[2] = queue;
-	params[3] = priority;
-	params[4] = run_at;
-	params[5] = max_attempts;
-	params[6] = have_timeout ? timeout : NULL;
-	params[7] = count_text;
-
-	conn = cli_connect(&conn_opts, "jobq enqueue", false);
-	if (task == NULL)
-		res = cli_exec(conn,
-					   "SELECT jobq.enqueue($1,"
-					   "  queue => COALESCE($3, 'default'),"
-					   "  priority => COALESCE($4::integer, 0),"
-					   "  run_at => COALESCE($5::timestamptz, pg_catalog.now()),"
-					   "  max_attempts => $6::integer,"
-					   "  timeout => pg_catalog.make_interval(secs => $7::float8))"
-					   "  FROM pg_catalog.generate_series(1, $8::integer) AS g"
-					   " WHERE $2::text IS NULL",
-					   8, params);
 	else
-		res = cli_exec(conn,
-					   "SELECT jobq.enqueue_task($1, $2::jsonb,"
-					   "  queue => COALESCE($3, 'default'),"
-					   "  priority => COALESCE($4::integer, 0),"
-					   "  run_at => COALESCE($5::timestamptz, pg_catalog.now()),"
-					   "  max_attempts => $6::integer,"
-					   "  timeout => pg_catalog.make_interval(secs => $7::float8))"
-					   "  FROM pg_catalog.generate_series(1, $8::integer) AS g",
-					   8, params);
+	{
+		if (optind != argc)
+			cli_fatal(EXIT_USAGE, "with --task, enqueue takes no SQL argument");
+		args->text = args->task;
+		if (args->payload == NULL)
+			args->payload = "{}";
+	}
+}
+
+/*
+ * Queue the jobs: one statement, every value a parameter that
+ * jobq.enqueue() or jobq.enqueue_task() checks.  The result has a row per
+ * job, its id.
+ */
+static PGresult *
+queue_jobs(PGconn *conn, const EnqueueArgs *args)
+{
+	char		count_text[32];
+	const char *params[8];
+
+	snprintf(count_text, sizeof(count_text), "%ld", args->count);
+	params[0] = args->text;
+	params[1] = args->payload;
+	params[2] = args->queue;
+	params[3] = args->priority;
+	params[4] = args->run_at;
+	params[5] = args->max_attempts;
+	params[6] = args->timeout[0] ? args->timeout : NULL;
+	params[7] = count_text;
+	if (args->task == NULL)
+		return cli_exec(conn,
+						"SELECT jobq.enqueue($1,"
+						"  queue => COALESCE($3, 'default'),"
+						"  priority => COALESCE($4::integer, 0),"
+						"  run_at => COALESCE($5::timestamptz, pg_catalog.now()),"
+						"  max_attempts => $6::integer,"
+						"  timeout => pg_catalog.make_interval(secs => $7::float8))"
+						"  FROM pg_catalog.generate_series(1, $8::integer) AS g"
+						" WHERE $2::text IS NULL",
+						8, params);
+	return cli_exec(conn,
+					"SELECT jobq.enqueue_task($1, $2::jsonb,"
+					"  queue => COALESCE($3, 'default'),"
+					"  priority => COALESCE($4::integer, 0),"
+					"  run_at => COALESCE($5::timestamptz, pg_catalog.now()),"
+					"  max_attempts => $6::integer,"
+					"  timeout => pg_catalog.make_interval(secs => $7::float8))"
+					"  FROM pg_catalog.generate_series(1, $8::integer) AS g",
+					8, params);
+}
+
+int
+cmd_enqueue(int argc, char **argv)
+{
+	EnqueueArgs args = {0};
+	PGconn	   *conn;
+	PGresult   *res;
+	int			i;
+
+	enqueue_options(argc, argv, &args);
+	conn = cli_connect(&args.conn_opts, "jobq enqueue", false);
+	res = queue_jobs(conn, &args);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		cli_error("%s", cli_result_message(res, conn));
@@ -201,17 +230,13 @@ cmd_enqueue(int argc, char **argv)
 		PQfinish(conn);
 		return EXIT_ERROR;
 	}
-	if (print_count)
+	if (args.print_count)
 		printf("%d\n", PQntuples(res));
 	else
-	{
-		int			i;
-
 		for (i = 0; i < PQntuples(res); i++)
-			printf("%s\n", PQgetvalue(res, i, 0));
-	}
+			printf("%s\n", cli_esc(PQgetvalue(res, i, 0)));
 	PQclear(res);
 	PQfinish(conn);
-	free(payload_buf);
+	pg_free(args.payload_buf);
 	return EXIT_OK;
 }

@@ -13,13 +13,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "postgres_fe.h"
 
 #include "jobq_cli.h"
-
-const char *progname = "jobq";
 
 static void
 usage(FILE *out)
@@ -36,10 +32,7 @@ usage(FILE *out)
 			"  jobq status|wait|cancel|retry ID [--json]\n"
 			"\n"
 			"Connection options (as psql's; libpq's PG* variables and ~/.pgpass apply):\n"
-			"  -d, --dbname=DBNAME|CONNINFO  database, or a connection string\n"
-			"  -h, --host=HOST               server host or socket directory\n"
-			"  -p, --port=PORT               server port\n"
-			"  -U, --username=USER           role to connect as\n"
+			CONN_HELP
 			"\n"
 			"Run \"jobq COMMAND --help\" for the options of a command.\n"
 			"Exit status: 0 success, 1 error, 2 bad usage, 3 nothing to do (work --once).\n");
@@ -50,6 +43,7 @@ main(int argc, char **argv)
 {
 	const char *cmd;
 
+	pg_logging_init(argv[0]);
 	if (argc < 2)
 	{
 		usage(stderr);
@@ -80,6 +74,6 @@ main(int argc, char **argv)
 		return cmd_job(cmd, argc - 1, argv + 1);
 
 	cli_error("unknown command \"%s\"", cmd);
-	fprintf(stderr, "Try \"jobq --help\".\n");
+	pg_log_error_hint("Try \"jobq --help\" for more information.");
 	return EXIT_USAGE;
 }

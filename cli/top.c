@@ -14,13 +14,12 @@
  *
  *-------------------------------------------------------------------------
  */
-#include <getopt.h>
+#include "postgres_fe.h"
+
 #include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <time.h>
-#include <unistd.h>
+
+#include "getopt_long.h"
 
 #include "jobq_cli.h"
 
@@ -47,7 +46,7 @@ usage(FILE *out)
 			"Options:\n"
 			"      --once                print one frame and exit\n"
 			"      --interval=D          refresh every D (default 2s)\n"
-			"  -d, -h, -p, -U            connection options, as psql's\n");
+			"  -d, -h, -p, -U, -w, -W    connection options, as psql's\n");
 }
 
 static PGresult *
@@ -65,10 +64,15 @@ query(PGconn *conn, const char *sql, const char *param)
 	return res;
 }
 
+/*
+ * A value to show, escaped (cli_esc()): a queue's or an executor's name
+ * is anyone's choice, and an escape sequence in it must not reach the
+ * terminal.  Up to 15 of them may be arguments of one printf().
+ */
 static const char *
 val(PGresult *res, int r, int c)
 {
-	return PQgetisnull(res, r, c) ? "-" : PQgetvalue(res, r, c);
+	return PQgetisnull(res, r, c) ? "-" : cli_esc(PQgetvalue(res, r, c));
 }
 
 /* one frame; false on an error */
@@ -122,7 +126,7 @@ frame(PGconn *conn, double interval, bool clear)
 	if (clear)
 		fputs("\033[H\033[2J", stdout);
 	printf("jobq top: database %s at %s, %.1f jobs/s finished over the last %g s, jobq.workers = %s\n\n",
-		   PQgetvalue(head, 0, 0), PQgetvalue(head, 0, 1),
+		   val(head, 0, 0), val(head, 0, 1),
 		   atof(PQgetvalue(head, 0, 2)), atof(window), val(head, 0, 3));
 
 	printf("%-24s %9s %9s %7s %7s %7s %13s %6s %s\n", "QUEUE", "PENDING", "SCHEDULED",
@@ -195,7 +199,7 @@ cmd_top(int argc, char **argv)
 				usage(stdout);
 				return EXIT_OK;
 			default:
-				fprintf(stderr, "Try \"jobq top --help\".\n");
+				pg_log_error_hint("Try \"jobq top --help\" for more information.");
 				return EXIT_USAGE;
 		}
 	}

@@ -299,7 +299,7 @@ like($o, qr/^state\s+pending$/m, 'jobq retry makes it pending again');
 ($o, $e) = ('', '');
 IPC::Run::run([ $jobq, 'status', '999999' ], '>', \$o, '2>', \$e);
 is($? >> 8, 1, 'jobq status of a job that does not exist exits with status 1');
-like($e, qr/\Ajobq: job 999999 does not exist\n\z/, 'with one line');
+like($e, qr/\Ajobq: error: job 999999 does not exist\n\z/, 'with one line');
 sql("SELECT jobq.cancel($pj)");
 sql(q{SELECT jobq.resume('cli')});
 
