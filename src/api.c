@@ -361,85 +361,81 @@ interval_ms(Interval *iv)
 	return (int64) (usecs / 1000);
 }
 
-/*
- * Queue a job: SQL (command) or a call of a registered task (task and
- * payload).  The options (queue, priority, run_at, max_attempts, timeout)
- * are the arguments of fcinfo from number opt on.  Returns the job's id.
- * Every argument is checked before anything is written.
- */
-static int64
-enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
-			Jsonb *payload, bool external)
+/* the options of an enqueue, checked */
+typedef struct EnqueueOptions
 {
 	text	   *queue;
 	int32		priority;
 	TimestampTz run_at;
 	int32		max_attempts;
-	Datum		timeout = (Datum) 0;
-	bool		timeout_null = true;
-	Oid			owner = GetUserId();
-	Datum		values[NUM_JOB_COLUMNS];
-	bool		nulls[NUM_JOB_COLUMNS];
-	text	   *dedup_key = NULL;
-	ArrayType  *depends_on = NULL;
-	bool		wait_for_jobs = false;
-	bool		added = true;
-	int64		id;
+	Datum		timeout;		/* an interval, unless timeout_null */
+	bool		timeout_null;
+	text	   *dedup_key;		/* NULL: none */
+	ArrayType  *depends_on;		/* NULL: none */
+	bool		wait_for_jobs;	/* some job of depends_on is unfinished */
+} EnqueueOptions;
 
-	/* queue */
+/* queue and priority: arguments opt and opt + 1 */
+static void
+enqueue_queue_priority(FunctionCallInfo fcinfo, int opt, EnqueueOptions *o)
+{
 	if (PG_ARGISNULL(opt))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("queue name must not be null"),
 				 errhint("Omit the queue argument to use queue \"default\".")));
-	queue = PG_GETARG_TEXT_PP(opt);
-	if (VARSIZE_ANY_EXHDR(queue) == 0)
+	o->queue = PG_GETARG_TEXT_PP(opt);
+	if (VARSIZE_ANY_EXHDR(o->queue) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("queue name must not be empty")));
-	if (VARSIZE_ANY_EXHDR(queue) > JOBQ_MAX_QUEUE_NAME)
+	if (VARSIZE_ANY_EXHDR(o->queue) > JOBQ_MAX_QUEUE_NAME)
 		ereport(ERROR,
 				(errcode(ERRCODE_NAME_TOO_LONG),
-				 errmsg("queue name \"%s\" is too long", text_to_cstring(queue)),
+				 errmsg("queue name \"%s\" is too long", text_to_cstring(o->queue)),
 				 errdetail("Queue names are at most %d bytes long.",
 						   JOBQ_MAX_QUEUE_NAME)));
 
-	/* priority */
 	if (PG_ARGISNULL(opt + 1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("priority must not be null"),
 				 errhint("Omit the priority argument to use priority 0.")));
-	priority = PG_GETARG_INT32(opt + 1);
-	if (priority < JOBQ_MIN_PRIORITY || priority > JOBQ_MAX_PRIORITY)
+	o->priority = PG_GETARG_INT32(opt + 1);
+	if (o->priority < JOBQ_MIN_PRIORITY || o->priority > JOBQ_MAX_PRIORITY)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("priority %d is out of range", priority),
+				 errmsg("priority %d is out of range", o->priority),
 				 errdetail("Priorities range from %d to %d; higher runs first.",
 						   JOBQ_MIN_PRIORITY, JOBQ_MAX_PRIORITY)));
+}
 
-	/* run_at */
+/* run_at, max_attempts and timeout: arguments opt + 2 to opt + 4 */
+static void
+enqueue_timing(FunctionCallInfo fcinfo, int opt, EnqueueOptions *o)
+{
 	if (PG_ARGISNULL(opt + 2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("run_at must not be null"),
 				 errhint("Omit the run_at argument to run the job as soon as possible.")));
-	run_at = PG_GETARG_TIMESTAMPTZ(opt + 2);
-	if (TIMESTAMP_NOT_FINITE(run_at))
+	o->run_at = PG_GETARG_TIMESTAMPTZ(opt + 2);
+	if (TIMESTAMP_NOT_FINITE(o->run_at))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("run_at must be a finite timestamp")));
 
-	/* max_attempts */
-	max_attempts = PG_ARGISNULL(opt + 3) ? jobq_default_max_attempts :
+	o->max_attempts = PG_ARGISNULL(opt + 3) ? jobq_default_max_attempts :
 		PG_GETARG_INT32(opt + 3);
-	if (max_attempts < 1 || max_attempts > JOBQ_MAX_ATTEMPTS)
+	if (o->max_attempts < 1 || o->max_attempts > JOBQ_MAX_ATTEMPTS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_attempts must be between 1 and %d, not %d",
-						JOBQ_MAX_ATTEMPTS, max_attempts)));
+						JOBQ_MAX_ATTEMPTS, o->max_attempts)));
 
 	/* timeout: NULL means jobq.default_timeout; zero means no limit */
+	o->timeout = (Datum) 0;
+	o->timeout_null = true;
 	if (!PG_ARGISNULL(opt + 4))
 	{
 		Interval   *iv = PG_GETARG_INTERVAL_P(opt + 4);
@@ -452,8 +448,8 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 					 errhint("Use a timeout of 0 for no time limit.")));
 		if (ms > 0)
 		{
-			timeout = IntervalPGetDatum(iv);
-			timeout_null = false;
+			o->timeout = IntervalPGetDatum(iv);
+			o->timeout_null = false;
 		}
 	}
 	else if (jobq_default_timeout > 0)
@@ -461,20 +457,28 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 		Interval   *iv = palloc0(sizeof(Interval));
 
 		iv->time = (int64) jobq_default_timeout * 1000;
-		timeout = IntervalPGetDatum(iv);
-		timeout_null = false;
+		o->timeout = IntervalPGetDatum(iv);
+		o->timeout_null = false;
 	}
+}
 
-	/* dedup_key: NULL for none (jobq.enqueue() of 0.2.0 has no such argument) */
+/*
+ * dedup_key and depends_on: arguments opt + 5 and opt + 6, which
+ * jobq.enqueue() of 0.2.0 does not have.
+ */
+static void
+enqueue_dedup_depends(FunctionCallInfo fcinfo, int opt, EnqueueOptions *o)
+{
+	o->dedup_key = NULL;
 	if (PG_NARGS() > opt + 5 && !PG_ARGISNULL(opt + 5))
 	{
-		dedup_key = PG_GETARG_TEXT_PP(opt + 5);
-		if (VARSIZE_ANY_EXHDR(dedup_key) == 0)
+		o->dedup_key = PG_GETARG_TEXT_PP(opt + 5);
+		if (VARSIZE_ANY_EXHDR(o->dedup_key) == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("dedup key must not be empty"),
 					 errhint("Pass NULL for no dedup key.")));
-		if (VARSIZE_ANY_EXHDR(dedup_key) > JOBQ_MAX_DEDUP_KEY)
+		if (VARSIZE_ANY_EXHDR(o->dedup_key) > JOBQ_MAX_DEDUP_KEY)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 					 errmsg("dedup key is too long"),
@@ -482,26 +486,32 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 							   JOBQ_MAX_DEDUP_KEY)));
 	}
 
-	/* depends_on: jobs that must succeed first; NULL or empty for none */
+	/* jobs that must succeed first; NULL or empty for none */
+	o->depends_on = NULL;
+	o->wait_for_jobs = false;
 	if (PG_NARGS() > opt + 6 && !PG_ARGISNULL(opt + 6))
 	{
 		int			ndeps;
 
-		depends_on = PG_GETARG_ARRAYTYPE_P(opt + 6);
-		wait_for_jobs = JobqCheckDependencies(depends_on, &ndeps);
+		o->depends_on = PG_GETARG_ARRAYTYPE_P(opt + 6);
+		o->wait_for_jobs = JobqCheckDependencies(o->depends_on, &ndeps);
 		if (ndeps == 0)
-			depends_on = NULL;
+			o->depends_on = NULL;
 	}
+}
 
-	JobqCheckOwner(owner, true, NULL);
-
-	memset(nulls, false, sizeof(nulls));
-	values[COL_QUEUE] = PointerGetDatum(queue);
-	values[COL_PRIORITY] = Int16GetDatum((int16) priority);
-	values[COL_RUN_AT] = TimestampTzGetDatum(run_at);
-	values[COL_MAX_ATTEMPTS] = Int32GetDatum(max_attempts);
-	values[COL_TIMEOUT] = timeout;
-	nulls[COL_TIMEOUT] = timeout_null;
+/* the new row of jobq.job: the options, the job itself, its owner */
+static void
+job_row(const EnqueueOptions *o, Oid owner, text *command, text *task,
+		Jsonb *payload, bool external, Datum *values, bool *nulls)
+{
+	memset(nulls, false, sizeof(bool) * NUM_JOB_COLUMNS);
+	values[COL_QUEUE] = PointerGetDatum(o->queue);
+	values[COL_PRIORITY] = Int16GetDatum((int16) o->priority);
+	values[COL_RUN_AT] = TimestampTzGetDatum(o->run_at);
+	values[COL_MAX_ATTEMPTS] = Int32GetDatum(o->max_attempts);
+	values[COL_TIMEOUT] = o->timeout;
+	nulls[COL_TIMEOUT] = o->timeout_null;
 	values[COL_OWNER] = ObjectIdGetDatum(owner);
 	values[COL_COMMAND] = PointerGetDatum(command);
 	nulls[COL_COMMAND] = (command == NULL);
@@ -509,40 +519,59 @@ enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
 	nulls[COL_TASK] = (task == NULL);
 	values[COL_PAYLOAD] = PointerGetDatum(payload);
 	nulls[COL_PAYLOAD] = (payload == NULL);
-	values[COL_DEDUP_KEY] = PointerGetDatum(dedup_key);
-	nulls[COL_DEDUP_KEY] = (dedup_key == NULL);
-	values[COL_DEPENDS_ON] = PointerGetDatum(depends_on);
-	nulls[COL_DEPENDS_ON] = (depends_on == NULL);
+	values[COL_DEDUP_KEY] = PointerGetDatum(o->dedup_key);
+	nulls[COL_DEDUP_KEY] = (o->dedup_key == NULL);
+	values[COL_DEPENDS_ON] = PointerGetDatum(o->depends_on);
+	nulls[COL_DEPENDS_ON] = (o->depends_on == NULL);
 	values[COL_EXTERNAL] = BoolGetDatum(external);
 	nulls[COL_EXTERNAL] = !JobqSchemaGet()->executors;
 	/* a job that waits for others is out of the claims' reach until then */
-	values[COL_NOT_BEFORE] = TimestampTzGetDatum(run_at);
-	nulls[COL_NOT_BEFORE] = !wait_for_jobs;
-	if (wait_for_jobs)
-	{
+	values[COL_NOT_BEFORE] = TimestampTzGetDatum(o->run_at);
+	nulls[COL_NOT_BEFORE] = !o->wait_for_jobs;
+	if (o->wait_for_jobs)
 		values[COL_RUN_AT] = TimestampTzGetDatum(DT_NOEND);
-		JobqNoteDependents(true);
-	}
+}
 
+/*
+ * Queue a job: SQL (command) or a call of a registered task (task and
+ * payload).  The options (queue, priority, run_at, max_attempts, timeout,
+ * dedup_key, depends_on) are the arguments of fcinfo from number opt on.
+ * Returns the job's id.  Every argument is checked before anything is
+ * written.
+ */
+static int64
+enqueue_job(FunctionCallInfo fcinfo, int opt, text *command, text *task,
+			Jsonb *payload, bool external)
+{
+	EnqueueOptions o;
+	Oid			owner = GetUserId();
+	Datum		values[NUM_JOB_COLUMNS];
+	bool		nulls[NUM_JOB_COLUMNS];
+	bool		added = true;
+	int64		id;
+
+	enqueue_queue_priority(fcinfo, opt, &o);
+	enqueue_timing(fcinfo, opt, &o);
+	enqueue_dedup_depends(fcinfo, opt, &o);
+	JobqCheckOwner(owner, true, NULL);
+
+	job_row(&o, owner, command, task, payload, external, values, nulls);
+	if (o.wait_for_jobs)
+		JobqNoteDependents(true);
 	/* a job of a role with a max_pending limit counts against it */
 	values[COL_COUNTED] = BoolGetDatum(true);
 	nulls[COL_COUNTED] = !JobqRoleCheckEnqueue(owner);
-	if (dedup_key != NULL)
+	if (o.dedup_key != NULL)
 		id = insert_dedup_job(values, nulls, &added);
 	else
 		id = insert_job(values, nulls);
 	if (added)
 		JobqRoleEnqueued(owner);
 
-	if (added && !wait_for_jobs)
-		JobqNoteEnqueue(run_at, (int16) priority, id, external);
+	if (added && !o.wait_for_jobs)
+		JobqNoteEnqueue(o.run_at, (int16) o.priority, id, external);
 	return id;
 }
-
-/*
- * A command or payload (a varlena argument) may be at most limit bytes,
- * measured as stored before any compression; the setting guc says so.
- */
 
 static void
 enqueue_checks(const char *what)
