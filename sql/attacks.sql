@@ -520,22 +520,29 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
--- 9.1 mallory's own external task: the administrator's executors never
--- run it, whatever they ask for, even as a superuser
+-- 9.1 mallory's own external task: no role may run it, so she may not
+-- queue it (it would only weigh on the executors' claims), and she may not
+-- allow anyone to run it
 SET ROLE regress_jobq_mallory;
 SELECT jobq.register_task('regress_mal_ext', NULL);
-SELECT jobq.enqueue_task('regress_mal_ext', '{"phish": true}', priority => 1000) AS mal \gset
--- and she may not allow anyone to run it
+SELECT sec_try($$SELECT jobq.enqueue_task('regress_mal_ext', '{"phish": true}', priority => 1000)$$);
 SELECT sec_try($$SELECT jobq.allow_executor('regress_mal_ext', 'regress_jobq_exec1')$$);
+RESET ROLE;
+-- another executor role's own task: the administrator's executors never
+-- run it, whatever they ask for, even as a superuser
+SET ROLE regress_jobq_exec2;
+SELECT jobq.register_task('regress_mal_ext2', NULL);
+SELECT jobq.enqueue_task('regress_mal_ext2', '{"phish": true}', priority => 1000) AS mal \gset
 RESET ROLE;
 SET ROLE regress_jobq_exec1;
 SELECT count(*) AS mallory_jobs_claimed FROM jobq.claim(n => 100);
-SELECT count(*) AS mallory_jobs_claimed FROM jobq.claim(tasks => ARRAY['regress_mal_ext']);
+SELECT count(*) AS mallory_jobs_claimed FROM jobq.claim(tasks => ARRAY['regress_mal_ext2']);
 RESET ROLE;
-SELECT count(*) AS mallory_jobs_claimed_by_a_superuser FROM jobq.claim(tasks => ARRAY['regress_mal_ext']);
+SELECT count(*) AS mallory_jobs_claimed_by_a_superuser FROM jobq.claim(tasks => ARRAY['regress_mal_ext2']);
 SELECT state, attempts FROM jobq.jobs WHERE id = :mal;
--- she squats the name another role meant to register
-SET ROLE regress_jobq_mallory;
+SELECT jobq.cancel(:mal);
+-- another role squats the name a third meant to register
+SET ROLE regress_jobq_exec2;
 SELECT jobq.register_task('regress_send_mail', NULL);
 SELECT jobq.enqueue_task('regress_send_mail', '{"phish": true}') AS squat \gset
 RESET ROLE;
@@ -556,11 +563,11 @@ SELECT jobq.cancel(:squat);
 SET ROLE regress_jobq_mailer2;
 SELECT jobq.register_task('regress_send_mail', NULL);
 RESET ROLE;
+SELECT jobq.allow_executor('regress_send_mail', 'regress_jobq_exec1',
+                           registrant => 'regress_jobq_mailer2');
 SET ROLE regress_jobq_app2;
 SELECT jobq.enqueue_task('regress_send_mail', '{"to": "ann"}', queue => 'regress_sec_mail') AS mail \gset
 RESET ROLE;
-SELECT jobq.allow_executor('regress_send_mail', 'regress_jobq_exec1',
-                           registrant => 'regress_jobq_mailer2');
 -- mallory cannot feed it: she is not a member of its registrant
 SET ROLE regress_jobq_mallory;
 SELECT sec_try($$SELECT jobq.enqueue_task('regress_send_mail', '{"phish": true}')$$);
@@ -644,7 +651,8 @@ RESET ROLE;
 SELECT role, host, pid FROM jobq.executors WHERE executor = 'regress-real' ORDER BY role::text;
 SELECT count(*) <= current_setting('jobq.max_executors_per_role')::int AS exec2_bounded
   FROM jobq.executors WHERE role = 'regress_jobq_exec2'::regrole;
-SELECT jobq.unregister_task('regress_mal_ext'), jobq.unregister_task('regress_send_mail');
+SELECT jobq.unregister_task('regress_mal_ext'), jobq.unregister_task('regress_mal_ext2'),
+       jobq.unregister_task('regress_send_mail');
 DROP TABLE sec_claimed;
 DROP FUNCTION sec_try_detail(text);
 DROP OWNED BY regress_jobq_exec1, regress_jobq_exec2, regress_jobq_mailer2, regress_jobq_app2;

@@ -43,6 +43,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "utils/acl.h"
@@ -352,6 +354,22 @@ JobqTaskServes(const char *name, Oid role)
 }
 
 /*
+ * May role call jobq.claim(), and so run the external tasks it registered?
+ * (The function as this version of the extension defines it.)
+ */
+static bool
+may_claim(Oid role)
+{
+	Oid			argtypes[8] = {TEXTARRAYOID, TEXTARRAYOID, INT4OID, INTERVALOID,
+	TEXTOID, INTERVALOID, TEXTOID, INT4OID};
+	Oid			claim = LookupFuncName(list_make2(makeString("jobq"), makeString("claim")),
+									   lengthof(argtypes), argtypes, true);
+
+	return OidIsValid(claim) &&
+		pg_proc_aclcheck(claim, role, ACL_EXECUTE) == ACLCHECK_OK;
+}
+
+/*
  * jobq.enqueue_task(): the function that task name calls now, which the
  * caller must be allowed to execute; or InvalidOid, with *external set,
  * for an external task.  Its jobs go to the executors that the task's
@@ -390,6 +408,14 @@ JobqTaskForEnqueue(const char *name, bool *external)
 					 errmsg("permission denied for task \"%s\"", name),
 					 errdetail("The external task was registered by role \"%s\"; the jobs of role \"%s\" go only to tasks of roles they trust: themselves, superusers, and roles a superuser made them members of.",
 							   r ? r : "?", GetUserNameFromId(GetUserId(), false))));
+		/* a job that no role may ever claim would only weigh on the claims */
+		if (entry->nexecutors == 0 && !may_claim(entry->registered_by))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("no role may run the jobs of external task \"%s\"", name),
+					 errdetail("Its registrant, role \"%s\", may not call jobq.claim(), and no executor role is allowed to run it.",
+							   r ? r : "?"),
+					 errhint("An administrator allows an executor role with jobq.allow_executor().")));
 		return InvalidOid;
 	}
 	check_trusted(name, GetUserId(), entry->registered_by, entry->fn, NULL);

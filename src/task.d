@@ -134,6 +134,9 @@ src/task.o: src/task.c /usr/include/postgresql/15/server/postgres.h \
  /usr/include/postgresql/15/server/miscadmin.h \
  /usr/include/postgresql/15/server/datatype/timestamp.h \
  /usr/include/postgresql/15/server/pgtime.h \
+ /usr/include/postgresql/15/server/nodes/makefuncs.h \
+ /usr/include/postgresql/15/server/parser/parse_func.h \
+ /usr/include/postgresql/15/server/parser/parse_node.h \
  /usr/include/postgresql/15/server/pgstat.h \
  /usr/include/postgresql/15/server/portability/instr_time.h \
  /usr/include/postgresql/15/server/postmaster/pgarch.h \
@@ -145,7 +148,6 @@ src/task.o: src/task.c /usr/include/postgresql/15/server/postgres.h \
  /usr/include/postgresql/15/server/utils/wait_event.h \
  /usr/include/postgresql/15/server/storage/latch.h \
  /usr/include/postgresql/15/server/utils/acl.h \
- /usr/include/postgresql/15/server/parser/parse_node.h \
  /usr/include/postgresql/15/server/utils/builtins.h \
  /usr/include/postgresql/15/server/utils/fmgrprotos.h \
  /usr/include/postgresql/15/server/utils/inval.h \
@@ -293,6 +295,9 @@ src/task.o: src/task.c /usr/include/postgresql/15/server/postgres.h \
 /usr/include/postgresql/15/server/miscadmin.h:
 /usr/include/postgresql/15/server/datatype/timestamp.h:
 /usr/include/postgresql/15/server/pgtime.h:
+/usr/include/postgresql/15/server/nodes/makefuncs.h:
+/usr/include/postgresql/15/server/parser/parse_func.h:
+/usr/include/postgresql/15/server/parser/parse_node.h:
 /usr/include/postgresql/15/server/pgstat.h:
 /usr/include/postgresql/15/server/portability/instr_time.h:
 /usr/include/postgresql/15/server/postmaster/pgarch.h:
@@ -304,7 +309,6 @@ src/task.o: src/task.c /usr/include/postgresql/15/server/postgres.h \
 /usr/include/postgresql/15/server/utils/wait_event.h:
 /usr/include/postgresql/15/server/storage/latch.h:
 /usr/include/postgresql/15/server/utils/acl.h:
-/usr/include/postgresql/15/server/parser/parse_node.h:
 /usr/include/postgresql/15/server/utils/builtins.h:
 /usr/include/postgresql/15/server/utils/fmgrprotos.h:
 /usr/include/postgresql/15/server/utils/inval.h:
