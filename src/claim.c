@@ -201,6 +201,136 @@ collect_jobs(JobqJob *jobs, int *njobs, MemoryContext cxt)
 	}
 }
 
+/* the jobs one claim takes, as it goes */
+typedef struct ClaimBatch
+{
+	JobqJob    *jobs;
+	int			njobs;
+	int			limit;			/* most jobs to take */
+	MemoryContext cxt;			/* where the jobs are copied */
+} ClaimBatch;
+
+/* run a claim statement with values; its rows join the batch */
+static void
+claim_run(ClaimBatch *b, SPIPlanPtr plan, Datum *values)
+{
+	int			rc = JobqExecuteKept(plan, values, false);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
+	collect_jobs(b->jobs, &b->njobs, b->cxt);
+}
+
+/*
+ * Queues that are paused, or running as many jobs as they may, and roles
+ * running as many jobs as they may (in workers, or under the leases of
+ * external executors): with any, the claim passes over their jobs, in one
+ * statement from the start of the index, and returns true.  False with
+ * none: nothing claimed yet.
+ */
+static bool
+claim_past_limits(ClaimBatch *b)
+{
+	JobqLimitTally limits;
+	Datum	   *blocked;
+	int			nblocked = 0;
+	Datum	   *blocked_owners;
+	int			nblocked_owners = 0;
+	Oid			argtypes[3] = {INT4OID, TEXTARRAYOID, OIDARRAYOID};
+	Datum		values[3];
+	int			k;
+
+	JobqLimitsRead(&limits);
+	/* what is held counts only against a concurrency or max_running limit */
+	if (JobqLimitsMayBind(&limits, NULL, NULL))
+		JobqLimitsCountHeld(&limits);
+	blocked = palloc(sizeof(Datum) * Max(1, limits.nrules));
+	for (k = 0; k < limits.nrules; k++)
+		if (JobqLimitsQueueBlocked(&limits, k))
+			blocked[nblocked++] = CStringGetTextDatum(limits.rules[k].queue);
+	blocked_owners = palloc(sizeof(Datum) * Max(1, limits.nroles));
+	for (k = 0; k < limits.nroles; k++)
+		if (JobqLimitsRoleBlocked(&limits, k))
+			blocked_owners[nblocked_owners++] = ObjectIdGetDatum(limits.roles[k].role);
+	if (nblocked == 0 && nblocked_owners == 0)
+		return false;
+
+	values[0] = Int32GetDatum(b->limit);
+	values[1] = PointerGetDatum(construct_array(blocked, nblocked, TEXTOID,
+												-1, false, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(blocked_owners, nblocked_owners,
+												OIDOID, sizeof(Oid), true,
+												TYPALIGN_INT));
+	claim_run(b, claim_plan_for(&claim_blocked_plan, claim_blocked_sql, 3, argtypes),
+			  values);
+	return true;
+}
+
+/*
+ * Claim level by level, each from its floor, raising the floor to the
+ * last job taken.  Without a floor (the floors were reset since they were
+ * read), a level is claimed from its start, and raises nothing.
+ */
+static void
+claim_levels(ClaimBatch *b, int slot, const int16 *levels, int nlevels)
+{
+	Oid			argtypes[4] = {INT2OID, TIMESTAMPTZOID, INT8OID, INT4OID};
+	Datum		values[4];
+	int			k;
+
+	for (k = 0; k < nlevels && b->njobs < b->limit; k++)
+	{
+		int			before = b->njobs;
+		JobqFloor	floor;
+		bool		floored;
+
+		floored = JobqFloorClaimBegin(JOBQ_FLOORS_WORKERS, slot, levels[k], &floor);
+		if (!floored)
+		{
+			floor.priority = levels[k];
+			floor.run_at = DT_NOBEGIN;
+			floor.id = PG_INT64_MIN;
+		}
+		values[0] = Int16GetDatum(floor.priority);
+		values[1] = TimestampTzGetDatum(floor.run_at);
+		values[2] = Int64GetDatum(floor.id);
+		values[3] = Int32GetDatum(b->limit - b->njobs);
+		claim_run(b, claim_plan_for(&claim_level_plan, claim_level_sql, 4, argtypes),
+				  values);
+		if (floored)
+			JobqFloorClaimEnd(JOBQ_FLOORS_WORKERS, slot, levels[k], b->njobs > before,
+							  b->njobs > before ? b->jobs[b->njobs - 1].run_at : 0,
+							  b->njobs > before ? b->jobs[b->njobs - 1].id : 0);
+	}
+}
+
+/* claim from the start of the index, in priority order */
+static void
+claim_from_start(ClaimBatch *b)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
+
+	values[0] = Int32GetDatum(b->limit);
+	claim_run(b, claim_plan_for(&claim_plan, claim_sql, 1, argtypes), values);
+}
+
+/* when a job not due yet is due next; DT_NOEND if none.  Needs SPI. */
+static TimestampTz
+next_due_time(void)
+{
+	int			rc;
+	bool		isnull;
+	Datum		d;
+
+	rc = JobqExecuteKept(claim_plan_for(&next_due_plan, next_due_sql, 0, NULL),
+						 NULL, true);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "jobq next-due query failed: %s", SPI_result_code_string(rc));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? DT_NOEND : DatumGetTimestampTz(d);
+}
+
 /*
  * Claim up to limit due jobs for this worker: lock them in the current
  * transaction, which must then run them.  The claimed jobs are copied into
@@ -235,136 +365,37 @@ int
 JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 					   JobqJob **jobs_out, TimestampTz *next_due)
 {
-	JobqJob    *jobs;
-	int			njobs = 0;
+	ClaimBatch	b;
 	int16		levels[JOBQ_FLOOR_LEVELS];
 	int			nlevels;
-	int			rc;
-	JobqLimitTally limits;
-	Datum	   *blocked;
-	int			nblocked = 0;
-	Datum	   *blocked_owners;
-	int			nblocked_owners = 0;
-	int			k;
 
 	*jobs_out = NULL;
 	if (next_due)
 		*next_due = DT_NOEND;
-
-	jobs = MemoryContextAllocZero(cxt, sizeof(JobqJob) * limit);
+	b.jobs = MemoryContextAllocZero(cxt, sizeof(JobqJob) * limit);
+	b.njobs = 0;
+	b.limit = limit;
+	b.cxt = cxt;
 
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "jobq: claiming jobs");
 
 	JobqFloorsDiscover(JOBQ_FLOORS_WORKERS);
-
-	/*
-	 * Queues that are paused, or running as many jobs as they may, and
-	 * roles running as many jobs as they may: in workers, or under the
-	 * leases of external executors (lease.c).
-	 */
-	JobqLimitsRead(&limits);
-	/* what is held counts only against a concurrency or max_running limit */
-	if (JobqLimitsMayBind(&limits, NULL, NULL))
-		JobqLimitsCountHeld(&limits);
-	blocked = palloc(sizeof(Datum) * Max(1, limits.nrules));
-	for (k = 0; k < limits.nrules; k++)
-		if (JobqLimitsQueueBlocked(&limits, k))
-			blocked[nblocked++] = CStringGetTextDatum(limits.rules[k].queue);
-	blocked_owners = palloc(sizeof(Datum) * Max(1, limits.nroles));
-	for (k = 0; k < limits.nroles; k++)
-		if (JobqLimitsRoleBlocked(&limits, k))
-			blocked_owners[nblocked_owners++] = ObjectIdGetDatum(limits.roles[k].role);
-
-	if (nblocked > 0 || nblocked_owners > 0)
+	if (!claim_past_limits(&b))
 	{
-		Oid			argtypes[3] = {INT4OID, TEXTARRAYOID, OIDARRAYOID};
-		Datum		values[3];
-
-		values[0] = Int32GetDatum(limit);
-		values[1] = PointerGetDatum(construct_array(blocked, nblocked, TEXTOID,
-													-1, false, TYPALIGN_INT));
-		values[2] = PointerGetDatum(construct_array(blocked_owners, nblocked_owners,
-													OIDOID, sizeof(Oid), true,
-													TYPALIGN_INT));
-		rc = JobqExecuteKept(claim_plan_for(&claim_blocked_plan, claim_blocked_sql,
-											3, argtypes),
-							 values, false);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
-		collect_jobs(jobs, &njobs, cxt);
-	}
-	else if (JobqFloorsGet(JOBQ_FLOORS_WORKERS, levels, NULL, &nlevels))
-	{
-		Oid			argtypes[4] = {INT2OID, TIMESTAMPTZOID, INT8OID, INT4OID};
-		Datum		values[4];
-		int			k;
-
-		for (k = 0; k < nlevels && njobs < limit; k++)
-		{
-			int			before = njobs;
-			JobqFloor	floor;
-			bool		floored;
-
-			/*
-			 * Without a floor (the floors were reset since they were read),
-			 * the level is claimed from its start, and raises nothing.
-			 */
-			floored = JobqFloorClaimBegin(JOBQ_FLOORS_WORKERS, slot, levels[k], &floor);
-			if (!floored)
-			{
-				floor.priority = levels[k];
-				floor.run_at = DT_NOBEGIN;
-				floor.id = PG_INT64_MIN;
-			}
-			values[0] = Int16GetDatum(floor.priority);
-			values[1] = TimestampTzGetDatum(floor.run_at);
-			values[2] = Int64GetDatum(floor.id);
-			values[3] = Int32GetDatum(limit - njobs);
-			rc = JobqExecuteKept(claim_plan_for(&claim_level_plan, claim_level_sql, 4, argtypes),
-							  values, false);
-			if (rc != SPI_OK_SELECT)
-				elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
-			collect_jobs(jobs, &njobs, cxt);
-			if (floored)
-				JobqFloorClaimEnd(JOBQ_FLOORS_WORKERS, slot, levels[k], njobs > before,
-								  njobs > before ? jobs[njobs - 1].run_at : 0,
-								  njobs > before ? jobs[njobs - 1].id : 0);
-		}
-	}
-	else
-	{
-		Oid			argtypes[1] = {INT4OID};
-		Datum		values[1];
-
-		values[0] = Int32GetDatum(limit);
-		rc = JobqExecuteKept(claim_plan_for(&claim_plan, claim_sql, 1, argtypes),
-						  values, false);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "jobq claim failed: %s", SPI_result_code_string(rc));
-		collect_jobs(jobs, &njobs, cxt);
+		if (JobqFloorsGet(JOBQ_FLOORS_WORKERS, levels, NULL, &nlevels))
+			claim_levels(&b, slot, levels, nlevels);
+		else
+			claim_from_start(&b);
 	}
 
-	if (njobs == 0 && next_due)
-	{
-		bool		isnull;
-		Datum		d;
-
-		rc = JobqExecuteKept(claim_plan_for(&next_due_plan, next_due_sql, 0, NULL),
-						  NULL, true);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "jobq next-due query failed: %s",
-				 SPI_result_code_string(rc));
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-						  &isnull);
-		if (!isnull)
-			*next_due = DatumGetTimestampTz(d);
-	}
+	if (b.njobs == 0 && next_due)
+		*next_due = next_due_time();
 
 	PopActiveSnapshot();
 	SPI_finish();
 
-	*jobs_out = jobs;
-	return njobs;
+	*jobs_out = b.jobs;
+	return b.njobs;
 }
