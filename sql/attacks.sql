@@ -581,6 +581,22 @@ CREATE TEMP TABLE sec_claimed AS
     SELECT id, lease_token FROM jobq.claim(n => 100, lease => '10 min');
 SELECT (SELECT array_agg(id) FROM sec_claimed) = ARRAY[:mail]::bigint[] AS only_the_allowed_job;
 RESET ROLE;
+-- a job queued for a task that was then unregistered goes to no role that
+-- takes the name afterwards
+SET ROLE regress_jobq_mailer2;
+SELECT jobq.register_task('regress_inv', NULL);
+RESET ROLE;
+SELECT jobq.allow_executor('regress_inv', 'regress_jobq_exec1');
+SET ROLE regress_jobq_app2;
+SELECT jobq.enqueue_task('regress_inv', '{"card": "4111"}', queue => 'regress_sec_inv') AS inv \gset
+RESET ROLE;
+SELECT jobq.unregister_task('regress_inv');
+SET ROLE regress_jobq_exec2;
+SELECT jobq.register_task('regress_inv', NULL);
+SELECT count(*) AS orphan_claimed FROM jobq.claim(tasks => ARRAY['regress_inv'],
+                                                  queues => ARRAY['regress_sec_inv']);
+RESET ROLE;
+SELECT jobq.cancel(:inv), jobq.unregister_task('regress_inv');
 -- an invalid function OID is not "external"
 SET ROLE regress_jobq_mallory;
 SELECT sec_try($$SELECT jobq.register_task('regress_zero', 0::regprocedure)$$);
@@ -651,6 +667,11 @@ RESET ROLE;
 SELECT role, host, pid FROM jobq.executors WHERE executor = 'regress-real' ORDER BY role::text;
 SELECT count(*) <= current_setting('jobq.max_executors_per_role')::int AS exec2_bounded
   FROM jobq.executors WHERE role = 'regress_jobq_exec2'::regrole;
+-- and a role sees its own entries only: their counters say how another
+-- role's jobs went
+SET ROLE regress_jobq_exec2;
+SELECT count(*) AS others_seen FROM jobq.executors WHERE role <> 'regress_jobq_exec2'::regrole;
+RESET ROLE;
 SELECT jobq.unregister_task('regress_mal_ext'), jobq.unregister_task('regress_mal_ext2'),
        jobq.unregister_task('regress_send_mail');
 DROP TABLE sec_claimed;

@@ -619,7 +619,10 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 		}
 		else
 		{
-			out->error = edata->message ? edata->message : pstrdup("unknown error");
+			/* an error message is bounded as an executor's is (jobq.fail()) */
+			out->error = edata->message ?
+				JobqClipText(edata->message, jobq_max_payload_size) :
+				pstrdup("unknown error");
 			strlcpy(out->sqlstate, unpack_sql_state(edata->sqlerrcode),
 					sizeof(out->sqlstate));
 			if (permanent || job->attempts >= job->max_attempts)

@@ -20,9 +20,13 @@
  *	  executor is gone); an entry seen within the hour is never given to
  *	  another role.  With none of those, the new name is not recorded.
  *
- * The table is scanned under an LWLock (it may be large); events of the
- * lease calls and of the expiry find their entry by role and name, and
- * the expiry, which runs in a worker, by name alone.
+ * The table is scanned under an LWLock (it may be large), except for the
+ * entry a backend used last, which it looks at first; events of the lease
+ * calls find their entry by role and name, and the expiry, which runs in a
+ * worker and does not know the executor's role, by name alone (the entry
+ * of that name seen last).  A role sees the entries of the roles whose
+ * privileges it has; superusers and pg_monitor see all: an executor's
+ * counters say how another role's jobs went.
  *
  * IDENTIFICATION
  *		src/executors.c
@@ -31,10 +35,12 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_authid.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
@@ -70,6 +76,9 @@ typedef struct JobqExecutorTable
 } JobqExecutorTable;
 
 static JobqExecutorTable *Executors = NULL;
+
+/* the entry this backend used last, looked at first (-1: none) */
+static int	last_entry = -1;
 
 #define EXECUTOR_LOCK_TRANCHE "jobq executors"
 
@@ -194,8 +203,15 @@ JobqExecutorNote(const char *name, JobqExecutorEvent event, uint64 n,
 	LWLockAcquire(Executors->lock, LW_EXCLUSIVE);
 	if (event == JOBQ_EXEC_EXPIRED)
 		e = executor_by_name(name);
+	else if (last_entry >= 0 && last_entry < Executors->size &&
+			 Executors->entries[last_entry].role == GetUserId() &&
+			 strcmp(Executors->entries[last_entry].name, name) == 0)
+		e = &Executors->entries[last_entry];	/* most calls: no scan */
 	else
+	{
 		e = executor_entry(GetUserId(), name, now);
+		last_entry = e ? (int) (e - Executors->entries) : -1;
+	}
 	if (e != NULL)
 	{
 		switch (event)
@@ -251,6 +267,10 @@ jobq_executor_info(PG_FUNCTION_ARGS)
 		bool		nulls[10];
 
 		if (e->name[0] == '\0')
+			continue;
+		/* a role sees its own executors; superusers and pg_monitor all */
+		if (!has_privs_of_role(GetUserId(), e->role) &&
+			!has_privs_of_role(GetUserId(), ROLE_PG_MONITOR))
 			continue;
 		memset(nulls, false, sizeof(nulls));
 		values[0] = CStringGetTextDatum(e->name);

@@ -10,12 +10,14 @@ src/executors.o: src/executors.c \
  /usr/include/postgresql/15/server/utils/elog.h \
  /usr/include/postgresql/15/server/utils/errcodes.h \
  /usr/include/postgresql/15/server/utils/palloc.h \
+ /usr/include/postgresql/15/server/catalog/pg_authid.h \
+ /usr/include/postgresql/15/server/catalog/genbki.h \
+ /usr/include/postgresql/15/server/catalog/pg_authid_d.h \
  /usr/include/postgresql/15/server/funcapi.h \
  /usr/include/postgresql/15/server/access/tupdesc.h \
  /usr/include/postgresql/15/server/access/attnum.h \
  /usr/include/postgresql/15/server/access/xlogdefs.h \
  /usr/include/postgresql/15/server/catalog/pg_attribute.h \
- /usr/include/postgresql/15/server/catalog/genbki.h \
  /usr/include/postgresql/15/server/catalog/pg_attribute_d.h \
  /usr/include/postgresql/15/server/nodes/pg_list.h \
  /usr/include/postgresql/15/server/nodes/nodes.h \
@@ -98,6 +100,8 @@ src/executors.o: src/executors.c \
  /usr/include/postgresql/15/server/storage/lwlock.h \
  /usr/include/postgresql/15/server/storage/lwlocknames.h \
  /usr/include/postgresql/15/server/storage/shmem.h \
+ /usr/include/postgresql/15/server/utils/acl.h \
+ /usr/include/postgresql/15/server/parser/parse_node.h \
  /usr/include/postgresql/15/server/utils/builtins.h \
  /usr/include/postgresql/15/server/utils/fmgrprotos.h \
  /usr/include/postgresql/15/server/utils/timestamp.h \
@@ -148,12 +152,14 @@ src/executors.o: src/executors.c \
 /usr/include/postgresql/15/server/utils/elog.h:
 /usr/include/postgresql/15/server/utils/errcodes.h:
 /usr/include/postgresql/15/server/utils/palloc.h:
+/usr/include/postgresql/15/server/catalog/pg_authid.h:
+/usr/include/postgresql/15/server/catalog/genbki.h:
+/usr/include/postgresql/15/server/catalog/pg_authid_d.h:
 /usr/include/postgresql/15/server/funcapi.h:
 /usr/include/postgresql/15/server/access/tupdesc.h:
 /usr/include/postgresql/15/server/access/attnum.h:
 /usr/include/postgresql/15/server/access/xlogdefs.h:
 /usr/include/postgresql/15/server/catalog/pg_attribute.h:
-/usr/include/postgresql/15/server/catalog/genbki.h:
 /usr/include/postgresql/15/server/catalog/pg_attribute_d.h:
 /usr/include/postgresql/15/server/nodes/pg_list.h:
 /usr/include/postgresql/15/server/nodes/nodes.h:
@@ -236,6 +242,8 @@ src/executors.o: src/executors.c \
 /usr/include/postgresql/15/server/storage/lwlock.h:
 /usr/include/postgresql/15/server/storage/lwlocknames.h:
 /usr/include/postgresql/15/server/storage/shmem.h:
+/usr/include/postgresql/15/server/utils/acl.h:
+/usr/include/postgresql/15/server/parser/parse_node.h:
 /usr/include/postgresql/15/server/utils/builtins.h:
 /usr/include/postgresql/15/server/utils/fmgrprotos.h:
 /usr/include/postgresql/15/server/utils/timestamp.h:

@@ -17,6 +17,7 @@
 #include <limits.h>
 
 #include "access/detoast.h"
+#include "mb/pg_wchar.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
@@ -204,6 +205,23 @@ JobqCheckSize(Datum value, const char *what, int limit, const char *guc)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("%s of %zu bytes is too large", what, size),
 				 errdetail("The limit is %d bytes, set by \"%s\".", limit, guc)));
+}
+
+/*
+ * s cut to at most limit bytes, on a character boundary, marked as cut:
+ * for text a job produced (its error message) that jobq keeps.
+ */
+char *
+JobqClipText(char *s, int limit)
+{
+	static const char mark[] = " ... (cut)";
+	int			len = strlen(s);
+	int			keep;
+
+	if (len <= limit)
+		return s;
+	keep = pg_mbcliplen(s, len, Max(limit - (int) strlen(mark), 0));
+	return psprintf("%.*s%s", keep, s, mark);
 }
 
 /* set by _PG_init when jobq is loaded by shared_preload_libraries */

@@ -10,6 +10,7 @@ src/guc.o: src/guc.c /usr/include/postgresql/15/server/postgres.h \
  /usr/include/postgresql/15/server/utils/errcodes.h \
  /usr/include/postgresql/15/server/utils/palloc.h \
  /usr/include/postgresql/15/server/access/detoast.h \
+ /usr/include/postgresql/15/server/mb/pg_wchar.h \
  /usr/include/postgresql/15/server/utils/guc.h \
  /usr/include/postgresql/15/server/nodes/parsenodes.h \
  /usr/include/postgresql/15/server/nodes/bitmapset.h \
@@ -134,6 +135,7 @@ src/guc.o: src/guc.c /usr/include/postgresql/15/server/postgres.h \
 /usr/include/postgresql/15/server/utils/errcodes.h:
 /usr/include/postgresql/15/server/utils/palloc.h:
 /usr/include/postgresql/15/server/access/detoast.h:
+/usr/include/postgresql/15/server/mb/pg_wchar.h:
 /usr/include/postgresql/15/server/utils/guc.h:
 /usr/include/postgresql/15/server/nodes/parsenodes.h:
 /usr/include/postgresql/15/server/nodes/bitmapset.h:

@@ -153,6 +153,7 @@ extern int	jobq_max_executors_per_role;
 #define JOBQ_MAX_SIZE_LIMIT		(512 * 1024 * 1024)
 extern void JobqCheckSize(Datum value, const char *what, int limit,
 						  const char *guc);
+extern char *JobqClipText(char *s, int limit);
 extern int	jobq_cancel_grace;
 extern void JobqDefineGucs(void);
 extern bool jobq_preloaded;
@@ -509,7 +510,7 @@ extern int	JobqSettleWaitingJobs(JobqJob **cancel, int64 **because);
 /* task.c: registered tasks */
 extern void JobqCheckTaskName(const char *name);
 extern Oid	JobqTaskForEnqueue(const char *name, bool *external);
-extern bool JobqTaskServes(const char *name, Oid role);
+extern bool JobqTaskServes(const char *name, Oid role, Oid owner);
 extern FmgrInfo *JobqTaskForJob(const char *name, Oid owner,
 								volatile bool *permanent);
 

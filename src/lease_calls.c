@@ -154,11 +154,17 @@ lease_lost(int64 id, pg_uuid_t *token, bool cancelled_ok)
 				 errdetail("The job was cancelled."),
 				 errhint("The outcome of this attempt does not count; stop its work.")));
 	}
+	if (strcmp(state, "succeeded") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_JOBQ_LEASE_LOST),
+				 errmsg("lease of job " INT64_FORMAT " is not held", id),
+				 errdetail("The job has already succeeded."),
+				 errhint("The outcome of this attempt does not count.")));
 	if (state[0] != '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_JOBQ_LEASE_LOST),
 				 errmsg("lease of job " INT64_FORMAT " is not held", id),
-				 errdetail("The job has already finished: it %s.", state),
+				 errdetail("The job has already failed."),
 				 errhint("The outcome of this attempt does not count.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_JOBQ_LEASE_LOST),
@@ -270,15 +276,17 @@ lock_order_cmp(const void *a, const void *b)
  * order of their ids.  Another transaction's lock is waited for at most
  * lock_timeout, or JOBQ_LEASE_LOCK_WAIT_MS when that is 0: no session
  * keeps an executor waiting.  For each lease held, jobs[i] gets the job,
- * executors[i] its executor (in TopTransactionContext) and held[i] true;
- * the caller says why the others are not (lease_lost()).  Needs an active
- * snapshot.
+ * executors[i] its executor (in TopTransactionContext) and held[i] true.
+ * It stops at the first lease not held and returns its index (-1: all
+ * held), for the caller to say why (lease_lost()): the jobs after it are
+ * not looked at, so a call with tokens that hold nothing takes the same
+ * time whatever jobs its ids name.  Needs an active snapshot.
  *
  * The token is checked on the version the snapshot sees, then on the
  * newest version, once locked (a heartbeat may have moved the expiry
  * since, or the expiry put the job back).
  */
-static void
+static int
 lock_leases(int n, const int64 *ids, pg_uuid_t *const *tokens, JobqJob *jobs,
 			char **executors, bool *held)
 {
@@ -291,6 +299,7 @@ lock_leases(int n, const int64 *ids, pg_uuid_t *const *tokens, JobqJob *jobs,
 	Snapshot	snapshot;
 	CommandId	cid;
 	int			k;
+	int			lost = -1;
 
 	if (LockTimeout == 0)
 		(void) set_config_option("lock_timeout", JOBQ_LEASE_LOCK_WAIT_MS,
@@ -308,6 +317,8 @@ lock_leases(int n, const int64 *ids, pg_uuid_t *const *tokens, JobqJob *jobs,
 	lock_order_ids = ids;
 	qsort(order, n, sizeof(int), lock_order_cmp);
 
+	for (k = 0; k < n; k++)
+		held[k] = false;
 	scan = index_beginscan(rel, pkey, snapshot, 1, 0);
 	for (k = 0; k < n; k++)
 	{
@@ -320,20 +331,24 @@ lock_leases(int n, const int64 *ids, pg_uuid_t *const *tokens, JobqJob *jobs,
 		Datum		d;
 
 		CHECK_FOR_INTERRUPTS();
-		held[i] = false;
 		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(ids[i]));
 		index_rescan(scan, &key, 1, NULL, 0);
-		if (!index_getnext_slot(scan, ForwardScanDirection, slot))
-			continue;
 		JobqLeaseTokenDigest(tokens[i], &digest);
-		if (!lease_matches(slot, &digest))
-			continue;
+		if (!index_getnext_slot(scan, ForwardScanDirection, slot) ||
+			!lease_matches(slot, &digest))
+		{
+			lost = i;
+			break;
+		}
 		tid = slot->tts_tid;
 		if (table_tuple_lock(rel, &tid, snapshot, slot, cid, LockTupleExclusive,
 							 LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
 							 &tmfd) != TM_Ok ||
 			!lease_matches(slot, &digest))
-			continue;
+		{
+			lost = i;
+			break;
+		}
 
 		slot_getallattrs(slot);
 		memset(&jobs[i], 0, sizeof(JobqJob));
@@ -356,6 +371,7 @@ lock_leases(int n, const int64 *ids, pg_uuid_t *const *tokens, JobqJob *jobs,
 	index_close(pkey, NoLock);
 	table_close(rel, NoLock);
 	pfree(order);
+	return lost;
 }
 
 /*
@@ -368,8 +384,7 @@ lock_leased(int64 id, pg_uuid_t *token, JobqJob *job, char **executor)
 {
 	bool		held;
 
-	lock_leases(1, &id, &token, job, executor, &held);
-	if (!held)
+	if (lock_leases(1, &id, &token, job, executor, &held) >= 0)
 		(void) lease_lost(id, token, false);
 }
 
@@ -414,6 +429,9 @@ jobq_complete(PG_FUNCTION_ARGS)
 Datum
 jobq_complete_many(PG_FUNCTION_ARGS)
 {
+	ArrayType  *id_array;
+	ArrayType  *token_array;
+	ArrayType  *result_array;
 	Datum	   *ids;
 	bool	   *id_nulls;
 	Datum	   *tokens;
@@ -429,6 +447,7 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 	bool	   *locked;
 	int64	   *job_ids;
 	pg_uuid_t **job_tokens;
+	int			lost;
 	TimestampTz now = GetCurrentTimestamp();
 	int			i;
 
@@ -437,16 +456,20 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("job ids and lease tokens must not be null")));
-	if (ARR_NDIM(PG_GETARG_ARRAYTYPE_P(0)) > 1 || ARR_NDIM(PG_GETARG_ARRAYTYPE_P(1)) > 1)
+	id_array = PG_GETARG_ARRAYTYPE_P(0);
+	token_array = PG_GETARG_ARRAYTYPE_P(1);
+	result_array = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
+	if (ARR_NDIM(id_array) > 1 || ARR_NDIM(token_array) > 1 ||
+		(result_array != NULL && ARR_NDIM(result_array) > 1))
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("job ids and lease tokens must be one-dimensional arrays")));
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), INT8OID, 8, FLOAT8PASSBYVAL,
+				 errmsg("job ids, lease tokens and results must be one-dimensional arrays")));
+	deconstruct_array(id_array, INT8OID, 8, FLOAT8PASSBYVAL,
 					  TYPALIGN_DOUBLE, &ids, &id_nulls, &n);
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), UUIDOID, UUID_LEN, false,
+	deconstruct_array(token_array, UUIDOID, UUID_LEN, false,
 					  TYPALIGN_CHAR, &tokens, &token_nulls, &ntokens);
-	if (!PG_ARGISNULL(2))
-		deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), JSONBOID, -1, false,
+	if (result_array != NULL)
+		deconstruct_array(result_array, JSONBOID, -1, false,
 						  TYPALIGN_INT, &results, &result_nulls, &nresults);
 	if (n != ntokens || (results != NULL && nresults != n))
 		ereport(ERROR,
@@ -492,13 +515,12 @@ jobq_complete_many(PG_FUNCTION_ARGS)
 	}
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	lock_leases(n, job_ids, job_tokens, jobs, executors, locked);
+	lost = lock_leases(n, job_ids, job_tokens, jobs, executors, locked);
 	for (i = 0; i < n; i++)
 		jobs[i].attempts = -1;	/* as it is */
 	/* all or nothing: the first whose lease is not held says why */
-	for (i = 0; i < n; i++)
-		if (!locked[i])
-			(void) lease_lost(DatumGetInt64(ids[i]), DatumGetUUIDP(tokens[i]), false);
+	if (lost >= 0)
+		(void) lease_lost(job_ids[lost], job_tokens[lost], false);
 	SPI_finish();
 
 	for (i = 0; i < n; i++)

@@ -66,6 +66,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -448,7 +449,7 @@ claim_one(ClaimRun *run)
 	blocked = JobqLimitsBlock(&run->limits, queue, owner);
 	if (blocked || DatumGetTimestampTz(JOB_VALUE(slot, JC_RUN_AT)) > run->now ||
 		(!args->any_task && !name_in(task, args->task_names, args->ntasks)) ||
-		!claims_queue(args, queue) || !JobqTaskServes(task, GetUserId()))
+		!claims_queue(args, queue) || !JobqTaskServes(task, GetUserId(), owner))
 		return SEEN_CLAIMABLE;
 
 	/*
@@ -842,6 +843,12 @@ claim_pass(ClaimArgs *args, ReturnSetInfo *rsinfo, bool may_wait, bool waiting,
 	int			n_got;
 
 	MemoryContextSwitchTo(loopcxt);
+	/*
+	 * Changes committed since the last pass (a task registered again, an
+	 * executor disallowed) count from this pass on, even in a transaction
+	 * block that already holds its locks.
+	 */
+	AcceptInvalidationMessages();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 

@@ -185,6 +185,7 @@ task_lookup(const char *name)
 
 	task_relid = task_table();
 	{
+		MemoryContext callercxt = CurrentMemoryContext;
 		Oid			argtypes[1] = {TEXTOID};
 		Datum		values[1] = {CStringGetTextDatum(name)};
 		bool		isnull;
@@ -215,7 +216,8 @@ task_lookup(const char *name)
 
 				deconstruct_array(DatumGetArrayTypeP(d), OIDOID, sizeof(Oid), true,
 								  TYPALIGN_INT, &elems, &nulls, &nexecutors);
-				executors = palloc(sizeof(Oid) * Max(nexecutors, 1));
+				/* in the caller's memory: SPI_finish() frees SPI's */
+				executors = MemoryContextAlloc(callercxt, sizeof(Oid) * Max(nexecutors, 1));
 				for (i = 0; i < nexecutors; i++)
 					executors[i] = nulls[i] ? InvalidOid : DatumGetObjectId(elems[i]);
 			}
@@ -327,28 +329,46 @@ check_trusted(const char *name, Oid owner, Oid registered_by, Oid fn,
 }
 
 /*
- * May role run the jobs of task name, as an external executor?  The task
- * must be registered now as an external task, and role be its registrant
- * or a member of a role that an administrator allowed to run it
- * (jobq.allow_executor()).  Membership is taken as PostgreSQL grants it,
- * except that a superuser is not a member of every role here: an
- * executor that runs as a superuser runs only what it was allowed, or
- * registered itself, and never a job another role queued for a task of
- * its own.
+ * May role run, as an external executor, a job of task name that owner
+ * queued?  The task must be registered now as an external task; role must
+ * be its registrant or a member of a role that an administrator allowed to
+ * run it (jobq.allow_executor()); and owner must still be allowed to queue
+ * its jobs (a member of the registrant who trusts it, as at enqueue): a
+ * job queued for a task that was unregistered, and whose name another role
+ * then registered, goes to nobody's executors.  Membership in an allowed
+ * role is taken as PostgreSQL grants it, except that a superuser is not a
+ * member of every role here: an executor that runs as a superuser runs
+ * only what it was allowed, or registered itself.
  */
 bool
-JobqTaskServes(const char *name, Oid role)
+JobqTaskServes(const char *name, Oid role, Oid owner)
 {
 	TaskEntry  *entry = task_lookup(name);
+	bool		allowed = false;
 	int			i;
 
 	if (entry == NULL || OidIsValid(entry->fn))
 		return false;
 	if (entry->registered_by == role)
-		return true;
+		allowed = true;
+	for (i = 0; i < entry->nexecutors && !allowed; i++)
+		allowed = OidIsValid(entry->executors[i]) &&
+			is_member_of_role_nosuper(role, entry->executors[i]);
+	return allowed &&
+		(owner == entry->registered_by ||
+		 (has_privs_of_role(owner, entry->registered_by) &&
+		  trusts_role(owner, entry->registered_by)));
+}
+
+/* is some role that an administrator allowed to run the task still there? */
+static bool
+executor_exists(TaskEntry *entry)
+{
+	int			i;
+
 	for (i = 0; i < entry->nexecutors; i++)
 		if (OidIsValid(entry->executors[i]) &&
-			is_member_of_role_nosuper(role, entry->executors[i]))
+			SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(entry->executors[i])))
 			return true;
 	return false;
 }
@@ -409,7 +429,7 @@ JobqTaskForEnqueue(const char *name, bool *external)
 					 errdetail("The external task was registered by role \"%s\"; the jobs of role \"%s\" go only to tasks of roles they trust: themselves, superusers, and roles a superuser made them members of.",
 							   r ? r : "?", GetUserNameFromId(GetUserId(), false))));
 		/* a job that no role may ever claim would only weigh on the claims */
-		if (entry->nexecutors == 0 && !may_claim(entry->registered_by))
+		if (!executor_exists(entry) && !may_claim(entry->registered_by))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("no role may run the jobs of external task \"%s\"", name),
@@ -618,7 +638,7 @@ jobq_register_task(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(1) && !OidIsValid(fn))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("task function %u does not exist", fn),
+				 errmsg("function with OID %u does not exist", fn),
 				 errhint("Pass NULL to register an external task.")));
 
 	JobqCheckTaskName(name);
@@ -762,6 +782,11 @@ jobq_allow_executor(PG_FUNCTION_ARGS)
 	Oid			registered_by;
 
 	executor_args(fcinfo, "jobq.allow_executor()", &name, &executor);
+	if (!PG_ARGISNULL(2) &&
+		!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(PG_GETARG_OID(2))))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role with OID %u does not exist", PG_GETARG_OID(2))));
 	values[0] = CStringGetTextDatum(name);
 	values[1] = ObjectIdGetDatum(executor);
 	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
@@ -822,18 +847,32 @@ jobq_disallow_executor(PG_FUNCTION_ARGS)
 	Oid			executor;
 	Oid			argtypes[2] = {TEXTOID, OIDOID};
 	Datum		values[2];
+	bool		isnull;
 	bool		removed;
 
 	executor_args(fcinfo, "jobq.disallow_executor()", &name, &executor);
 	values[0] = CStringGetTextDatum(name);
 	values[1] = ObjectIdGetDatum(executor);
-	if (execute_task_write("UPDATE jobq.task"
-						   "   SET executors = pg_catalog.array_remove(executors, $2::pg_catalog.regrole)"
-						   " WHERE task OPERATOR(pg_catalog.=) $1"
-						   "   AND $2::pg_catalog.regrole OPERATOR(pg_catalog.=) ANY (executors)",
-						   2, argtypes, values) != SPI_OK_UPDATE)
+	if (execute_task_write("WITH t AS (SELECT task FROM jobq.task"
+						   "            WHERE task OPERATOR(pg_catalog.=) $1 FOR UPDATE),"
+						   "     u AS (UPDATE jobq.task k"
+						   "              SET executors = pg_catalog.array_remove(k.executors,"
+						   "                                                      $2::pg_catalog.regrole)"
+						   "             FROM t WHERE k.task OPERATOR(pg_catalog.=) t.task"
+						   "              AND $2::pg_catalog.regrole OPERATOR(pg_catalog.=) ANY (k.executors)"
+						   "           RETURNING 1)"
+						   "SELECT (SELECT pg_catalog.count(*) FROM u) OPERATOR(pg_catalog.>) 0 FROM t",
+						   2, argtypes, values) != SPI_OK_SELECT)
 		elog(ERROR, "could not disallow an executor of jobq task \"%s\"", name);
-	removed = SPI_processed > 0;
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("task \"%s\" is not registered", name)));
+	}
+	removed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										 1, &isnull));
 	SPI_finish();
 	PG_RETURN_BOOL(removed);
 }
