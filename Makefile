@@ -23,7 +23,8 @@ REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf \
 NO_INSTALLCHECK_OPTS =
 
 # isolation tester: interleavings of enqueue and claim.
-ISOLATION = enqueue_visibility two_claimers dedup_race cancel_claim retry_race tenant_locks executor_lease executor_allowance
+ISOLATION = enqueue_visibility two_claimers dedup_race cancel_claim retry_race tenant_locks executor_lease \
+            executor_allowance dependent_race
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
                  --temp-config=$(srcdir)/test/isolation.conf \
                  --temp-instance=$(CURDIR)/tmp_isolation

@@ -14,10 +14,36 @@
  *
  * Two transactions that finish two jobs of one dependent both lock it
  * (in id order, so that they cannot deadlock) before they look at its
- * jobs, with a new snapshot: the second sees the first's commit.  A
- * dependent enqueued while its last job finishes in another transaction
- * is not seen by that transaction; the workers' periodic sweep settles
- * it (JobqSettleWaitingJobs, at most ten seconds later).  The sweep also
+ * jobs, with a new snapshot: the second sees the first's commit.
+ *
+ * A dependent enqueued while its last job finishes in another transaction
+ * is the one case that neither side sees: the enqueue's check ran before
+ * the finish committed (the job is unfinished: wait), and the finish's
+ * settlement ran before the enqueue committed (no dependent yet).  Nothing
+ * else would make it due before the workers' periodic sweep, up to ten
+ * seconds later, or later still if the workers sleep for jobq.poll_interval.
+ * Neither transaction can wait for the other (a job may run for hours, an
+ * enqueue's transaction stay open as long as its session likes), so both
+ * sides look once more right after they committed, through counters in
+ * shared memory, one pair per bucket of job ids:
+ *	- a transaction that finishes a job reads its bucket's "waiting" count
+ *	  before its settlement's snapshot; after its commit it bumps the
+ *	  bucket's "finished" count and reads "waiting" again;
+ *	- an enqueue that makes a job wait reads the "finished" counts of the
+ *	  buckets of its jobs before its check's snapshot; after its commit it
+ *	  bumps their "waiting" counts and reads "finished" again.
+ * The bumps and the reads after them are full memory barriers: of two
+ * such transactions that missed each other, at least one sees the other's
+ * bump, and then both commits precede its second read.  That side hands
+ * the jobs' ids to a worker (JobqDependRecheckTake), which settles their
+ * dependents in a transaction of its own, with a snapshot that sees both
+ * commits (finish.c, JobqRecheckDependents).  Either side seeing a count
+ * change for any other reason (another job of the bucket) only costs one
+ * such settlement.  A repeatable read enqueue took its snapshot before it
+ * read the counts, so it always asks for the recheck; a prepared
+ * transaction is left to the sweep, as its wake-ups are left to the poll.
+ *
+ * The workers' periodic sweep (JobqSettleWaitingJobs, every ten seconds)
  * covers jobs failed by the count of a dead worker's attempt, and the
  * dependents a finishing transaction could not lock: it waits for a row
  * that another transaction holds for a moment only (a session could keep
@@ -50,20 +76,59 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "pgstat.h"
+#include "port/pg_bitutils.h"
+#include "storage/spin.h"
 
 #include "jobq.h"
 
+/* the handshake's buckets of job ids (see the top of the file) */
+#define JOBQ_DEPEND_BUCKETS		1024	/* a power of two */
+#define JOBQ_DEPEND_BUCKET(id)	((uint64) (id) & (JOBQ_DEPEND_BUCKETS - 1))
+
+/* the ids a transaction hands to the workers' recheck, at most */
+#define JOBQ_RECHECK_IDS		64
+
 /*
  * Whether some job may wait for others, in shared memory: set once one
- * does, by the enqueue or by a sweep that found some, so that finishing
- * jobs looks for dependents only where there can be any.
+ * does, by the enqueue (before its check) or by a sweep that found some,
+ * so that finishing jobs looks for dependents only where there can be
+ * any.
  */
 typedef struct JobqDependState
 {
 	pg_atomic_uint32 dependents;
+	/* the handshake of enqueues and finishes: see the top of the file */
+	pg_atomic_uint64 finished[JOBQ_DEPEND_BUCKETS];
+	pg_atomic_uint64 waiting[JOBQ_DEPEND_BUCKETS];
+	/* jobs whose dependents a worker must settle again */
+	pg_atomic_uint32 recheck_pending;
+	slock_t		mutex;			/* guards the rest */
+	bool		recheck_all;	/* too many ids: sweep every waiting job */
+	int			nrecheck;
+	int64		recheck[JOBQ_DEPEND_RECHECK_QUEUE];
 } JobqDependState;
 
 static JobqDependState *Depend = NULL;
+
+/*
+ * One side of the handshake, for the current transaction: the buckets of
+ * the jobs it finished (or made a job wait for), the sum of the other
+ * side's counts of those buckets as read before its snapshot, and the ids
+ * to hand to the recheck.
+ */
+typedef struct JobqDependSide
+{
+	bool		any;
+	bool		force;			/* recheck whatever the counts say */
+	bool		overflow;		/* more ids than ids[] holds */
+	int			nids;
+	uint64		before;
+	uint64		buckets[JOBQ_DEPEND_BUCKETS / 64];
+	int64		ids[JOBQ_RECHECK_IDS];
+} JobqDependSide;
+
+static JobqDependSide finishing;
+static JobqDependSide enqueuing;
 
 Size
 JobqDependShmemSize(void)
@@ -79,7 +144,20 @@ JobqDependShmemInit(void)
 
 	Depend = ShmemInitStruct("jobq depend", JobqDependShmemSize(), &found);
 	if (!found)
+	{
+		int			i;
+
 		pg_atomic_init_u32(&Depend->dependents, 0);
+		for (i = 0; i < JOBQ_DEPEND_BUCKETS; i++)
+		{
+			pg_atomic_init_u64(&Depend->finished[i], 0);
+			pg_atomic_init_u64(&Depend->waiting[i], 0);
+		}
+		pg_atomic_init_u32(&Depend->recheck_pending, 0);
+		SpinLockInit(&Depend->mutex);
+		Depend->recheck_all = false;
+		Depend->nrecheck = 0;
+	}
 }
 
 /* May some job wait for others? */
@@ -93,6 +171,165 @@ void
 JobqNoteDependents(bool exist)
 {
 	pg_atomic_write_u32(&Depend->dependents, exist ? 1 : 0);
+}
+
+/*
+ * Note job id on one side of the handshake.  For a bucket seen for the
+ * first time, the other side's count is read now from counts, or, with
+ * counts NULL, is count_read, read by the caller before its snapshot.
+ * The caller puts a memory barrier between the read and its snapshot.
+ */
+static void
+side_note(JobqDependSide *side, int64 id, pg_atomic_uint64 *counts,
+		  uint64 count_read)
+{
+	uint64		b = JOBQ_DEPEND_BUCKET(id);
+	uint64		bit = UINT64CONST(1) << (b % 64);
+
+	if (!side->any)
+		JobqRegisterAtCommit();
+	side->any = true;
+	if ((side->buckets[b / 64] & bit) == 0)
+	{
+		side->buckets[b / 64] |= bit;
+		side->before += counts != NULL ? pg_atomic_read_u64(&counts[b]) :
+			count_read;
+	}
+	if (side->nids < JOBQ_RECHECK_IDS)
+		side->ids[side->nids++] = id;
+	else
+		side->overflow = true;
+}
+
+/*
+ * The current transaction finishes jobs ids[0..n-1]: called before it
+ * settles their dependents, so that the counts are read before the
+ * settlement's snapshot.
+ */
+void
+JobqDependNoteFinished(const int64 *ids, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		side_note(&finishing, ids[i], Depend->waiting, 0);
+	pg_memory_barrier();
+}
+
+/* hand ids to the workers' recheck, and wake one; no error may be raised */
+static void
+request_recheck(const JobqDependSide *side)
+{
+	int			i;
+
+	SpinLockAcquire(&Depend->mutex);
+	if (side->overflow || Depend->nrecheck + side->nids > JOBQ_DEPEND_RECHECK_QUEUE)
+		Depend->recheck_all = true;
+	else
+		for (i = 0; i < side->nids; i++)
+			Depend->recheck[Depend->nrecheck++] = side->ids[i];
+	SpinLockRelease(&Depend->mutex);
+	pg_atomic_write_u32(&Depend->recheck_pending, 1);
+	JobqWakeWorkers(1);
+}
+
+/*
+ * After the commit of one side: bump its own counts, then read the other
+ * side's again; a change means the other side may have missed this
+ * transaction, and this one the other.
+ */
+static void
+side_after_commit(JobqDependSide *side, pg_atomic_uint64 *own,
+				  pg_atomic_uint64 *other)
+{
+	uint64		after = 0;
+	int			w;
+
+	for (w = 0; w < JOBQ_DEPEND_BUCKETS / 64; w++)
+	{
+		uint64		bits = side->buckets[w];
+
+		while (bits != 0)
+		{
+			int			b = w * 64 + pg_rightmost_one_pos64(bits);
+
+			(void) pg_atomic_fetch_add_u64(&own[b], 1);
+			bits &= bits - 1;
+		}
+	}
+	/* fetch_add is a full barrier: the reads below come after the bumps */
+	for (w = 0; w < JOBQ_DEPEND_BUCKETS / 64; w++)
+	{
+		uint64		bits = side->buckets[w];
+
+		while (bits != 0)
+		{
+			int			b = w * 64 + pg_rightmost_one_pos64(bits);
+
+			after += pg_atomic_read_u64(&other[b]);
+			bits &= bits - 1;
+		}
+	}
+	if (side->force || after != side->before)
+		request_recheck(side);
+}
+
+static void
+side_reset(JobqDependSide *side)
+{
+	if (!side->any)
+		return;
+	memset(side, 0, sizeof(JobqDependSide));
+}
+
+/*
+ * The current transaction ended (wakeup.c's release callback, after the
+ * commit is visible to every new snapshot): complete the handshake if it
+ * committed.  No error may be raised here.
+ */
+void
+JobqDependAtEndOfXact(bool isCommit)
+{
+	if (isCommit && enqueuing.any)
+		side_after_commit(&enqueuing, Depend->waiting, Depend->finished);
+	if (isCommit && finishing.any)
+	{
+		/*
+		 * No job has waited since the server started: nothing can wait for
+		 * the jobs finished.  An enqueue that makes one wait sets the flag
+		 * before it reads the counts, and so before its snapshot; read
+		 * here after the commit, a flag still clear means that snapshot
+		 * sees this commit.
+		 */
+		pg_memory_barrier();
+		if (JobqDependentsMayExist())
+			side_after_commit(&finishing, Depend->finished, Depend->waiting);
+	}
+	side_reset(&enqueuing);
+	side_reset(&finishing);
+}
+
+/*
+ * A worker takes the ids whose dependents must be settled again, into
+ * ids[] (room for JOBQ_DEPEND_RECHECK_QUEUE), or *all if there were too many (a
+ * sweep instead).  False if there is nothing to do.
+ */
+bool
+JobqDependRecheckTake(int64 *ids, int *n, bool *all)
+{
+	if (pg_atomic_read_u32(&Depend->recheck_pending) == 0)
+		return false;
+	/* cleared first: ids added from now on set it again */
+	pg_atomic_write_u32(&Depend->recheck_pending, 0);
+	pg_memory_barrier();
+	SpinLockAcquire(&Depend->mutex);
+	*all = Depend->recheck_all;
+	*n = Depend->nrecheck;
+	memcpy(ids, Depend->recheck, sizeof(int64) * Depend->nrecheck);
+	Depend->recheck_all = false;
+	Depend->nrecheck = 0;
+	SpinLockRelease(&Depend->mutex);
+	return *all || *n > 0;
 }
 
 /* the dependents of jobs $1 that wait, locked in id order */
@@ -389,6 +626,10 @@ JobqCheckDependencies(ArrayType *deps, int *ndeps)
 	Oid			argtypes[1] = {INT8ARRAYOID};
 	Datum		values[1];
 	bool		wait = false;
+	Datum	   *elems;
+	int			nelems;
+	uint64	   *finished_before;
+	int			k;
 	uint64		i;
 
 	if (ARR_NDIM(deps) > 1)
@@ -406,6 +647,21 @@ JobqCheckDependencies(ArrayType *deps, int *ndeps)
 				 errmsg("a job can depend on at most %d jobs", JOBQ_MAX_DEPENDENCIES)));
 	if (*ndeps == 0)
 		return false;
+
+	/*
+	 * The first half of the handshake (see the top of the file), before
+	 * the snapshot of the check: the flag that makes finishing jobs look
+	 * for dependents, then the "finished" counts of the jobs' buckets.
+	 */
+	JobqNoteDependents(true);
+	pg_memory_barrier();
+	deconstruct_array(deps, INT8OID, 8, true, TYPALIGN_DOUBLE,
+					  &elems, NULL, &nelems);
+	finished_before = palloc(sizeof(uint64) * Max(nelems, 1));
+	for (k = 0; k < nelems; k++)
+		finished_before[k] =
+			pg_atomic_read_u64(&Depend->finished[JOBQ_DEPEND_BUCKET(DatumGetInt64(elems[k]))]);
+	pg_memory_barrier();
 
 	values[0] = PointerGetDatum(deps);
 	if (JobqExecuteAsCaller("SELECT d, j.state::pg_catalog.text"
@@ -444,5 +700,19 @@ JobqCheckDependencies(ArrayType *deps, int *ndeps)
 			wait = true;
 	}
 	SPI_finish();
+
+	/*
+	 * A job that waits: complete the handshake after the commit.  Its jobs
+	 * that had succeeded are noted too, which costs nothing but a recheck
+	 * that another job of their buckets may cause.
+	 */
+	if (wait)
+	{
+		for (k = 0; k < nelems; k++)
+			side_note(&enqueuing, DatumGetInt64(elems[k]), NULL,
+					  finished_before[k]);
+		if (IsolationUsesXactSnapshot())
+			enqueuing.force = true;
+	}
 	return wait;
 }

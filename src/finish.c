@@ -749,6 +749,8 @@ cancel_waiting(JobqJob *cancel, int64 *because, int nc, int64 **ids)
 	*ids = palloc(sizeof(int64) * Max(nc, 1));
 	nc = finished_ids(cancel, co, nc, *ids);
 	JobqNoteFinishedAtCommit(*ids, nc);
+	/* before their own dependents are settled: see depend.c */
+	JobqDependNoteFinished(*ids, nc);
 	return nc;
 }
 
@@ -802,6 +804,8 @@ finish_jobs(JobqJob *jobs, JobqOutcome *outcomes, int n, bool settle)
 	if (nids == 0)
 		return;
 	JobqNoteFinishedAtCommit(ids, nids);
+	/* before the dependents are settled: see depend.c */
+	JobqDependNoteFinished(ids, nids);
 
 	/*
 	 * Nothing waits until a job has waited since the server started (a
@@ -845,6 +849,47 @@ JobqSweepWaitingJobs(void)
 	}
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(callercxt);
+}
+
+/*
+ * Settle again the dependents of jobs that a transaction finished while
+ * another enqueued a job waiting for them, each before the other
+ * committed (depend.c hands their ids over), in a transaction of its own:
+ * its snapshot sees both commits.  Too many of them: a sweep instead.
+ */
+void
+JobqRecheckDependents(void)
+{
+	MemoryContext callercxt = CurrentMemoryContext;
+	int64	   *ids = palloc(sizeof(int64) * JOBQ_DEPEND_RECHECK_QUEUE);
+	int			n;
+	bool		all;
+
+	if (!JobqDependRecheckTake(ids, &n, &all))
+	{
+		pfree(ids);
+		return;
+	}
+	if (all)
+	{
+		pfree(ids);
+		JobqSweepWaitingJobs();
+		return;
+	}
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (JobqLockTables() && JobqSchemaGet()->tasks)
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "jobq: settling jobs that wait for others");
+		touched_lxid = MyProc->lxid;
+		settle_dependents(ids, n);
+		PopActiveSnapshot();
+	}
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(callercxt);
+	pfree(ids);
 }
 
 /*

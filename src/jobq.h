@@ -271,6 +271,7 @@ extern void JobqClaimWaitEnd(void);
 extern void JobqWakeClaimersAtCommit(void);
 extern void JobqNoteFinishedAtCommit(const int64 *ids, int n);
 extern void JobqWakeAllAtCommit(void);
+extern void JobqRegisterAtCommit(void);
 
 /* last_error of a job that jobq.cancel() cancelled */
 #define JOBQ_CANCELLED_MESSAGE	"job cancelled by jobq.cancel()"
@@ -361,6 +362,7 @@ extern TimestampTz JobqNextAttemptTime(int attempts);
 extern void JobqFinishJobs(JobqJob *jobs, JobqOutcome *outcomes, int n);
 extern bool JobqClaimedJobGone(JobqJob *job);
 extern void JobqSweepWaitingJobs(void);
+extern void JobqRecheckDependents(void);
 extern int	JobqCountCrashedAttempts(int n, int64 *ids, int32 *attempts,
 									 TimestampTz *started, int32 *pids,
 									 JobqEscalation *reasons);
@@ -498,6 +500,8 @@ extern bool JobqRoleLockHeld(void);
 
 /* depend.c: jobs that depend on other jobs */
 #define JOBQ_MAX_DEPENDENCIES	100
+/* ids of jobs waiting for a worker to settle their dependents again, at most */
+#define JOBQ_DEPEND_RECHECK_QUEUE	256
 extern Size JobqDependShmemSize(void);
 extern void JobqDependShmemInit(void);
 extern bool JobqDependentsMayExist(void);
@@ -506,6 +510,9 @@ extern bool JobqCheckDependencies(ArrayType *deps, int *ndeps);
 extern int	JobqSettleDependents(const int64 *ids, int n, JobqJob **cancel,
 								 int64 **because);
 extern int	JobqSettleWaitingJobs(JobqJob **cancel, int64 **because);
+extern void JobqDependNoteFinished(const int64 *ids, int n);
+extern void JobqDependAtEndOfXact(bool isCommit);
+extern bool JobqDependRecheckTake(int64 *ids, int *n, bool *all);
 
 /* task.c: registered tasks */
 extern void JobqCheckTaskName(const char *name);

@@ -13,7 +13,8 @@
  * is due before the earliest wake-up the idle workers already know of,
  * which the idle workers publish here (JobqSetNextDue).  An aborted
  * transaction wakes nobody.  Whether it commits or not, the keys it
- * enqueued go to the claim floors (floors.c).
+ * enqueued go to the claim floors (floors.c).  The callback also completes
+ * depend.c's handshake of enqueues and finishes after the commit.
  *
  * Jobs of external tasks are not the workers' (lease.c): a transaction
  * that makes one due, or changes what the executors may claim, sets
@@ -210,6 +211,8 @@ jobq_release_callback(ResourceReleasePhase phase, bool isCommit,
 		JobqWakeWaitersOf(pending_finished,
 						  Min(n_pending_finished, JOBQ_PENDING_FINISHED),
 						  n_pending_finished > JOBQ_PENDING_FINISHED);
+	/* dependents that the enqueue and the finish may both have missed */
+	JobqDependAtEndOfXact(isCommit && Wakeup != NULL);
 	n_pending_finished = 0;
 	pending_due_jobs = 0;
 	pending_min_future = DT_NOEND;
@@ -224,6 +227,16 @@ register_callback(void)
 		RegisterResourceReleaseCallback(jobq_release_callback, NULL);
 		release_callback_registered = true;
 	}
+}
+
+/*
+ * Something of the current transaction is to be done when it ends, by the
+ * callback above (depend.c's handshake).
+ */
+void
+JobqRegisterAtCommit(void)
+{
+	register_callback();
 }
 
 /*

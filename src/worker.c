@@ -723,6 +723,8 @@ JobqWorkerMain(Datum main_arg)
 		}
 		if (JobqLeaseExpiryTurn())
 			JobqExpireLeases();
+		/* dependents that their enqueue and their job's finish both missed */
+		JobqRecheckDependents();
 
 		n = run_chunk(&claim_limit, &next_due);
 		if (n > 0)
