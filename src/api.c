@@ -47,6 +47,9 @@
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "depend.h"
+#include "slots.h"
+#include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(jobq_enqueue);
 PG_FUNCTION_INFO_V1(jobq_enqueue_task);

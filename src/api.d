@@ -151,7 +151,8 @@ src/api.o: src/api.c /usr/include/postgresql/15/server/postgres.h \
  /usr/include/postgresql/15/server/utils/jsonb.h \
  /usr/include/postgresql/15/server/utils/numeric.h \
  /usr/include/postgresql/15/server/utils/lsyscache.h \
- /usr/include/postgresql/15/server/utils/syscache.h src/jobq.h
+ /usr/include/postgresql/15/server/utils/syscache.h src/jobq.h \
+ src/depend.h src/slots.h src/wakeup.h
 /usr/include/postgresql/15/server/postgres.h:
 /usr/include/postgresql/15/server/c.h:
 /usr/include/postgresql/15/server/postgres_ext.h:
@@ -307,3 +308,6 @@ src/api.o: src/api.c /usr/include/postgresql/15/server/postgres.h \
 /usr/include/postgresql/15/server/utils/lsyscache.h:
 /usr/include/postgresql/15/server/utils/syscache.h:
 src/jobq.h:
+src/depend.h:
+src/slots.h:
+src/wakeup.h:

@@ -48,6 +48,7 @@
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "floors.h"
 
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr claim_level_plan = NULL;

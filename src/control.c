@@ -55,6 +55,10 @@
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "depend.h"
+#include "requests.h"
+#include "slots.h"
+#include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(jobq_cancel);
 PG_FUNCTION_INFO_V1(jobq_retry);

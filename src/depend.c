@@ -80,6 +80,10 @@
 #include "storage/spin.h"
 
 #include "jobq.h"
+#include "depend.h"
+#include "prune.h"
+#include "slots.h"
+#include "wakeup.h"
 
 /* the handshake's buckets of job ids (see the top of the file) */
 #define JOBQ_DEPEND_BUCKETS		1024	/* a power of two */

@@ -74,6 +74,7 @@
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "requests.h"
 
 /* when the job in hand passes its timeout (0: none), for the watchdog */
 volatile TimestampTz jobq_job_deadline = 0;

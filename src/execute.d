@@ -173,7 +173,8 @@ src/execute.o: src/execute.c /usr/include/postgresql/15/server/postgres.h \
  /usr/include/postgresql/15/server/utils/fmgroids.h \
  /usr/include/postgresql/15/server/utils/snapmgr.h \
  /usr/include/postgresql/15/server/utils/syscache.h \
- /usr/include/postgresql/15/server/utils/timeout.h src/jobq.h
+ /usr/include/postgresql/15/server/utils/timeout.h src/jobq.h \
+ src/requests.h
 /usr/include/postgresql/15/server/postgres.h:
 /usr/include/postgresql/15/server/c.h:
 /usr/include/postgresql/15/server/postgres_ext.h:
@@ -351,3 +352,4 @@ src/execute.o: src/execute.c /usr/include/postgresql/15/server/postgres.h \
 /usr/include/postgresql/15/server/utils/syscache.h:
 /usr/include/postgresql/15/server/utils/timeout.h:
 src/jobq.h:
+src/requests.h:

@@ -52,6 +52,9 @@
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "depend.h"
+#include "requests.h"
+#include "wakeup.h"
 
 /* where a locked job's row is now, after the job itself updated it */
 static const char *find_job_sql =

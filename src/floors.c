@@ -46,6 +46,7 @@
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "floors.h"
 
 /* a claim in progress */
 typedef struct JobqFloorClaim

@@ -28,6 +28,14 @@
 
 #include "jobq.h"
 #include "executors.h"
+#include "depend.h"
+#include "floors.h"
+#include "journal.h"
+#include "lease.h"
+#include "prune.h"
+#include "requests.h"
+#include "slots.h"
+#include "wakeup.h"
 
 PG_MODULE_MAGIC;
 

@@ -125,7 +125,12 @@ src/jobq.o: src/jobq.c /usr/include/postgresql/15/server/postgres.h \
  /usr/include/postgresql/15/server/utils/portal.h \
  /usr/include/postgresql/15/server/executor/execdesc.h \
  /usr/include/postgresql/15/server/utils/plancache.h \
- /usr/include/postgresql/15/server/utils/resowner.h src/executors.h
+ /usr/include/postgresql/15/server/utils/resowner.h src/executors.h \
+ src/depend.h src/floors.h src/journal.h src/lease.h \
+ /usr/include/postgresql/15/server/utils/timestamp.h \
+ /usr/include/postgresql/15/server/pgtime.h \
+ /usr/include/postgresql/15/server/utils/uuid.h src/prune.h \
+ src/requests.h src/slots.h src/wakeup.h
 /usr/include/postgresql/15/server/postgres.h:
 /usr/include/postgresql/15/server/c.h:
 /usr/include/postgresql/15/server/postgres_ext.h:
@@ -256,3 +261,14 @@ src/jobq.h:
 /usr/include/postgresql/15/server/utils/plancache.h:
 /usr/include/postgresql/15/server/utils/resowner.h:
 src/executors.h:
+src/depend.h:
+src/floors.h:
+src/journal.h:
+src/lease.h:
+/usr/include/postgresql/15/server/utils/timestamp.h:
+/usr/include/postgresql/15/server/pgtime.h:
+/usr/include/postgresql/15/server/utils/uuid.h:
+src/prune.h:
+src/requests.h:
+src/slots.h:
+src/wakeup.h:

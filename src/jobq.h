@@ -1,13 +1,17 @@
 /*-------------------------------------------------------------------------
  *
  * jobq.h
- *		Declarations shared by the jobq source files.
+ *		The core of jobq: its limits, the settings, the schema, a claimed job
+ *		and its outcome, and the functions of the files that own no shared
+ *		memory.
  *
  * jobq runs one static background worker, the launcher, and a pool of
- * dynamic workers that it starts.  Each file below owns its part of the
+ * dynamic workers that it starts.  Each file that owns a part of the
  * shared state (slots.c the worker slots, floors.c the claim floors, and
- * so on) and is the only one to touch it; doc/design.md maps the files to
- * their concerns and follows a job through them.
+ * so on) is the only one to touch it, and declares what it offers in a
+ * header of its own (slots.h, floors.h, wakeup.h, requests.h, prune.h,
+ * journal.h, depend.h, lease.h, executors.h); doc/design.md maps the files
+ * to their concerns and follows a job through them.
  *
  * IDENTIFICATION
  *		src/jobq.h
@@ -80,51 +84,6 @@
 /* Longest retry delay, whatever the attempt number. */
 #define JOBQ_MAX_RETRY_DELAY_MS	(3600 * 1000)
 
-/* One worker slot in shared memory (slots.c); other files see copies. */
-typedef struct JobqWorkerSlot
-{
-	pid_t		pid;			/* 0 while the slot is free */
-	int			pgprocno;		/* for the worker's latch */
-	TimestampTz started_at;		/* when the worker took the slot */
-	uint32		generation;		/* launcher generation that started it */
-	bool		busy;			/* executing jobs (will claim again) */
-	bool		stop_requested; /* pool shrank: finish and exit */
-	bool		ready;			/* reached its main loop since its start */
-	bool		recycled;		/* exited between jobs for a fresh session */
-	int64		job_id;			/* job being executed, 0 if none */
-	Oid			job_owner;		/* its owner */
-	int32		job_attempt;	/* its attempt number */
-	TimestampTz job_started_at; /* when that attempt started */
-	char		job_queue[NAMEDATALEN]; /* its queue */
-	/* outcomes of the jobs this worker ran, counted when they commit */
-	uint64		n_succeeded;
-	uint64		n_retried;
-	uint64		n_failed;
-} JobqWorkerSlot;
-
-/*
- * Claim floors (claim.c): per priority level, a key (run_at, id) below
- * which no job of that level is claimable, so that claims start there
- * instead of walking the dead entries at the head of the claim index.
- */
-#define JOBQ_FLOOR_LEVELS		16
-/* the floors' safety-net rediscovery comes every this many poll intervals */
-#define JOBQ_FLOOR_RESCAN_POLLS	12
-
-typedef struct JobqFloor
-{
-	int16		priority;
-	TimestampTz run_at;
-	int64		id;
-} JobqFloor;
-
-/* Keys compare by (run_at, id) within one priority level. */
-static inline bool
-JobqFloorKeyLess(TimestampTz run_at, int64 id, const JobqFloor *f)
-{
-	return run_at < f->run_at || (run_at == f->run_at && id < f->id);
-}
-
 /* Why a worker ended a job by exiting (see worker.c, the watchdog). */
 typedef enum JobqEscalation
 {
@@ -149,12 +108,12 @@ extern int	jobq_max_command_size;
 extern int	jobq_max_result_size;
 extern int	jobq_max_executors;
 extern int	jobq_max_executors_per_role;
+extern int	jobq_cancel_grace;
 /* the largest value of the size settings: 512 MB */
 #define JOBQ_MAX_SIZE_LIMIT		(512 * 1024 * 1024)
 extern void JobqCheckSize(Datum value, const char *what, int limit,
 						  const char *guc);
 extern char *JobqClipText(char *s, int limit);
-extern int	jobq_cancel_grace;
 extern void JobqDefineGucs(void);
 extern bool jobq_preloaded;
 extern void JobqCheckPreloaded(void);
@@ -193,85 +152,6 @@ extern const JobqSchema *JobqSchemaRequire(void);
 extern Oid	JobqSchemaRelid(const char *relname);
 extern void JobqSchemaInstallHooks(void);
 extern bool JobqLockTables(void);
-
-/* jobq.c: the module's entry point and its shared memory */
-
-/* slots.c: the launcher and the worker slots */
-extern Size JobqSlotsShmemSize(void);
-extern void JobqSlotsShmemInit(void);
-extern bool JobqSlotsSnapshot(JobqWorkerSlot *out);
-extern void JobqSlotsFree(bool *free_slot);
-extern pid_t JobqSlotHolder(int slot);
-extern uint32 JobqLauncherBegin(void);
-extern void JobqLauncherEnd(void);
-extern void JobqSlotPrepare(int slot);
-extern void JobqSlotExitState(int slot, bool *ready, bool *recycled,
-							  bool *stopping);
-extern void JobqSlotRequestStop(int slot);
-extern void JobqSlotCancelStop(int slot);
-extern bool JobqSlotAttach(int slot, uint32 generation, bool *recycled);
-extern void JobqSlotReady(int slot);
-extern void JobqSlotDetach(int slot);
-extern void JobqSlotSetBusy(int slot, bool busy);
-extern bool JobqSlotStopRequested(int slot);
-extern bool JobqSlotBeginJob(int slot, int64 job_id, Oid owner, int32 attempt,
-							 TimestampTz started, const char *queue, int limit,
-							 int owner_limit);
-extern void JobqSlotEndJob(int slot);
-extern void JobqSlotCountOutcomes(int slot, uint64 succeeded, uint64 retried,
-								  uint64 failed);
-extern void JobqSlotRecycle(int slot);
-extern void JobqWakeWorkers(int n);
-extern void JobqWakeAllWorkers(void);
-extern void JobqSignalJobWorker(int64 id);
-extern void JobqEscalationNote(int slot, int64 id, JobqEscalation reason);
-extern JobqEscalation JobqEscalationTake(int slot, int64 id);
-extern int	JobqQueueRunning(const char *queue);
-extern int	JobqOwnerRunning(Oid owner);
-
-/* floors.c: the claim floors, one set per claim index */
-typedef enum JobqFloorSetId
-{
-	JOBQ_FLOORS_WORKERS,		/* job_claim_idx, claimed by worker slot */
-	JOBQ_FLOORS_EXECUTORS,		/* job_external_idx, by jobq.claim() */
-	JOBQ_NUM_FLOOR_SETS
-} JobqFloorSetId;
-
-/* executors' claims that may use the floors at once */
-#define JOBQ_FLOOR_EXECUTOR_CLAIMERS	64
-
-extern Size JobqFloorsShmemSize(void);
-extern void JobqFloorsShmemInit(void);
-extern void JobqFloorsNoteKeys(JobqFloorSetId set, const JobqFloor *keys, int n,
-							   bool overflow);
-extern bool JobqFloorsGet(JobqFloorSetId set, int16 *levels, JobqFloor *keys,
-						  int *n);
-extern int	JobqFloorClaimerTake(void);
-extern void JobqFloorClaimerGive(int slot);
-extern bool JobqFloorClaimBegin(JobqFloorSetId set, int slot, int16 priority,
-								JobqFloor *floor);
-extern void JobqFloorClaimEnd(JobqFloorSetId set, int slot, int16 priority,
-							  bool raise, TimestampTz run_at, int64 id);
-extern void JobqFloorLower(JobqFloorSetId set, int16 priority,
-						   TimestampTz run_at, int64 id);
-extern void JobqFloorsReset(JobqFloorSetId set);
-extern bool JobqFloorsRediscoveryDue(JobqFloorSetId set);
-extern void JobqFloorsInstall(JobqFloorSetId set, const int16 *levels, int n);
-extern void JobqFloorsDiscover(JobqFloorSetId set);
-
-/* wakeup.c: waking workers and waiters when a transaction commits */
-extern Size JobqWakeupShmemSize(void);
-extern void JobqWakeupShmemInit(void);
-extern void JobqSetNextDue(TimestampTz due);
-extern void JobqWakeWorkerBy(TimestampTz t);
-extern void JobqNoteEnqueue(TimestampTz run_at, int16 priority, int64 id,
-							bool external);
-extern void JobqClaimWaitBegin(void);
-extern void JobqClaimWaitEnd(void);
-extern void JobqWakeClaimersAtCommit(void);
-extern void JobqNoteFinishedAtCommit(const int64 *ids, int n);
-extern void JobqWakeAllAtCommit(void);
-extern void JobqRegisterAtCommit(void);
 
 /* last_error of a job that jobq.cancel() cancelled */
 #define JOBQ_CANCELLED_MESSAGE	"job cancelled by jobq.cancel()"
@@ -335,27 +215,6 @@ typedef struct JobqOutcome
 /* claim.c: claiming due jobs */
 extern int	JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 								   JobqJob **jobs, TimestampTz *next_due);
-
-/* requests.c: jobq.cancel() and jobq.wait() requests */
-extern Size JobqRequestsShmemSize(void);
-extern void JobqRequestsShmemInit(void);
-extern int	JobqCancelRequestAdd(int64 id);
-extern void JobqCancelRequestRemove(int idx);
-extern bool JobqCancelRequested(int64 id);
-extern void JobqCancelRequestDone(int64 id);
-extern bool JobqCancelRequestWasDone(int idx, int64 id);
-extern int	JobqWaitBegin(int64 id);
-extern void JobqWaitEnd(int idx);
-extern void JobqWakeWaitersOf(const int64 *ids, int n, bool overflowed);
-extern void JobqWaitPrepareToSleep(void);
-extern void JobqWaitSleep(long ms);
-
-/* prune.c: retention */
-extern Size JobqPruneShmemSize(void);
-extern void JobqPruneShmemInit(void);
-extern bool JobqPruneTurn(void);
-extern void JobqPruneAgainSoon(void);
-extern int	JobqPruneHistory(void);
 
 /* finish.c: every way a job ends, or is scheduled again */
 extern TimestampTz JobqNextAttemptTime(int attempts);
@@ -438,16 +297,6 @@ extern TM_Result JobqTableUpdate(JobqTable *t, Relation rel, ItemPointer tid,
 								 bool wait, TM_FailureData *tmfd);
 extern TupleTableSlot *JobqTableSlot(JobqTable *t);
 
-/* journal.c: the attempt a worker is in, kept outside the database */
-extern Size JobqJournalShmemSize(void);
-extern void JobqJournalShmemInit(void);
-extern void JobqJournalNoteDeath(void);
-extern bool JobqJournalSettleNeeded(int slot);
-extern void JobqJournalUnsettled(int slot);
-extern void JobqJournalBegin(int slot, const JobqJob *job, TimestampTz started);
-extern void JobqJournalEnd(int slot);
-extern void JobqJournalSettle(int slot);
-
 /* queue.c: queues and their settings */
 typedef struct JobqQueueRule
 {
@@ -498,22 +347,6 @@ extern bool JobqRoleCheckEnqueue(Oid role);
 extern void JobqRoleEnqueued(Oid role);
 extern bool JobqRoleLockHeld(void);
 
-/* depend.c: jobs that depend on other jobs */
-#define JOBQ_MAX_DEPENDENCIES	100
-/* ids of jobs waiting for a worker to settle their dependents again, at most */
-#define JOBQ_DEPEND_RECHECK_QUEUE	256
-extern Size JobqDependShmemSize(void);
-extern void JobqDependShmemInit(void);
-extern bool JobqDependentsMayExist(void);
-extern void JobqNoteDependents(bool exist);
-extern bool JobqCheckDependencies(ArrayType *deps, int *ndeps);
-extern int	JobqSettleDependents(const int64 *ids, int n, JobqJob **cancel,
-								 int64 **because);
-extern int	JobqSettleWaitingJobs(JobqJob **cancel, int64 **because);
-extern void JobqDependNoteFinished(const int64 *ids, int n);
-extern void JobqDependAtEndOfXact(bool isCommit);
-extern bool JobqDependRecheckTake(int64 *ids, int *n, bool *all);
-
 /* task.c: registered tasks */
 extern void JobqCheckTaskName(const char *name);
 extern Oid	JobqTaskForEnqueue(const char *name, bool *external);
@@ -527,23 +360,6 @@ extern bool JobqSessionMayRun(Oid owner);
 extern void JobqSessionJobBegin(void);
 extern void JobqSessionJobEnd(bool drop_temp);
 extern void JobqCheckOwner(Oid owner, bool enqueuing, volatile bool *permanent);
-
-/*
- * lease.c: external executors (jobq.claim() and the lease it gives) and
- * the expiry of their leases
- */
-#define JOBQ_MAX_CLAIM			1000	/* most jobs one jobq.claim() takes */
-/* SQLSTATE of a call whose lease is no longer held */
-#define ERRCODE_JOBQ_LEASE_LOST	MAKE_SQLSTATE('J','Q','0','0','1')
-/* last_sqlstate of an attempt whose lease expired */
-#define ERRCODE_JOBQ_LEASE_EXPIRED MAKE_SQLSTATE('J','Q','0','0','2')
-extern Size JobqLeaseShmemSize(void);
-extern void JobqLeaseShmemInit(void);
-extern bool JobqLeaseExpiryTurn(void);
-extern TimestampTz JobqLeaseNextCheck(void);
-extern void JobqLeasesHeld(JobqLimitTally *t);
-extern void JobqExpireLeases(void);
-extern int	JobqExpireLeasesNow(void);
 
 /* inplace.c: a job run by its own transaction's jobq.wait() */
 extern void JobqRunInPlace(int64 id);

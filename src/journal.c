@@ -56,6 +56,9 @@
 #include "utils/snapmgr.h"
 
 #include "jobq.h"
+#include "floors.h"
+#include "journal.h"
+#include "slots.h"
 
 #define JOBQ_JOURNAL_FILE		"jobq.journal"
 

@@ -55,6 +55,9 @@
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "floors.h"
+#include "journal.h"
+#include "slots.h"
 
 #define JOBQ_MAX_RESTART_DELAY_MS 60000
 

@@ -72,6 +72,7 @@
 #include "jobq.h"
 #include "executors.h"
 #include "lease.h"
+#include "wakeup.h"
 
 /* at most one expiry sweep per this many milliseconds */
 #define JOBQ_SWEEP_INTERVAL_MS	100

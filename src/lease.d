@@ -173,7 +173,7 @@ src/lease.o: src/lease.c /usr/include/postgresql/15/server/postgres.h \
  /usr/include/postgresql/15/server/utils/lsyscache.h \
  /usr/include/postgresql/15/server/utils/uuid.h \
  /usr/include/postgresql/15/server/utils/wait_event.h src/jobq.h \
- src/executors.h src/lease.h
+ src/executors.h src/lease.h src/wakeup.h
 /usr/include/postgresql/15/server/postgres.h:
 /usr/include/postgresql/15/server/c.h:
 /usr/include/postgresql/15/server/postgres_ext.h:
@@ -352,3 +352,4 @@ src/lease.o: src/lease.c /usr/include/postgresql/15/server/postgres.h \
 src/jobq.h:
 src/executors.h:
 src/lease.h:
+src/wakeup.h:

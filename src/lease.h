@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * lease.h
- *		What the files of the external executors share: the lease state
- *		and its expiry (lease.c), the claim (lease_claim.c) and the calls
- *		that keep and end a lease (lease_calls.c).
+ *		External executors: what the rest of jobq calls (the shared memory,
+ *		the expiry, the leases held), and what the files of the executors
+ *		share: the lease state and its expiry (lease.c), the claim
+ *		(lease_claim.c) and the calls that keep and end a lease
+ *		(lease_calls.c).
  *
  * IDENTIFICATION
  *		src/lease.h
@@ -13,11 +15,30 @@
 #ifndef JOBQ_LEASE_H
 #define JOBQ_LEASE_H
 
+#include "jobq.h"
+
 #include "access/tupdesc.h"
 #include "executor/tuptable.h"
 #include "utils/relcache.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
+
+/*
+ * lease.c: external executors (jobq.claim() and the lease it gives) and
+ * the expiry of their leases
+ */
+#define JOBQ_MAX_CLAIM			1000	/* most jobs one jobq.claim() takes */
+/* SQLSTATE of a call whose lease is no longer held */
+#define ERRCODE_JOBQ_LEASE_LOST	MAKE_SQLSTATE('J','Q','0','0','1')
+/* last_sqlstate of an attempt whose lease expired */
+#define ERRCODE_JOBQ_LEASE_EXPIRED MAKE_SQLSTATE('J','Q','0','0','2')
+extern Size JobqLeaseShmemSize(void);
+extern void JobqLeaseShmemInit(void);
+extern bool JobqLeaseExpiryTurn(void);
+extern TimestampTz JobqLeaseNextCheck(void);
+extern void JobqLeasesHeld(JobqLimitTally *t);
+extern void JobqExpireLeases(void);
+extern int	JobqExpireLeasesNow(void);
 
 /* the longest lease, and the longest wait of a claim */
 #define JOBQ_MAX_LEASE_MS		((int64) 7 * 24 * 3600 * 1000)

@@ -60,6 +60,7 @@
 #include "jobq.h"
 #include "executors.h"
 #include "lease.h"
+#include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(jobq_heartbeat);
 PG_FUNCTION_INFO_V1(jobq_complete);

@@ -79,6 +79,8 @@
 #include "jobq.h"
 #include "executors.h"
 #include "lease.h"
+#include "floors.h"
+#include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(jobq_claim);
 

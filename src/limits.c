@@ -50,6 +50,9 @@
 #include "utils/snapmgr.h"
 
 #include "jobq.h"
+#include "lease.h"
+#include "slots.h"
+#include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(jobq_configure_role);
 

@@ -26,6 +26,7 @@
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "prune.h"
 
 #define JOBQ_PRUNE_BATCH		1000
 #define JOBQ_PRUNE_FLOOR_RESET_MS	(600 * 1000)

@@ -38,6 +38,7 @@
 #include "utils/memutils.h"
 
 #include "jobq.h"
+#include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(jobq_configure_queue);
 PG_FUNCTION_INFO_V1(jobq_pause);

@@ -25,6 +25,7 @@
 #include "storage/shmem.h"
 
 #include "jobq.h"
+#include "requests.h"
 
 /*
  * One backend's entry: the job its jobq.cancel() is cancelling and the job

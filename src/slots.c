@@ -30,6 +30,7 @@
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "slots.h"
 
 typedef struct JobqPoolState
 {

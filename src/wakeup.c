@@ -36,6 +36,11 @@
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "depend.h"
+#include "floors.h"
+#include "requests.h"
+#include "slots.h"
+#include "wakeup.h"
 
 /* the earliest wake-up the idle workers know of, DT_NOEND for none */
 typedef struct JobqWakeupState

@@ -76,6 +76,13 @@
 #include "utils/timestamp.h"
 
 #include "jobq.h"
+#include "floors.h"
+#include "journal.h"
+#include "lease.h"
+#include "prune.h"
+#include "requests.h"
+#include "slots.h"
+#include "wakeup.h"
 
 /* A job is "fast" when it takes less than this; fast jobs grow batches. */
 #define JOBQ_FAST_JOB_US		2000

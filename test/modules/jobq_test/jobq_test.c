@@ -26,6 +26,8 @@
 #include "utils/tuplestore.h"
 
 #include "jobq.h"
+#include "floors.h"
+#include "lease.h"
 
 PG_MODULE_MAGIC;
 
