@@ -321,6 +321,7 @@ settle_locked(int slot, JobqJournalEntry *journal_entries, TimeLineID tli,
 	TimestampTz started[JOBQ_MAX_WORKERS];
 	int32		pids[JOBQ_MAX_WORKERS];
 	JobqEscalation reasons[JOBQ_MAX_WORKERS];
+	int64		peeked[JOBQ_MAX_WORKERS];	/* per slot: the job whose reason was read */
 	uint32		deaths;
 	int			changed = 0;
 	int			n = 0;
@@ -344,6 +345,7 @@ settle_locked(int slot, JobqJournalEntry *journal_entries, TimeLineID tli,
 		return;
 	}
 	settleable(slot, take);
+	memset(peeked, 0, sizeof(peeked));
 
 	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
 	{
@@ -361,8 +363,13 @@ settle_locked(int slot, JobqJournalEntry *journal_entries, TimeLineID tli,
 		attempts[n] = e.attempt;
 		started[n] = e.started_at;
 		pids[n] = e.pid;
-		/* the worker may have ended the job itself: see worker.c */
-		reasons[n] = JobqEscalationTake(i, e.job_id);
+		/*
+		 * The worker may have ended the job itself (see worker.c): read why,
+		 * but forget it only once the commit below has recorded it, so that
+		 * a settlement that fails leaves it to the next one.
+		 */
+		reasons[n] = JobqEscalationPeek(i, e.job_id);
+		peeked[i] = e.job_id;
 		n++;
 	}
 
@@ -371,6 +378,11 @@ settle_locked(int slot, JobqJournalEntry *journal_entries, TimeLineID tli,
 										   reasons);
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(oldcxt);
+
+	/* recorded: the reasons read above may be forgotten now */
+	for (i = 0; i < JOBQ_MAX_WORKERS; i++)
+		if (peeked[i] != 0)
+			(void) JobqEscalationTake(i, peeked[i]);
 
 	/*
 	 * The settlement locked the jobs it changed, and a claim meanwhile may

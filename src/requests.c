@@ -23,6 +23,7 @@
 #include "storage/condition_variable.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/timestamp.h"
 
 #include "jobq.h"
 #include "requests.h"
@@ -34,6 +35,7 @@
 typedef struct JobqRequest
 {
 	pg_atomic_uint64 cancel_id;
+	pg_atomic_uint64 cancel_at;	/* when cancel_id was published */
 	pg_atomic_uint64 cancel_done;	/* cancel_id, once recorded cancelled */
 	pg_atomic_uint64 wait_id;
 } JobqRequest;
@@ -77,6 +79,7 @@ JobqRequestsShmemInit(void)
 		for (int i = 0; i < Requests->nrequests; i++)
 		{
 			pg_atomic_init_u64(&Requests->entries[i].cancel_id, 0);
+			pg_atomic_init_u64(&Requests->entries[i].cancel_at, 0);
 			pg_atomic_init_u64(&Requests->entries[i].cancel_done, 0);
 			pg_atomic_init_u64(&Requests->entries[i].wait_id, 0);
 		}
@@ -120,8 +123,15 @@ request_present(int64 id, bool wait)
 /*
  * jobq.cancel() of a job that a worker holds: publish the request (the
  * worker checks it before it starts the job, when it starts it, and from
- * its SIGUSR2 handler while it runs it).  Returns the entry to remove
- * afterwards.
+ * its SIGUSR2 handler while it runs it), with the time it was published,
+ * from which the worker's watchdog counts jobq.cancel_grace.  Returns the
+ * entry to remove afterwards.
+ *
+ * n_cancels is raised before the entry is published and lowered after it
+ * is withdrawn, so it is never below the number of published entries: a
+ * reader that finds it 0 may conclude that nobody cancels anything.  (The
+ * other order left a window, while one caller withdrew its entry and
+ * another published its own, in which a published request went unseen.)
  */
 int
 JobqCancelRequestAdd(int64 id)
@@ -132,10 +142,13 @@ JobqCancelRequestAdd(int64 id)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot cancel job " INT64_FORMAT " while this session cancels another job", id)));
-	pg_atomic_write_u64(&r->cancel_done, 0);
-	pg_atomic_write_u64(&r->cancel_id, (uint64) id);
-	/* counted after the entry is in: the signal that follows finds both */
+	/* a full barrier: counted before anyone can see the entry */
 	pg_atomic_fetch_add_u32(&Requests->n_cancels, 1);
+	pg_atomic_write_u64(&r->cancel_done, 0);
+	pg_atomic_write_u64(&r->cancel_at, (uint64) GetCurrentTimestamp());
+	/* the time is in before the id that makes the entry a request */
+	pg_write_barrier();
+	pg_atomic_write_u64(&r->cancel_id, (uint64) id);
 	return MyProc->pgprocno;
 }
 
@@ -146,6 +159,7 @@ JobqCancelRequestRemove(int idx)
 
 	/* a free entry's done mark is 0 (the mark is set only for taken ones) */
 	pg_atomic_write_u64(&r->cancel_done, 0);
+	/* uncounted only once withdrawn (the exchange is a full barrier) */
 	if (pg_atomic_exchange_u64(&r->cancel_id, 0) != 0)
 		pg_atomic_fetch_sub_u32(&Requests->n_cancels, 1);
 }
@@ -230,6 +244,42 @@ JobqCancelRequested(int64 id)
 		pg_atomic_read_u32(&Requests->n_cancels) == 0)
 		return false;
 	return request_present(id, false);
+}
+
+/*
+ * Has jobq.cancel() asked for job id, and since when?  *since gets the
+ * time the oldest request for it still in place was published.  The
+ * worker's watchdog counts jobq.cancel_grace from it, so it needs no
+ * memory of its own of when it first saw a request: a request stays in
+ * place until its caller returns, and a look that misses one (entries are
+ * read one by one, while callers come and go) delays the end of the job
+ * by one look at most, instead of starting the grace over.  Safe in a
+ * signal handler.
+ */
+bool
+JobqCancelRequestedSince(int64 id, TimestampTz *since)
+{
+	bool		found = false;
+	int			i;
+
+	if (Requests == NULL || id == 0 ||
+		pg_atomic_read_u32(&Requests->n_cancels) == 0)
+		return false;
+	for (i = 0; i < Requests->nrequests; i++)
+	{
+		JobqRequest *r = &Requests->entries[i];
+		TimestampTz at;
+
+		if (pg_atomic_read_u64(&r->cancel_id) != (uint64) id)
+			continue;
+		/* the time was written before the id */
+		pg_read_barrier();
+		at = (TimestampTz) pg_atomic_read_u64(&r->cancel_at);
+		if (!found || at < *since)
+			*since = at;
+		found = true;
+	}
+	return found;
 }
 
 /*

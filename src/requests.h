@@ -18,6 +18,7 @@ extern Size JobqRequestsShmemSize(void);
 extern void JobqRequestsShmemInit(void);
 extern int	JobqCancelRequestAdd(int64 id);
 extern void JobqCancelRequestRemove(int idx);
+extern bool JobqCancelRequestedSince(int64 id, TimestampTz *since);
 extern bool JobqCancelRequested(int64 id);
 extern void JobqCancelRequestDone(int64 id);
 extern bool JobqCancelRequestWasDone(int idx, int64 id);

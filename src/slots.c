@@ -391,6 +391,21 @@ JobqEscalationNote(int slot, int64 id, JobqEscalation reason)
 }
 
 /*
+ * Why the worker of slot ended job id by exiting, if it did, without
+ * forgetting it: a settlement reads it before its transaction commits and
+ * forgets it (JobqEscalationTake) only once the commit has recorded it, so
+ * that a settlement that fails leaves the reason to the next one.
+ */
+JobqEscalation
+JobqEscalationPeek(int slot, int64 id)
+{
+	if (id == 0 || pg_atomic_read_u64(&Pool->escalated_job[slot]) != (uint64) id)
+		return JOBQ_ESCALATE_NONE;
+	pg_read_barrier();
+	return (JobqEscalation) pg_atomic_read_u32(&Pool->escalated_reason[slot]);
+}
+
+/*
  * Why the worker of slot ended job id by exiting, if it did; forgets it.
  */
 JobqEscalation

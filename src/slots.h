@@ -64,6 +64,7 @@ extern void JobqWakeWorkers(int n);
 extern void JobqWakeAllWorkers(void);
 extern void JobqSignalJobWorker(int64 id);
 extern void JobqEscalationNote(int slot, int64 id, JobqEscalation reason);
+extern JobqEscalation JobqEscalationPeek(int slot, int64 id);
 extern JobqEscalation JobqEscalationTake(int slot, int64 id);
 extern int	JobqQueueRunning(const char *queue);
 extern int	JobqOwnerRunning(Oid owner);

@@ -123,8 +123,9 @@ static MemoryContext JobContext = NULL;
  * jobq.cancel() or a shutdown, even one that catches the cancel (a plpgsql
  * loop with EXCEPTION WHEN query_canceled) or ignores interrupts for a
  * while.  Every JOBQ_WATCHDOG_MS it looks at the job in hand; once the job
- * has gone on for jobq.cancel_grace after its deadline, or after a cancel
- * or shutdown reached it, it notes why in shared memory and escalates from
+ * has gone on for jobq.cancel_grace after its deadline, after the oldest
+ * jobq.cancel() request for it still in place was published (requests.c),
+ * or after a shutdown reached it, it notes why in shared memory and escalates from
  * cancel to die: the worker exits with FATAL, which no job can catch, its
  * transaction (the job's effects with it) is rolled back, and the
  * settlement of its journal entry records the attempt: a timed-out one as
@@ -133,8 +134,8 @@ static MemoryContext JobContext = NULL;
  */
 #define JOBQ_WATCHDOG_MS		250
 
-static volatile TimestampTz cancel_seen_at = 0;
-static volatile int64 watched_job = 0;	/* the job cancel_seen_at is about */
+static volatile TimestampTz shutdown_seen_at = 0;
+static volatile int64 watched_job = 0;	/* the job shutdown_seen_at is about */
 static volatile JobqEscalation escalated = JOBQ_ESCALATE_NONE;
 static volatile int64 escalated_job = 0;
 static TimeoutId watchdog_timeout;
@@ -170,6 +171,7 @@ static void
 jobq_watchdog(void)
 {
 	TimestampTz now;
+	TimestampTz requested_at = 0;
 	int64		grace_us = (int64) jobq_cancel_grace * 1000;
 	JobqEscalation why = JOBQ_ESCALATE_NONE;
 	int64		id = jobq_current_job_id;
@@ -180,19 +182,26 @@ jobq_watchdog(void)
 	if (id != watched_job)
 	{
 		watched_job = id;
-		cancel_seen_at = 0;
+		shutdown_seen_at = 0;
 	}
-	if (jobq_shutdown_requested || JobqCancelRequested(id))
-	{
-		if (cancel_seen_at == 0)
-			cancel_seen_at = now;
-	}
-	else
-		cancel_seen_at = 0;		/* the canceller gave up */
+	/* a shutdown, once asked, stays asked */
+	if (jobq_shutdown_requested && shutdown_seen_at == 0)
+		shutdown_seen_at = now;
 
-	if (cancel_seen_at != 0 && now - cancel_seen_at >= grace_us)
-		why = JobqCancelRequested(id) ? JOBQ_ESCALATE_CANCEL :
-			JOBQ_ESCALATE_SHUTDOWN;
+	/*
+	 * A cancel is timed from the requests themselves, not from when this
+	 * watchdog first saw one: it kept no time of its own and started the
+	 * grace over at any look that found no request, and a look can miss
+	 * requests that are in place (it reads the entries one by one while
+	 * callers come and go), so a job could outlive its grace many times
+	 * over.  Callers that gave up have withdrawn their requests, and the
+	 * grace runs from the oldest request left.
+	 */
+	if (JobqCancelRequestedSince(id, &requested_at) &&
+		now - requested_at >= grace_us)
+		why = JOBQ_ESCALATE_CANCEL;
+	else if (shutdown_seen_at != 0 && now - shutdown_seen_at >= grace_us)
+		why = JOBQ_ESCALATE_SHUTDOWN;
 	else if (jobq_job_deadline != 0 && now - jobq_job_deadline >= grace_us)
 		why = JOBQ_ESCALATE_TIMEOUT;
 	if (why == JOBQ_ESCALATE_NONE)
