@@ -58,13 +58,18 @@ unsafe_code_point(pg_wchar cp)
 
 /*
  * Append s[0..len-1] to buf with what could act on a terminal or a log
- * escaped: newline, carriage return and tab as \n, \r, \t; the other C0
- * controls, DEL and bytes that are not valid UTF-8 as \xHH; the code
- * points of unsafe_code_point() as \uHHHH.  Everything else, backslash
- * included, is kept as it is: ordinary text reads as it did.
+ * escaped, for text (json false) or inside a JSON text (json true).  For
+ * text: newline, carriage return and tab as \n, \r, \t; the other C0
+ * controls, DEL and bytes that are not valid UTF-8 as \xHH.  For JSON
+ * (whose strings the server already escapes C0 controls in; outside
+ * strings valid JSON has only whitespace among them, which is kept): DEL
+ * and any other C0 control as \uHHHH, bytes that are not valid UTF-8 as
+ * \uFFFD.  Both: the code points of unsafe_code_point() as \uHHHH, and
+ * everything else, backslash included, as it is, so that ordinary text
+ * reads as it did.
  */
-void
-append_escaped(PQExpBuffer buf, const char *s, size_t len)
+static void
+append_safe(PQExpBuffer buf, const char *s, size_t len, bool json)
 {
 	const unsigned char *p = (const unsigned char *) s;
 	size_t		i = 0;
@@ -74,18 +79,24 @@ append_escaped(PQExpBuffer buf, const char *s, size_t len)
 		unsigned char c = p[i];
 		int			n;
 
-		if (c == '\n')
-			appendPQExpBufferStr(buf, "\\n");
-		else if (c == '\r')
-			appendPQExpBufferStr(buf, "\\r");
-		else if (c == '\t')
-			appendPQExpBufferStr(buf, "\\t");
+		if (c == '\n' || c == '\r' || c == '\t')
+		{
+			if (json)
+				appendPQExpBufferChar(buf, (char) c);
+			else
+				appendPQExpBufferStr(buf, c == '\n' ? "\\n" : c == '\r' ? "\\r" : "\\t");
+		}
 		else if (c < 0x20 || c == 0x7F)
-			appendPQExpBuffer(buf, "\\x%02X", c);
+			appendPQExpBuffer(buf, json ? "\\u%04X" : "\\x%02X", c);
 		else if (c < 0x80)
 			appendPQExpBufferChar(buf, (char) c);
 		else if ((n = utf8_len(p + i, len - i)) == 0)
-			appendPQExpBuffer(buf, "\\x%02X", c);
+		{
+			if (json)
+				appendPQExpBufferStr(buf, "\\uFFFD");
+			else
+				appendPQExpBuffer(buf, "\\x%02X", c);
+		}
 		else
 		{
 			pg_wchar	cp = utf8_to_unicode(p + i);
@@ -99,6 +110,13 @@ append_escaped(PQExpBuffer buf, const char *s, size_t len)
 		}
 		i++;
 	}
+}
+
+/* s[0..len-1] escaped for a person's terminal or a log (append_safe()) */
+void
+append_escaped(PQExpBuffer buf, const char *s, size_t len)
+{
+	append_safe(buf, s, len, false);
 }
 
 /* is s[0..len-1] valid UTF-8, without NUL bytes? */
@@ -195,36 +213,8 @@ const char *
 cli_json_safe(const char *json)
 {
 	PQExpBuffer buf = ring_buffer();
-	const unsigned char *p = (const unsigned char *) json;
-	size_t		len = strlen(json);
-	size_t		i = 0;
 
-	while (i < len)
-	{
-		unsigned char c = p[i];
-		int			n;
-
-		if (c == '\n' || c == '\r' || c == '\t')
-			appendPQExpBufferChar(buf, (char) c);
-		else if (c < 0x20 || c == 0x7F)
-			appendPQExpBuffer(buf, "\\u%04X", c);
-		else if (c < 0x80)
-			appendPQExpBufferChar(buf, (char) c);
-		else if ((n = utf8_len(p + i, len - i)) == 0)
-			appendPQExpBufferStr(buf, "\\uFFFD");
-		else
-		{
-			pg_wchar	cp = utf8_to_unicode(p + i);
-
-			if (unsafe_code_point(cp))
-				appendPQExpBuffer(buf, "\\u%04X", (unsigned int) cp);
-			else
-				appendBinaryPQExpBuffer(buf, json + i, n);
-			i += n;
-			continue;
-		}
-		i++;
-	}
+	append_safe(buf, json, strlen(json), true);
 	if (PQExpBufferBroken(buf))
 		pg_fatal("out of memory");
 	return buf->data;
