@@ -86,3 +86,13 @@ CREATE EXTENSION jobq;
 SELECT jobq.enqueue('SELECT 1');
 \c contrib_regression
 DROP DATABASE regress_jobq_elsewhere;
+
+-- the size settings go up to 512MB, as documented, and no further
+SET jobq.max_payload_size = '512MB';
+SET jobq.max_command_size = '512MB';
+SET jobq.max_result_size = '512MB';
+SHOW jobq.max_result_size;
+SET jobq.max_result_size = '513MB';
+RESET jobq.max_payload_size;
+RESET jobq.max_command_size;
+RESET jobq.max_result_size;
