@@ -380,11 +380,22 @@ executor_exists(TaskEntry *entry)
 static bool
 may_claim(Oid role)
 {
-	Oid			argtypes[8] = {TEXTARRAYOID, TEXTARRAYOID, INT4OID, INTERVALOID,
-	TEXTOID, INTERVALOID, TEXTOID, INT4OID};
-	Oid			claim = LookupFuncName(list_make2(makeString("jobq"), makeString("claim")),
-									   lengthof(argtypes), argtypes, true);
+	static Oid	claim = InvalidOid;
+	static uint64 claim_generation = 0;
 
+	if (superuser_arg(role))
+		return true;
+	/* looked up once per version of the schema */
+	if (!OidIsValid(claim) || claim_generation != JobqSchemaGet()->generation ||
+		!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(claim)))
+	{
+		Oid			argtypes[8] = {TEXTARRAYOID, TEXTARRAYOID, INT4OID, INTERVALOID,
+		TEXTOID, INTERVALOID, TEXTOID, INT4OID};
+
+		claim = LookupFuncName(list_make2(makeString("jobq"), makeString("claim")),
+							   lengthof(argtypes), argtypes, true);
+		claim_generation = JobqSchemaGet()->generation;
+	}
 	return OidIsValid(claim) &&
 		pg_proc_aclcheck(claim, role, ACL_EXECUTE) == ACLCHECK_OK;
 }
