@@ -426,6 +426,175 @@ worker_job_failed(void)
 	QueryCancelHoldoffCount = 1;
 }
 
+/* what pg_stat_activity shows of a worker's job: its SQL, or its task */
+static void
+report_job_activity(JobqJob *job)
+{
+	static char activity[NAMEDATALEN + 16];
+
+	if (job->task != NULL)
+		snprintf(activity, sizeof(activity), "jobq task %s", job->task);
+	pgstat_report_activity(STATE_RUNNING, job->task != NULL ? activity : job->command);
+	debug_query_string = job->task != NULL ? activity : job->command;
+}
+
+/* the outcome of a job that jobq.cancel() cancelled: never retried */
+static void
+set_cancelled(JobqOutcome *out)
+{
+	out->kind = JOBQ_CANCELLED;
+	out->error = pstrdup(JOBQ_CANCELLED_MESSAGE);
+	strlcpy(out->sqlstate, unpack_sql_state(ERRCODE_QUERY_CANCELED),
+			sizeof(out->sqlstate));
+}
+
+/* an error for what SPI said of a job's command, if it failed */
+static void
+check_command_rc(int rc)
+{
+	if (rc == SPI_ERROR_TRANSACTION)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
+				 errmsg("transaction control statements are not allowed in a job")));
+	else if (rc == SPI_ERROR_COPY)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("COPY from or to the client is not possible in a job"),
+				 errhint("Copy from or to a file or a program instead.")));
+	else if (rc < 0)
+		elog(ERROR, "could not run job command: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * The job's SQL, run through SPI: its result is the first row of its last
+ * statement, made in result_cxt (0 if none).
+ */
+static Datum
+run_command(JobqJob *job, bool here, MemoryContext result_cxt)
+{
+	Datum		result = (Datum) 0;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	check_command_rc(here ? SPI_execute(job->command, false, 0) :
+					 execute_command(job->command, job->owner));
+	PopActiveSnapshot();
+
+	/* the cast of the row to jsonb may run the owner's code: still the job */
+	if (SPI_tuptable != NULL && SPI_processed > 0)
+	{
+		MemoryContext spicxt = MemoryContextSwitchTo(result_cxt);
+
+		result = first_row_as_jsonb(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
+		MemoryContextSwitchTo(spicxt);
+	}
+	SPI_finish();
+	return result;
+}
+
+/*
+ * Inside the job's subtransaction: run it as its owner, from a login-like
+ * baseline, and return its result (made in result_cxt).  Everything up to
+ * the end of the job may run the owner's code (a cast to json of the
+ * result's type, deferred triggers), so it all stays under the job's
+ * timeout, cancellable, and watched.  *permanent is set before an error
+ * that retrying cannot help.
+ */
+static Datum
+run_as_owner(JobqJob *job, bool here, MemoryContext result_cxt,
+			 volatile bool *permanent)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	int64		timeout_ms;
+	Datum		result;
+	FmgrInfo   *task_fn = NULL;
+
+	JobqCheckOwner(job->owner, false, permanent);
+	if (job->task != NULL)
+	{
+		/* looked up as the worker: the owner's grants do not matter */
+		PushActiveSnapshot(GetTransactionSnapshot());
+		task_fn = JobqTaskForJob(job->task, job->owner, permanent);
+		PopActiveSnapshot();
+	}
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(job->owner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	save_nestlevel = NewGUCNestLevel();
+	apply_role_settings(job->owner, result_cxt);
+	timeout_ms = here ? 0 : worker_job_begins(job);
+
+	result = task_fn != NULL ? call_task(task_fn, job->payload, result_cxt) :
+		run_command(job, here, result_cxt);
+
+	/* a result too large to keep fails the attempt, its effects undone */
+	if (result != (Datum) 0)
+		JobqCheckSize(result, "job result", jobq_max_result_size,
+					  "jobq.max_result_size");
+
+	/*
+	 * Still as the owner and inside the subtransaction: fire the job's
+	 * deferred triggers now (at the commit of the execution transaction
+	 * they would run as the worker), and discard what the job left in the
+	 * session.  An error in either is the job's error.
+	 */
+	AfterTriggerFireDeferred();
+
+	/* a job that caught the cancel (or ended as it came) is undone */
+	if (JobqCancelRequested(job->id))
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("job cancelled by jobq.cancel()")));
+	if (!here)
+		worker_job_ends(timeout_ms);
+
+	/* undo the job's SET commands and the owner's role settings */
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return result;
+}
+
+/*
+ * The outcome of a job that raised edata (its subtransaction already
+ * rolled back): cancelled, interrupted, failed, or to be retried.
+ */
+static void
+error_outcome(JobqJob *job, JobqOutcome *out, ErrorData *edata, bool permanent)
+{
+	if (JobqCancelRequested(job->id))
+	{
+		/* whatever the error was, the job was cancelled: not retried */
+		set_cancelled(out);
+		return;
+	}
+	if (jobq_shutdown_requested && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+	{
+		/*
+		 * Interrupted by a shutdown: not the job's fault, so the attempt is
+		 * not counted, but the job goes to the back of the line for a while
+		 * (finish.c, write_interruptions).
+		 */
+		out->kind = JOBQ_INTERRUPTED;
+		return;
+	}
+	/* an error message is bounded as an executor's is (jobq.fail()) */
+	out->error = edata->message ?
+		JobqClipText(edata->message, jobq_max_payload_size) :
+		pstrdup("unknown error");
+	strlcpy(out->sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(out->sqlstate));
+	if (permanent || job->attempts >= job->max_attempts)
+		out->kind = JOBQ_FAILED;
+	else
+	{
+		out->kind = JOBQ_RETRY;
+		out->next_run_at = JobqNextAttemptTime(job->attempts);
+	}
+}
+
 /*
  * Run one job and fill in its outcome.  Must be called inside an
  * execution transaction; CurrentMemoryContext receives the outcome.
@@ -449,23 +618,12 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 	out->started_at = GetCurrentTimestamp();
 	out->pid = MyProcPid;
 	if (!here)
-	{
-		static char activity[NAMEDATALEN + 16];
-
-		if (job->task != NULL)
-			snprintf(activity, sizeof(activity), "jobq task %s", job->task);
-		pgstat_report_activity(STATE_RUNNING,
-							   job->task != NULL ? activity : job->command);
-		debug_query_string = job->task != NULL ? activity : job->command;
-	}
+		report_job_activity(job);
 
 	/* cancelled by jobq.cancel() while it waited in this worker's claim */
 	if (JobqCancelRequested(job->id))
 	{
-		out->kind = JOBQ_CANCELLED;
-		out->error = pstrdup(JOBQ_CANCELLED_MESSAGE);
-		strlcpy(out->sqlstate, unpack_sql_state(ERRCODE_QUERY_CANCELED),
-				sizeof(out->sqlstate));
+		set_cancelled(out);
 		debug_query_string = save_debug_query_string;
 		out->finished_at = GetCurrentTimestamp();
 		return;
@@ -476,98 +634,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 
 	PG_TRY();
 	{
-		Oid			save_userid;
-		int			save_sec_context;
-		int			save_nestlevel;
-		int64		timeout_ms;
-		int			rc;
-		Datum		result = (Datum) 0;
-		FmgrInfo   *task_fn = NULL;
-
-		JobqCheckOwner(job->owner, false, &permanent);
-		if (job->task != NULL)
-		{
-			/* looked up as the worker: the owner's grants do not matter */
-			PushActiveSnapshot(GetTransactionSnapshot());
-			task_fn = JobqTaskForJob(job->task, job->owner, &permanent);
-			PopActiveSnapshot();
-		}
-
-		GetUserIdAndSecContext(&save_userid, &save_sec_context);
-		SetUserIdAndSecContext(job->owner,
-							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-		save_nestlevel = NewGUCNestLevel();
-		apply_role_settings(job->owner, outercxt);
-		timeout_ms = here ? 0 : worker_job_begins(job);
-
-		if (task_fn != NULL)
-		{
-			result = call_task(task_fn, job->payload, outercxt);
-			rc = 0;
-		}
-		else
-		{
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
-			PushActiveSnapshot(GetTransactionSnapshot());
-			rc = here ? SPI_execute(job->command, false, 0) :
-				execute_command(job->command, job->owner);
-			PopActiveSnapshot();
-		}
-		if (rc == SPI_ERROR_TRANSACTION)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
-					 errmsg("transaction control statements are not allowed in a job")));
-		else if (rc == SPI_ERROR_COPY)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("COPY from or to the client is not possible in a job"),
-					 errhint("Copy from or to a file or a program instead.")));
-		else if (rc < 0)
-			elog(ERROR, "could not run job command: %s", SPI_result_code_string(rc));
-
-		/*
-		 * Everything up to the end of the job may run the owner's code (a
-		 * cast to json of the result's type, deferred triggers), so it all
-		 * stays under the job's timeout, cancellable, and watched.
-		 */
-		if (task_fn == NULL)
-		{
-			if (SPI_tuptable != NULL && SPI_processed > 0)
-			{
-				MemoryContext spicxt = MemoryContextSwitchTo(outercxt);
-
-				result = first_row_as_jsonb(SPI_tuptable->vals[0],
-											SPI_tuptable->tupdesc);
-				MemoryContextSwitchTo(spicxt);
-			}
-			SPI_finish();
-		}
-
-		/* a result too large to keep fails the attempt, its effects undone */
-		if (result != (Datum) 0)
-			JobqCheckSize(result, "job result", jobq_max_result_size,
-						  "jobq.max_result_size");
-
-		/*
-		 * Still as the owner and inside the subtransaction: fire the job's
-		 * deferred triggers now (at the commit of the execution transaction
-		 * they would run as the worker), and discard what the job left in
-		 * the session.  An error in either is the job's error.
-		 */
-		AfterTriggerFireDeferred();
-
-		/* a job that caught the cancel (or ended as it came) is undone */
-		if (JobqCancelRequested(job->id))
-			ereport(ERROR,
-					(errcode(ERRCODE_QUERY_CANCELED),
-					 errmsg("job cancelled by jobq.cancel()")));
-		if (!here)
-			worker_job_ends(timeout_ms);
-
-		/* undo the job's SET commands and the owner's role settings */
-		AtEOXact_GUC(false, save_nestlevel);
-		SetUserIdAndSecContext(save_userid, save_sec_context);
+		Datum		result = run_as_owner(job, here, outercxt, &permanent);
 
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(outercxt);
@@ -599,41 +666,7 @@ JobqExecuteJob(JobqJob *job, JobqOutcome *out, MemoryContext job_context,
 			JobqSessionJobEnd(false);
 		else if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			ReThrowError(edata);	/* the caller's own cancel */
-
-		if (JobqCancelRequested(job->id))
-		{
-			/* whatever the error was, the job was cancelled: not retried */
-			out->kind = JOBQ_CANCELLED;
-			out->error = pstrdup(JOBQ_CANCELLED_MESSAGE);
-			strlcpy(out->sqlstate, unpack_sql_state(ERRCODE_QUERY_CANCELED),
-					sizeof(out->sqlstate));
-		}
-		else if (jobq_shutdown_requested &&
-				 edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-		{
-			/*
-			 * Interrupted by a shutdown: not the job's fault, so the
-			 * attempt is not counted, but the job goes to the back of the
-			 * line for a while (finish.c, write_interruptions).
-			 */
-			out->kind = JOBQ_INTERRUPTED;
-		}
-		else
-		{
-			/* an error message is bounded as an executor's is (jobq.fail()) */
-			out->error = edata->message ?
-				JobqClipText(edata->message, jobq_max_payload_size) :
-				pstrdup("unknown error");
-			strlcpy(out->sqlstate, unpack_sql_state(edata->sqlerrcode),
-					sizeof(out->sqlstate));
-			if (permanent || job->attempts >= job->max_attempts)
-				out->kind = JOBQ_FAILED;
-			else
-			{
-				out->kind = JOBQ_RETRY;
-				out->next_run_at = JobqNextAttemptTime(job->attempts);
-			}
-		}
+		error_outcome(job, out, edata, permanent);
 	}
 	PG_END_TRY();
 

@@ -408,27 +408,197 @@ chunk_budget_ms(void)
  * installed.  With nothing due, *next_due is the earliest run_at of a
  * pending job (DT_NOEND if none).
  */
+/* one execution transaction's jobs, as the chunk goes */
+typedef struct Chunk
+{
+	JobqJob    *jobs;
+	JobqOutcome *outcomes;
+	int			njobs;			/* claimed */
+	int			next;			/* the next to run; those before it ran */
+	TimestampTz start;
+	bool		slow;			/* a job took JOBQ_SLOW_JOB_MS or more */
+	bool		queue_full;		/* a queue reached its concurrency */
+	bool		recycle;		/* a fresh process must run the rest */
+	Oid			owner;			/* owner of the jobs run */
+	int			n_handed_back;	/* jobs of other owners let go */
+	int16		handed_back_priority;	/* of the first of them */
+} Chunk;
+
+/* what the chunk does with its next job */
+typedef enum ChunkStep
+{
+	STEP_RUN,
+	STEP_SKIP,					/* let go unrun, the chunk goes on */
+	STEP_STOP					/* the chunk ends before it */
+} ChunkStep;
+
+/*
+ * Decide about the next job of the chunk, before it runs.
+ *
+ * One owner per execution transaction: the jobs of other owners in the
+ * claim go back to the queue at the commit, unrun.  What PostgreSQL keeps
+ * per transaction would otherwise reach them (open large objects,
+ * PL/pgSQL's simple expressions with their privilege checks done, SET
+ * CONSTRAINTS, transaction advisory locks), and the jobs run so far would
+ * keep their row locks, and their effects uncommitted, while they run.
+ * The owner's later jobs of the same priority still run in this
+ * transaction; one of a lower priority than a job handed back would jump
+ * ahead of it, so the chunk ends there.
+ */
+static ChunkStep
+chunk_next_step(Chunk *c)
+{
+	JobqJob    *job = &c->jobs[c->next];
+
+	/* cancelled by an earlier job of this chunk: its row is gone */
+	if (JobqClaimedJobGone(job))
+		return STEP_SKIP;
+	if (OidIsValid(c->owner) && job->owner != c->owner)
+	{
+		if (c->n_handed_back == 0)
+			c->handed_back_priority = job->priority;
+		c->n_handed_back++;
+		return STEP_SKIP;
+	}
+	if (c->n_handed_back > 0 && job->priority < c->handed_back_priority)
+		return STEP_STOP;
+
+	/*
+	 * Another owner's job, and our session may hold state of the jobs run
+	 * so far (session.c): hand it and the rest back, and make room for a
+	 * fresh process.
+	 */
+	if (!JobqSessionMayRun(job->owner))
+	{
+		c->recycle = true;
+		return STEP_STOP;
+	}
+	/* its queue is at its concurrency: leave the rest to later claims */
+	if (!begin_job(job))
+	{
+		c->queue_full = true;
+		return STEP_STOP;
+	}
+	return STEP_RUN;
+}
+
+/* must the chunk commit after the job it just ran? */
+static bool
+chunk_ends_after(Chunk *c)
+{
+	JobqOutcome *done = &c->outcomes[c->next - 1];
+
+	/* a slow job: leave the rest to idle workers, woken after the commit */
+	if (TimestampDifferenceExceeds(done->started_at, done->finished_at,
+								   JOBQ_SLOW_JOB_MS))
+	{
+		c->slow = true;
+		return true;
+	}
+	/* a cancelled job at once: jobq.cancel() waits for it */
+	if (done->kind == JOBQ_CANCELLED)
+		return true;
+	/* and the lock of its role's enqueue limit, which others wait for */
+	if (JobqRoleLockHeld())
+		return true;
+	if (MyProc->subxidStatus.overflowed ||
+		MyProc->subxidStatus.count >= JOBQ_CHUNK_MAX_SUBXIDS)
+		return true;
+	return TimestampDifferenceExceeds(c->start, GetCurrentTimestamp(),
+									  chunk_budget_ms());
+}
+
+/* run the chunk's jobs, one subtransaction each, until it must commit */
+static void
+chunk_run_jobs(Chunk *c)
+{
+	set_busy(true);
+	arm_watchdog();
+	c->outcomes = palloc0(sizeof(JobqOutcome) * c->njobs);
+	c->start = GetCurrentTimestamp();
+	chunk_jobs = c->jobs;
+	chunk_njobs = c->njobs;
+	while (c->next < c->njobs)
+	{
+		ChunkStep	step;
+
+		CHECK_FOR_INTERRUPTS();
+		if (stop_requested())
+			break;
+		chunk_next = c->next;
+		step = chunk_next_step(c);
+		if (step == STEP_STOP)
+			break;
+		if (step == STEP_SKIP)
+		{
+			c->outcomes[c->next++].kind = JOBQ_RELEASE;
+			continue;
+		}
+		c->owner = c->jobs[c->next].owner;
+		JobqExecuteJob(&c->jobs[c->next], &c->outcomes[c->next], JobContext, false);
+		end_job();
+		MemoryContextReset(JobContext);
+		c->next++;
+		if (chunk_ends_after(c))
+			break;
+	}
+	chunk_njobs = 0;
+}
+
+/*
+ * The next claim's size: doubled (up to jobq.batch_size) when every job
+ * claimed ran and they took under JOBQ_FAST_JOB_US on average, what ran
+ * when the chunk ended early, one after a slow job.
+ */
+static int
+chunk_next_limit(const Chunk *c, int limit)
+{
+	if (c->slow || c->queue_full || c->recycle)
+		return 1;
+	if (c->next < c->njobs)
+		return Max(c->next, 1);
+	if (!TimestampDifferenceExceeds(c->start, GetCurrentTimestamp(),
+									(int) ((int64) c->njobs * JOBQ_FAST_JOB_US / 1000)))
+		return Min(limit * 2, jobq_batch_size);
+	return 1;
+}
+
+/*
+ * After the commit: claimed jobs that are still pending (retried,
+ * interrupted, or not run) are claimable again at or after their
+ * claim-time key (see claim.c), the outcomes are counted, and idle
+ * workers take what the chunk left, at once.
+ */
+static void
+chunk_after_commit(const Chunk *c)
+{
+	int			left_over = c->njobs - c->next;
+	int			i;
+
+	for (i = 0; i < c->njobs; i++)
+		if (i >= c->next || c->outcomes[i].kind == JOBQ_RETRY ||
+			c->outcomes[i].kind == JOBQ_RELEASE ||
+			c->outcomes[i].kind == JOBQ_INTERRUPTED)
+			JobqFloorLower(JOBQ_FLOORS_WORKERS, c->jobs[i].priority, c->jobs[i].run_at,
+						   c->jobs[i].id);
+	count_outcomes(c->outcomes, c->next);
+	MemoryContextReset(ChunkContext);
+	set_busy(false);
+	if ((c->slow && left_over > 0) || c->n_handed_back > 0)
+		JobqWakeWorkers((c->slow ? left_over : 0) + c->n_handed_back);
+	if (c->recycle)
+		recycle_worker();
+}
+
 static int
 run_chunk(int *claim_limit, TimestampTz *next_due)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
-	TimestampTz chunk_start;
-	JobqJob    *jobs;
-	JobqOutcome *outcomes;
-	int			njobs;
-	int			next = 0;
-	int			left_over = 0;
-	bool		slow = false;
-	bool		queue_full = false;
-	bool		recycle = false;
-	Oid			chunk_owner = InvalidOid;	/* owner of the jobs run */
-	bool		handed_back = false;	/* jobs of other owners let go */
-	int			n_handed_back = 0;
-	int16		handed_back_priority = 0;
+	Chunk		c;
 	TimestampTz commit_start;
-	int			i;
 
 	*next_due = DT_NOEND;
+	memset(&c, 0, sizeof(c));
 
 	/*
 	 * Outcomes and cached role settings live in ChunkContext, reset after
@@ -441,183 +611,48 @@ run_chunk(int *claim_limit, TimestampTz *next_due)
 	JobqForgetRoleSettings();
 
 	if (!JobqLockTables())
+		c.njobs = -1;
+	else
+		c.njobs = JobqClaimInTransaction(my_slot, *claim_limit, ChunkContext,
+										 &c.jobs, next_due);
+	if (c.njobs <= 0)
 	{
 		CommitTransactionCommand();
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextReset(ChunkContext);
-		return -1;
+		return c.njobs;
 	}
 
-	njobs = JobqClaimInTransaction(my_slot, *claim_limit, ChunkContext,
-								   &jobs, next_due);
-	if (njobs == 0)
-	{
-		CommitTransactionCommand();
-		MemoryContextSwitchTo(oldcxt);
-		MemoryContextReset(ChunkContext);
-		return 0;
-	}
-
-	set_busy(true);
-	arm_watchdog();
-	outcomes = palloc0(sizeof(JobqOutcome) * njobs);
-	chunk_start = GetCurrentTimestamp();
-	chunk_jobs = jobs;
-	chunk_njobs = njobs;
-	while (next < njobs)
-	{
-		CHECK_FOR_INTERRUPTS();
-		if (stop_requested())
-			break;
-		chunk_next = next;
-
-		/* cancelled by an earlier job of this chunk: its row is gone */
-		if (JobqClaimedJobGone(&jobs[next]))
-		{
-			outcomes[next].kind = JOBQ_RELEASE;
-			next++;
-			continue;
-		}
-
-		/*
-		 * One owner per execution transaction: the jobs of other owners in
-		 * the claim go back to the queue at the commit, unrun.  What
-		 * PostgreSQL keeps per transaction would otherwise reach them (open
-		 * large objects, PL/pgSQL's simple expressions with their privilege
-		 * checks done, SET CONSTRAINTS, transaction advisory locks), and
-		 * the jobs run so far would keep their row locks, and their effects
-		 * uncommitted, while they run.  The owner's later jobs of the same
-		 * priority still run in this transaction; one of a lower priority
-		 * than a job handed back would jump ahead of it, so the chunk ends
-		 * there.
-		 */
-		if (OidIsValid(chunk_owner) && jobs[next].owner != chunk_owner)
-		{
-			if (!handed_back)
-				handed_back_priority = jobs[next].priority;
-			handed_back = true;
-			n_handed_back++;
-			outcomes[next].kind = JOBQ_RELEASE;
-			next++;
-			continue;
-		}
-		if (handed_back && jobs[next].priority < handed_back_priority)
-			break;
-
-		/*
-		 * Another owner's job, and our session may hold state of the jobs
-		 * run so far (session.c): hand it and the rest back, and make room
-		 * for a fresh process.
-		 */
-		if (!JobqSessionMayRun(jobs[next].owner))
-		{
-			recycle = true;
-			break;
-		}
-
-		/* its queue is at its concurrency: leave the rest to later claims */
-		if (!begin_job(&jobs[next]))
-		{
-			queue_full = true;
-			break;
-		}
-		chunk_owner = jobs[next].owner;
-		JobqExecuteJob(&jobs[next], &outcomes[next], JobContext, false);
-		end_job();
-		MemoryContextReset(JobContext);
-		next++;
-
-		/* a slow job: leave the rest to idle workers, woken below */
-		if (TimestampDifferenceExceeds(outcomes[next - 1].started_at,
-									   outcomes[next - 1].finished_at,
-									   JOBQ_SLOW_JOB_MS))
-		{
-			slow = true;
-			break;
-		}
-		/* commit a cancelled job at once: jobq.cancel() waits for it */
-		if (outcomes[next - 1].kind == JOBQ_CANCELLED)
-			break;
-		/* and the lock of its role's enqueue limit, which others wait for */
-		if (JobqRoleLockHeld())
-			break;
-		if (MyProc->subxidStatus.overflowed ||
-			MyProc->subxidStatus.count >= JOBQ_CHUNK_MAX_SUBXIDS)
-			break;
-		if (TimestampDifferenceExceeds(chunk_start, GetCurrentTimestamp(),
-									   chunk_budget_ms()))
-			break;
-	}
-	left_over = njobs - next;
-	chunk_njobs = 0;
+	chunk_run_jobs(&c);
 
 	pgstat_report_activity(STATE_RUNNING, "jobq: recording job outcomes");
 	PushActiveSnapshot(GetTransactionSnapshot());
-	JobqFinishJobs(jobs, outcomes, next);
+	JobqFinishJobs(c.jobs, c.outcomes, c.next);
 	PopActiveSnapshot();
-
-	if (slow || queue_full || recycle)
-		*claim_limit = 1;
-	else if (left_over > 0)
-		*claim_limit = Max(next, 1);
-	else if (!TimestampDifferenceExceeds(chunk_start, GetCurrentTimestamp(),
-										 (int) ((int64) njobs * JOBQ_FAST_JOB_US / 1000)))
-		*claim_limit = Min(*claim_limit * 2, jobq_batch_size);
-	else
-		*claim_limit = 1;
+	*claim_limit = chunk_next_limit(&c, *claim_limit);
 
 	commit_start = GetCurrentTimestamp();
 	CommitTransactionCommand();
 	note_commit_time(commit_start);
 	MemoryContextSwitchTo(oldcxt);
 
-	/*
-	 * Claimed jobs that are still pending (retried, interrupted by a
-	 * shutdown, or not run) are claimable again at or after their
-	 * claim-time key: see claim.c.
-	 */
-	for (i = 0; i < njobs; i++)
-		if (i >= next || outcomes[i].kind == JOBQ_RETRY ||
-			outcomes[i].kind == JOBQ_RELEASE ||
-			outcomes[i].kind == JOBQ_INTERRUPTED)
-			JobqFloorLower(JOBQ_FLOORS_WORKERS, jobs[i].priority, jobs[i].run_at, jobs[i].id);
-	count_outcomes(outcomes, next);
-	MemoryContextReset(ChunkContext);
-	set_busy(false);
-
-	/* idle workers take what this chunk left, at once */
-	if ((slow && left_over > 0) || n_handed_back > 0)
-		JobqWakeWorkers((slow ? left_over : 0) + n_handed_back);
-	if (recycle)
-		recycle_worker();
-	return njobs;
+	chunk_after_commit(&c);
+	return c.njobs;
 }
 
-void
-JobqWorkerMain(Datum main_arg)
+/*
+ * Take the slot, connect, and say so: before anything else, the slot,
+ * since while it is ours nobody else settles its journal entry.  A worker
+ * started for a launcher that is gone exits.
+ */
+static void
+worker_attach(uint32 generation)
 {
-	sigjmp_buf	local_sigjmp_buf;
-	uint32		generation;
 	bool		recycled;
 	char		appname[NAMEDATALEN];
 
-	my_slot = DatumGetInt32(main_arg);
-	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(generation));
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, jobq_worker_sigterm);
-	pqsignal(SIGUSR2, jobq_worker_sigusr2);
-	BackgroundWorkerUnblockSignals();
-
-	/*
-	 * Take the slot before anything else: while it is ours, nobody else
-	 * settles its journal entry.
-	 */
 	if (!JobqSlotAttach(my_slot, generation, &recycled))
-	{
-		/* started for a launcher that is gone */
 		proc_exit(0);
-	}
 	JobqJournalUnsettled(my_slot);
 
 	/*
@@ -638,15 +673,20 @@ JobqWorkerMain(Datum main_arg)
 
 	snprintf(appname, sizeof(appname), "jobq worker %d", my_slot + 1);
 	SetConfigOption("application_name", appname, PGC_USERSET, PGC_S_SESSION);
+}
 
-	/*
-	 * The worker's own baseline, whatever ALTER DATABASE or ALTER ROLE set
-	 * for the database or the bootstrap superuser: jobq's statements
-	 * resolve operators and functions in pg_catalog only, run read-write
-	 * in read committed, and are not cut short by timeouts; triggers and
-	 * foreign keys fire (session_replication_role).  Jobs get a login-like
-	 * baseline of their own on top (execute.c).
-	 */
+/*
+ * The worker's own baseline, whatever ALTER DATABASE or ALTER ROLE set for
+ * the database or the bootstrap superuser: jobq's statements resolve
+ * operators and functions in pg_catalog only, run read-write in read
+ * committed, and are not cut short by timeouts; triggers and foreign keys
+ * fire (session_replication_role).  Jobs get a login-like baseline of
+ * their own on top (execute.c).  Also the memory contexts, the session's
+ * watch over what jobs leave, and the watchdog's timer.
+ */
+static void
+worker_baseline(void)
+{
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 	SetConfigOption("default_transaction_isolation", "read committed",
 					PGC_SUSET, PGC_S_SESSION);
@@ -669,53 +709,128 @@ JobqWorkerMain(Datum main_arg)
 
 	/* see JOBQ_WATCHDOG_MS */
 	watchdog_timeout = RegisterTimeout(USER_TIMEOUT, jobq_watchdog);
+}
+
+/*
+ * After an error outside any job (the worker's sigsetjmp): clean up as
+ * postgres.c does.  The abort unlocked the jobs claimed; if one of them
+ * was running, the journal entry still names it and is settled, so that
+ * the attempt is counted; and the claim floors may lie above them.
+ */
+static void
+worker_recover(void)
+{
+	error_context_stack = NULL;
+	HOLD_INTERRUPTS();
+	jobq_in_job = false;
+	jobq_current_job_id = 0;
+	chunk_njobs = 0;
+	disable_all_timeouts(false);
+	watchdog_armed = false;
+	QueryCancelPending = false;
+	QueryCancelHoldoffCount = 1;
+	debug_query_string = NULL;
+
+	EmitErrorReport();
+	LWLockReleaseAll();
+	AbortOutOfAnyTransaction();
+	MemoryContextSwitchTo(TopMemoryContext);
+	FlushErrorState();
+	MemoryContextReset(ChunkContext);
+	MemoryContextReset(JobContext);
+	set_busy(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	RESUME_INTERRUPTS();
+
+	JobqSlotEndJob(my_slot);
+	JobqJournalUnsettled(my_slot);
+	JobqFloorsReset(JOBQ_FLOORS_WORKERS);
+	claim_limit = 1;
+
+	/* do not spin if the error repeats */
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 1000L, PG_WAIT_EXTENSION);
+}
+
+/* the database duties, each taken by whichever worker finds it due */
+static void
+worker_duties(void)
+{
+	if (JobqJournalSettleNeeded(my_slot))
+		JobqJournalSettle(my_slot);
+	if (JobqPruneTurn())
+	{
+		JobqSweepWaitingJobs();
+		if (JobqPruneHistory() > 0)
+			JobqPruneAgainSoon();
+	}
+	if (JobqLeaseExpiryTurn())
+		JobqExpireLeases();
+	/* dependents that their enqueue and their job's finish both missed */
+	JobqRecheckDependents();
+}
+
+/*
+ * Nothing due (n == 0, with next_due the next job's time), or no extension
+ * yet (n < 0): sleep until the next job is due, the earliest lease of an
+ * external executor may expire, statistics must be flushed, a commit
+ * wakes us, or jobq.poll_interval passes.
+ */
+static void
+worker_idle(int n, TimestampTz next_due)
+{
+	long		sleep_ms = jobq_poll_interval;
+	long		stats_ms;
+
+	claim_limit = 1;
+	if (n == 0)
+	{
+		next_due = Min(next_due, JobqLeaseNextCheck());
+		JobqSetNextDue(next_due);
+	}
+	if (n == 0 && next_due != DT_NOEND)
+	{
+		long		secs;
+		int			usecs;
+
+		TimestampDifference(GetCurrentTimestamp(), next_due, &secs, &usecs);
+		sleep_ms = Min(sleep_ms, secs * 1000 + (usecs + 999) / 1000);
+		sleep_ms = Max(sleep_ms, 1);
+	}
+	/* flush statistics; if some had to wait, wake up for them */
+	stats_ms = pgstat_report_stat(false);
+	if (stats_ms > 0)
+		sleep_ms = Min(sleep_ms, stats_ms);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	disarm_watchdog();
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 sleep_ms, PG_WAIT_EXTENSION);
+}
+
+void
+JobqWorkerMain(Datum main_arg)
+{
+	sigjmp_buf	local_sigjmp_buf;
+	uint32		generation;
+
+	my_slot = DatumGetInt32(main_arg);
+	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(generation));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, jobq_worker_sigterm);
+	pqsignal(SIGUSR2, jobq_worker_sigusr2);
+	BackgroundWorkerUnblockSignals();
+
+	worker_attach(generation);
+	worker_baseline();
 
 	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
-	{
-		/* An error outside any job: clean up like postgres.c does. */
-		error_context_stack = NULL;
-		HOLD_INTERRUPTS();
-		jobq_in_job = false;
-		jobq_current_job_id = 0;
-		chunk_njobs = 0;
-		disable_all_timeouts(false);
-		watchdog_armed = false;
-		QueryCancelPending = false;
-		QueryCancelHoldoffCount = 1;
-		debug_query_string = NULL;
-
-		EmitErrorReport();
-		LWLockReleaseAll();
-		AbortOutOfAnyTransaction();
-		MemoryContextSwitchTo(TopMemoryContext);
-		FlushErrorState();
-		MemoryContextReset(ChunkContext);
-		MemoryContextReset(JobContext);
-		set_busy(false);
-		pgstat_report_activity(STATE_IDLE, NULL);
-		RESUME_INTERRUPTS();
-
-		/*
-		 * The abort unlocked the jobs we had claimed.  If one of them was
-		 * running, our journal entry still names it: settle it, so that the
-		 * attempt is counted.
-		 */
-		JobqSlotEndJob(my_slot);
-		JobqJournalUnsettled(my_slot);
-		/* and the claim floors may lie above them */
-		JobqFloorsReset(JOBQ_FLOORS_WORKERS);
-		claim_limit = 1;
-
-		/* do not spin if the error repeats */
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000L, PG_WAIT_EXTENSION);
-	}
+		worker_recover();
 	PG_exception_stack = &local_sigjmp_buf;
 
 	for (;;)
 	{
 		TimestampTz next_due = DT_NOEND;
-		long		sleep_ms;
 		int			n;
 
 		CHECK_FOR_INTERRUPTS();
@@ -726,22 +841,9 @@ JobqWorkerMain(Datum main_arg)
 		}
 		if (stop_requested())
 			break;
-
 		ResetLatch(MyLatch);
 
-		if (JobqJournalSettleNeeded(my_slot))
-			JobqJournalSettle(my_slot);
-		if (JobqPruneTurn())
-		{
-			JobqSweepWaitingJobs();
-			if (JobqPruneHistory() > 0)
-				JobqPruneAgainSoon();
-		}
-		if (JobqLeaseExpiryTurn())
-			JobqExpireLeases();
-		/* dependents that their enqueue and their job's finish both missed */
-		JobqRecheckDependents();
-
+		worker_duties();
 		n = run_chunk(&claim_limit, &next_due);
 		if (n > 0)
 		{
@@ -754,40 +856,7 @@ JobqWorkerMain(Datum main_arg)
 			pgstat_report_activity(STATE_IDLE, NULL);
 			continue;
 		}
-
-		/*
-		 * Nothing due (or no extension yet): sleep, until the next job is
-		 * due or the earliest lease of an external executor may expire.
-		 */
-		claim_limit = 1;
-		sleep_ms = jobq_poll_interval;
-		if (n == 0)
-			next_due = Min(next_due, JobqLeaseNextCheck());
-		if (n == 0 && next_due != DT_NOEND)
-		{
-			long		secs;
-			int			usecs;
-
-			JobqSetNextDue(next_due);
-			TimestampDifference(GetCurrentTimestamp(), next_due, &secs, &usecs);
-			sleep_ms = Min(sleep_ms, secs * 1000 + (usecs + 999) / 1000);
-			sleep_ms = Max(sleep_ms, 1);
-		}
-		else if (n == 0)
-			JobqSetNextDue(DT_NOEND);
-
-		{
-			/* flush statistics; if some had to wait, wake up for them */
-			long		stats_ms = pgstat_report_stat(false);
-
-			if (stats_ms > 0)
-				sleep_ms = Min(sleep_ms, stats_ms);
-		}
-		pgstat_report_activity(STATE_IDLE, NULL);
-		disarm_watchdog();
-		(void) WaitLatch(MyLatch,
-						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 sleep_ms, PG_WAIT_EXTENSION);
+		worker_idle(n, next_due);
 	}
 
 	proc_exit(0);
