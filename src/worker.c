@@ -123,10 +123,10 @@ static MemoryContext JobContext = NULL;
  * jobq.cancel() or a shutdown, even one that catches the cancel (a plpgsql
  * loop with EXCEPTION WHEN query_canceled) or ignores interrupts for a
  * while.  Every JOBQ_WATCHDOG_MS it looks at the job in hand; once the job
- * has gone on for jobq.cancel_grace after its deadline, after the oldest
- * jobq.cancel() request for it still in place was published (requests.c),
- * or after a shutdown reached it, it notes why in shared memory and escalates from
- * cancel to die: the worker exits with FATAL, which no job can catch, its
+ * has gone on for jobq.cancel_grace after its deadline, after jobq.cancel()
+ * began to ask for it (the oldest request published, requests.c, while
+ * requests follow one another), or after a shutdown reached it, it notes
+ * why in shared memory and escalates from cancel to die: the worker exits with FATAL, which no job can catch, its
  * transaction (the job's effects with it) is rolled back, and the
  * settlement of its journal entry records the attempt: a timed-out one as
  * failed with SQLSTATE 57014 (retried if attempts are left), a cancelled
@@ -135,7 +135,17 @@ static MemoryContext JobContext = NULL;
 #define JOBQ_WATCHDOG_MS		250
 
 static volatile TimestampTz shutdown_seen_at = 0;
-static volatile int64 watched_job = 0;	/* the job shutdown_seen_at is about */
+static volatile TimestampTz cancel_since = 0;	/* the cancel asked since then */
+static volatile TimestampTz cancel_last_seen = 0;
+static volatile int64 watched_job = 0;	/* the job these times are about */
+
+/*
+ * A cancel is asked as long as requests for the job follow one another
+ * with gaps shorter than this: a caller that gives up and calls again (a
+ * jobq.cancel() under a statement_timeout shorter than the grace, in a
+ * loop) still asks, and its job is ended after the grace all the same.
+ */
+#define JOBQ_CANCEL_GAP_US		((int64) 2000 * 1000)
 static volatile JobqEscalation escalated = JOBQ_ESCALATE_NONE;
 static volatile int64 escalated_job = 0;
 static TimeoutId watchdog_timeout;
@@ -183,26 +193,38 @@ jobq_watchdog(void)
 	{
 		watched_job = id;
 		shutdown_seen_at = 0;
+		cancel_since = 0;
+		cancel_last_seen = 0;
 	}
 	/* a shutdown, once asked, stays asked */
 	if (jobq_shutdown_requested && shutdown_seen_at == 0)
 		shutdown_seen_at = now;
 
 	/*
-	 * A cancel is timed from the requests themselves, not from when this
-	 * watchdog first saw one: it kept no time of its own and started the
-	 * grace over at any look that found no request, and a look can miss
-	 * requests that are in place (it reads the entries one by one while
-	 * callers come and go), so a job could outlive its grace many times
-	 * over.  Callers that gave up have withdrawn their requests, and the
-	 * grace runs from the oldest request left.
+	 * A cancel is timed from the oldest request in place when the watchdog
+	 * first saw one, and stays asked while requests follow one another
+	 * (JOBQ_CANCEL_GAP_US): one look that finds none (the callers came and
+	 * went between two ticks, or the look missed a request being published
+	 * while it read the entries one by one) does not start the grace over,
+	 * as it once did, when a job could outlive its grace many times.  It
+	 * ends the job only while someone still asks.
 	 */
-	if (JobqCancelRequestedSince(id, &requested_at) &&
-		now - requested_at >= grace_us)
-		why = JOBQ_ESCALATE_CANCEL;
-	else if (shutdown_seen_at != 0 && now - shutdown_seen_at >= grace_us)
+	if (JobqCancelRequestedSince(id, &requested_at))
+	{
+		if (cancel_since == 0 || requested_at < cancel_since)
+			cancel_since = requested_at;
+		cancel_last_seen = now;
+		if (now - cancel_since >= grace_us)
+			why = JOBQ_ESCALATE_CANCEL;
+	}
+	else if (cancel_since != 0 && now - cancel_last_seen >= JOBQ_CANCEL_GAP_US)
+		cancel_since = 0;		/* given up */
+
+	if (why == JOBQ_ESCALATE_NONE && shutdown_seen_at != 0 &&
+		now - shutdown_seen_at >= grace_us)
 		why = JOBQ_ESCALATE_SHUTDOWN;
-	else if (jobq_job_deadline != 0 && now - jobq_job_deadline >= grace_us)
+	if (why == JOBQ_ESCALATE_NONE && jobq_job_deadline != 0 &&
+		now - jobq_job_deadline >= grace_us)
 		why = JOBQ_ESCALATE_TIMEOUT;
 	if (why == JOBQ_ESCALATE_NONE)
 		return;
