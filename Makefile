@@ -4,7 +4,7 @@ EXTVERSION = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*
 
 MODULE_big = jobq
 OBJS = src/jobq.o src/guc.o src/slots.o src/floors.o src/wakeup.o src/journal.o src/launcher.o src/worker.o \
-       src/schema.o src/claim.o src/finish.o src/prune.o src/requests.o src/execute.o src/session.o src/spi.o src/store.o src/task.o src/control.o src/inplace.o src/queue.o src/limits.o src/depend.o src/api.o src/lease.o src/lease_claim.o src/lease_calls.o src/executors.o
+       src/schema.o src/claim.o src/finish.o src/retry.o src/prune.o src/requests.o src/execute.o src/session.o src/spi.o src/store.o src/task.o src/control.o src/inplace.o src/queue.o src/limits.o src/depend.o src/api.o src/lease.o src/lease_claim.o src/lease_calls.o src/executors.o
 
 # Install and upgrade scripts: every jobq--*.sql at the top level.
 DATA = $(wildcard jobq--*.sql)

@@ -576,7 +576,7 @@ error_outcome(JobqJob *job, JobqOutcome *out, ErrorData *edata, bool permanent)
 		/*
 		 * Interrupted by a shutdown: not the job's fault, so the attempt is
 		 * not counted, but the job goes to the back of the line for a while
-		 * (finish.c, write_interruptions).
+		 * (retry.c, JobqWriteInterruptions).
 		 */
 		out->kind = JOBQ_INTERRUPTED;
 		return;

@@ -216,8 +216,12 @@ typedef struct JobqOutcome
 extern int	JobqClaimInTransaction(int slot, int limit, MemoryContext cxt,
 								   JobqJob **jobs, TimestampTz *next_due);
 
-/* finish.c: every way a job ends, or is scheduled again */
+/* retry.c: jobs pending again after a run (retried, interrupted) */
 extern TimestampTz JobqNextAttemptTime(int attempts);
+extern void JobqWriteRetries(JobqJob *jobs, JobqOutcome *outcomes, int n);
+extern void JobqWriteInterruptions(JobqJob *jobs, JobqOutcome *outcomes, int n);
+
+/* finish.c: every way a job ends, or is scheduled again */
 extern void JobqFinishJobs(JobqJob *jobs, JobqOutcome *outcomes, int n);
 extern bool JobqClaimedJobGone(JobqJob *job);
 extern void JobqSweepWaitingJobs(void);
@@ -251,6 +255,7 @@ extern SPIPlanPtr JobqKeepPlan(SPIPlanPtr *plan, const char *sql, int nargs,
 							   Oid *argtypes);
 extern int	JobqExecuteKept(SPIPlanPtr plan, Datum *values, bool read_only);
 extern int	JobqExecuteKeptAsOwner(SPIPlanPtr plan, Datum *values);
+extern Datum JobqDatumArray(Datum *values, bool *nulls, int n, Oid elemtype);
 
 /* store.c: direct writes to jobq's tables */
 typedef struct JobqTable

@@ -21,7 +21,9 @@
 
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 
 #include "jobq.h"
 
@@ -228,4 +230,20 @@ JobqExecuteKeptAsOwner(SPIPlanPtr plan, Datum *values)
 	AtEOXact_GUC(true, nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	return rc;
+}
+
+/* a one-dimensional array of n values of type elemtype (nulls as given) */
+Datum
+JobqDatumArray(Datum *values, bool *nulls, int n, Oid elemtype)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs,
+											  elemtype, typlen, typbyval,
+											  typalign));
 }

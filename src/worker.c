@@ -36,7 +36,7 @@
  * ... FORCE) cancels the job in hand; its subtransaction rolls back and
  * the job is pending again with its attempt not counted, but after a delay
  * that grows while its runs keep being interrupted, behind the jobs due
- * now (finish.c, write_interruptions: otherwise a few jobs slower than a
+ * now (retry.c, JobqWriteInterruptions: otherwise a few jobs slower than a
  * worker's life would hold every worker of a terminate storm); the chunk
  * commits what finished, unlocks the jobs it did not start, and the
  * worker exits.  A job that swallows the cancel of a
