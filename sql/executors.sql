@@ -36,6 +36,15 @@ RESET ROLE;
 -- the administrator says which executor roles run it
 SELECT jobq.allow_executor('send_email', 'regress_jobq_exec', registrant => 'regress_jobq_mailer');
 SELECT jobq.allow_executor('send_email', 'regress_jobq_exec');	-- once is enough
+-- bad arguments change nothing
+SELECT jobq.allow_executor('no_such_task', 'regress_jobq_exec');
+SELECT jobq.allow_executor('jobq.noop', 'regress_jobq_exec');
+SELECT jobq.allow_executor(NULL, 'regress_jobq_exec');
+SELECT jobq.allow_executor('send_email', NULL);
+SELECT jobq.allow_executor('send_email', 0::regrole);
+SELECT jobq.allow_executor('send_email', 'regress_jobq_exec', registrant => 0::regrole);
+SELECT jobq.disallow_executor('no_such_task', 'regress_jobq_exec');
+SELECT jobq.disallow_executor('send_email', 'regress_jobq_app') AS was_allowed;
 SELECT task, fn, registered_by, executors FROM jobq.task WHERE task = 'send_email';
 -- a role that is not a member of the registrant may not feed its executors
 SET ROLE regress_jobq_peek;
